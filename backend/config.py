@@ -1,0 +1,105 @@
+"""All configuration, read once from the environment (and an optional `.env`).
+
+This is the only module that reads ``os.environ``. Every setting has a safe default so that
+``pulseboard up`` works with no `.env` at all; `.env.example` lists them with their units.
+Importing this module must stay cheap and free of Flask/Redis/eventlet, because the CLI reads
+``ASYNC_MODE`` from it before it monkey-patches anything.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dotenv import load_dotenv
+
+# override=False: a real environment variable always wins over the file.
+load_dotenv(os.environ.get("PULSEBOARD_ENV_FILE", ".env"), override=False)
+
+
+def _str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in _str(name, default).split(",") if item.strip()]
+
+
+class Config:
+    """Flask config object. Upper-case attributes become ``app.config`` keys."""
+
+    # --- network ---------------------------------------------------------------------------
+    HOST = _str("HOST", "127.0.0.1")  # bind address; loopback unless told otherwise
+    PORT = _int("PORT", 5000)
+    # Empty: same-origin only. "*" allows all (not recommended). Comma-separated list otherwise.
+    CORS_ORIGINS = _list("CORS_ORIGINS", "")
+    ASYNC_MODE = _str("ASYNC_MODE", "eventlet")  # eventlet | gevent | threading
+
+    # --- redis -------------------------------------------------------------------------------
+    # Unset: `pulseboard up` starts an embedded Redis and sets this for its children.
+    REDIS_URL = _str("REDIS_URL", "")
+    REDIS_CHANNEL = _str("REDIS_CHANNEL", "metrics_channel")
+    RECENT_KEY = _str("RECENT_KEY", "metrics:recent")
+    RECENT_MAX = _int("RECENT_MAX", 500)  # events
+    KEY_PREFIX = _str("KEY_PREFIX", "pulseboard:")
+    # Use Flask-SocketIO's Redis message queue so several web nodes share emits (scale-out).
+    MESSAGE_QUEUE = _bool("MESSAGE_QUEUE", False)
+
+    # --- aggregation ------------------------------------------------------------------------
+    RETENTION_S = _int("RETENTION_S", 3600)  # seconds of per-second buckets kept
+    FUTURE_TOLERANCE_S = _int("FUTURE_TOLERANCE_S", 300)  # events further ahead are rejected
+    DEAD_LETTER_MAX = _int("DEAD_LETTER_MAX", 1000)  # rejected items kept
+
+    # --- worker ------------------------------------------------------------------------------
+    RUN_WORKER = _bool("RUN_WORKER", True)  # all-in-one: the web process also runs the worker
+    FLUSH_INTERVAL_MS = _int("FLUSH_INTERVAL_MS", 50)  # longest an event waits before broadcast
+    MAX_BATCH = _int("MAX_BATCH", 5000)  # events per pipelined write
+    AGGREGATE_TICK_MS = _int("AGGREGATE_TICK_MS", 1000)  # how often `aggregate` is pushed
+    RECONNECT_MIN_S = _float("RECONNECT_MIN_S", 0.1)  # first backoff after Redis drops us
+    RECONNECT_MAX_S = _float("RECONNECT_MAX_S", 5.0)  # backoff cap
+
+    # --- ingest API --------------------------------------------------------------------------
+    INGEST_API_KEY = _str("INGEST_API_KEY", "")  # empty: no key required
+    INGEST_MAX_EVENTS = _int("INGEST_MAX_EVENTS", 1000)  # events per request
+    MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)  # bytes per request
+    MAX_EVENT_BYTES = _int("MAX_EVENT_BYTES", 64 * 1024)  # bytes per event
+
+    # --- static dashboard ----------------------------------------------------------------------
+    FRONTEND_DIST = _str("FRONTEND_DIST", "")  # empty: <repo>/frontend/dist
+
+    # --- generator ------------------------------------------------------------------------------
+    GENERATOR_RATE = _float("GENERATOR_RATE", 200.0)  # events per second
+    GENERATOR_PROFILE = _str("GENERATOR_PROFILE", "mixed")
+
+    LOG_LEVEL = _str("LOG_LEVEL", "INFO")
+    LOG_FORMAT = _str("LOG_FORMAT", "text")  # text | json
+
+    @classmethod
+    def as_dict(cls) -> dict:
+        return {k: getattr(cls, k) for k in dir(cls) if k.isupper()}

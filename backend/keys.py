@@ -1,0 +1,63 @@
+"""Every Redis key name Pulseboard uses, in one place.
+
+`RECENT_KEY` keeps the original design's name (``metrics:recent``) so old readers still work;
+everything else lives under ``KEY_PREFIX`` so several deployments can share one Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "pulseboard:"
+    recent: str = "metrics:recent"
+
+    @classmethod
+    def from_config(cls, config) -> Keys:
+        return cls(prefix=config["KEY_PREFIX"], recent=config["RECENT_KEY"])
+
+    @property
+    def seq(self) -> str:
+        """INCRBY counter handing out event sequence numbers (unique across restarts)."""
+        return f"{self.prefix}seq"
+
+    @property
+    def rejected(self) -> str:
+        """Dead-letter list, newest first: JSON {raw, reason, time}."""
+        return f"{self.prefix}rejected"
+
+    @property
+    def stats(self) -> str:
+        """Hash of lifetime counters: received, accepted, rejected, rejected:<reason>."""
+        return f"{self.prefix}stats"
+
+    def bucket(self, resolution_s: int, start: int) -> str:
+        """Aggregate bucket hash for the `resolution_s`-second interval starting at unix `start`."""
+        return f"{self.prefix}agg:{resolution_s}:{start}"
+
+    @property
+    def generator_control(self) -> str:
+        """Hash the API writes the desired generator state to (running, rate, profile)."""
+        return f"{self.prefix}generator:control"
+
+    @property
+    def generator_status(self) -> str:
+        """Hash a running generator refreshes with its state; expires when it stops."""
+        return f"{self.prefix}generator:status"
+
+    @property
+    def generator_events(self) -> str:
+        """Pub/Sub channel announcing generator state changes to the web nodes."""
+        return f"{self.prefix}generator:events"
+
+    @property
+    def worker_lease(self) -> str:
+        """Lease key held by the active worker when several are running."""
+        return f"{self.prefix}worker:lease"
+
+    @property
+    def windows(self) -> str:
+        """Sorted set of aggregate windows clients asked for (score: last asked, unix s)."""
+        return f"{self.prefix}windows"
