@@ -58,6 +58,11 @@ class Keys:
         return f"{self.prefix}worker:lease"
 
     @property
-    def windows(self) -> str:
-        """Sorted set of aggregate windows clients asked for (score: last asked, unix s)."""
-        return f"{self.prefix}windows"
+    def worker_heartbeat(self) -> str:
+        """Refreshed about once a second by a running worker; expires when none runs."""
+        return f"{self.prefix}worker:heartbeat"
+
+    @property
+    def legacy_clients(self) -> str:
+        """Set (with a short TTL) while any web node has a client on per-event `metric` delivery."""
+        return f"{self.prefix}legacy-clients"

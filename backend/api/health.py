@@ -1,0 +1,48 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, jsonify
+
+from backend.runtime import get_runtime
+
+bp = Blueprint("health", __name__, url_prefix="/api")
+
+
+def _now_iso() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+@bp.get("/health")
+def health():
+    """Liveness: the process answers. Always 200; says whether Redis answers too."""
+    runtime = get_runtime()
+    body = {"status": "ok", "time": _now_iso(), "redis": "ok" if runtime.store.ping() else "down"}
+    if runtime.worker is not None:
+        body["worker"] = runtime.worker.status()
+    return jsonify(body)
+
+
+@bp.get("/ready")
+def ready():
+    """Readiness: 200 only when Redis answers and a subscriber is running (here or elsewhere)."""
+    runtime = get_runtime()
+    redis_ok = runtime.store.ping()
+    if runtime.worker is not None:
+        subscriber_ok = bool(runtime.worker.subscribed)
+    else:
+        try:
+            subscriber_ok = redis_ok and runtime.store.worker_alive()
+        except Exception:
+            subscriber_ok = False
+    ok = redis_ok and subscriber_ok
+    body = {
+        "status": "ready" if ok else "unavailable",
+        "time": _now_iso(),
+        "redis": "ok" if redis_ok else "down",
+        "subscriber": "ok" if subscriber_ok else "down",
+    }
+    return jsonify(body), 200 if ok else 503

@@ -1,0 +1,49 @@
+"""The application factory: configure, bind extensions, register blueprints. Nothing else.
+
+Background tasks (the ingest worker and the tick) are started by the entry point
+(`backend.serve.start_background`), not here, so tests and tools can build an app without them.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from backend import jsonutil
+from backend.config import Config
+from backend.errors import register_error_handlers
+from backend.extensions import socketio
+from backend.runtime import EXTENSION_KEY, Runtime
+from backend.store import Store
+
+
+def create_app(config: dict | None = None) -> Flask:
+    app = Flask(__name__, static_folder=None)
+    app.config.from_object(Config)
+    if config:
+        app.config.update(config)
+    if not app.config["REDIS_URL"]:
+        raise RuntimeError(
+            "REDIS_URL is not set: point it at a Redis server, or use `pulseboard up`, "
+            "which starts an embedded one"
+        )
+
+    register_error_handlers(app)
+
+    origins = app.config["CORS_ORIGINS"]
+    socketio.init_app(
+        app,
+        async_mode=app.config["ASYNC_MODE"],
+        # None: same-origin only (Flask-SocketIO's default); "*" or a list when configured.
+        cors_allowed_origins=("*" if origins == ["*"] else origins) or None,
+        message_queue=app.config["REDIS_URL"] if app.config["MESSAGE_QUEUE"] else None,
+        json=jsonutil,
+        max_http_buffer_size=app.config["MAX_CONTENT_LENGTH"],
+    )
+    app.extensions[EXTENSION_KEY] = Runtime(store=Store.from_config(app.config))
+
+    from backend import sockets  # noqa: F401 - registers the Socket.IO handlers
+    from backend.api import dashboard, generator, health, ingest, metrics
+
+    for blueprint in (health.bp, metrics.bp, ingest.bp, generator.bp, dashboard.bp):
+        app.register_blueprint(blueprint)
+    return app

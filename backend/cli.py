@@ -1,0 +1,129 @@
+"""The `pulseboard` command: up, serve, worker, generate.
+
+The async mode is chosen and the standard library monkey-patched before anything else is
+imported, which is why most imports below live inside the functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from backend.config import Config
+
+SERVER_COMMANDS = {"up", "serve", "worker"}
+
+
+def _command_of(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _async_mode_of(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--async-mode" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--async-mode="):
+            return arg.split("=", 1)[1]
+    return Config.ASYNC_MODE
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _command_of(argv) in SERVER_COMMANDS:
+        from backend.asyncmode import patch
+
+        patch(_async_mode_of(argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from backend.logsetup import setup
+
+    setup(Config.LOG_LEVEL, Config.LOG_FORMAT)
+    return args.func(args) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from generator import cli as generator_cli
+
+    parser = argparse.ArgumentParser(prog="pulseboard", description="Real-time analytics on Redis Pub/Sub.")
+    sub = parser.add_subparsers(dest="command")
+
+    def server_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default=Config.HOST, help="bind address (default %(default)s)")
+        p.add_argument("--port", type=int, default=Config.PORT, help="port (default %(default)s)")
+        p.add_argument("--async-mode", default=Config.ASYNC_MODE, choices=["eventlet", "gevent", "threading"])
+
+    up = sub.add_parser(
+        "up",
+        help="everything on one machine: embedded Redis (if REDIS_URL is unset), "
+        "server, worker and generator",
+    )
+    server_options(up)
+    up.add_argument("--rate", type=float, default=Config.GENERATOR_RATE, help="generator events/s")
+    up.add_argument("--profile", default=Config.GENERATOR_PROFILE)
+    up.add_argument("--no-generator", action="store_true", help="start no generator")
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="web node: REST + Socket.IO (+ the worker unless --no-worker)")
+    server_options(serve)
+    serve.add_argument("--no-worker", action="store_true", help="serve clients only; run `pulseboard worker`")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser(
+        "worker", help="the ingest worker alone, emitting through the Redis message queue"
+    )
+    worker.add_argument(
+        "--async-mode", default=Config.ASYNC_MODE, choices=["eventlet", "gevent", "threading"]
+    )
+    worker.set_defaults(func=cmd_worker)
+
+    gen = sub.add_parser("generate", help="publish simulated traffic")
+    generator_cli.add_arguments(gen)
+    gen.set_defaults(func=generator_cli.run)
+    return parser
+
+
+def _app(args, **overrides):
+    from backend import create_app
+
+    config = {"ASYNC_MODE": args.async_mode, **overrides}
+    return create_app(config)
+
+
+def cmd_serve(args) -> int:
+    from backend.serve import serve, start_background
+
+    app = _app(args, RUN_WORKER=not args.no_worker)
+    start_background(app, worker=not args.no_worker)
+    serve(app, args.host, args.port)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from backend.broadcast import Broadcaster
+    from backend.extensions import socketio
+    from backend.runtime import get_runtime
+    from backend.worker import Worker
+
+    app = _app(args, MESSAGE_QUEUE=True)
+    runtime = get_runtime(app)
+    runtime.worker = Worker(
+        app.config, Broadcaster(socketio, runtime.store, message_queue=True), sleep=socketio.sleep
+    )
+    try:
+        runtime.worker.run()  # runs until stopped; reconnects by itself
+    except KeyboardInterrupt:
+        runtime.worker.stop()
+    return 0
+
+
+def cmd_up(args) -> int:
+    from backend.up import up
+
+    return up(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Per-app runtime objects (Redis store, worker, ticker), kept in ``app.extensions``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from backend.store import Store
+
+EXTENSION_KEY = "pulseboard"
+
+
+@dataclass
+class Runtime:
+    store: Store
+    worker: object | None = None  # backend.worker.Worker when this process runs one
+    ticker: object | None = None  # backend.broadcast.Ticker when this process serves sockets
+
+
+def get_runtime(app: Flask | None = None) -> Runtime:
+    return (app or current_app).extensions[EXTENSION_KEY]

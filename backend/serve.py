@@ -1,0 +1,47 @@
+"""Running the app: background tasks and the server loop (called by the CLI)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from backend.broadcast import Broadcaster, Ticker
+from backend.extensions import socketio
+from backend.runtime import get_runtime
+from backend.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
+    """Start the ingest worker and/or the tick, once per process."""
+    runtime = get_runtime(app)
+    cfg = app.config
+    if worker and runtime.worker is None:
+        broadcaster = Broadcaster(socketio, runtime.store, message_queue=cfg["MESSAGE_QUEUE"])
+        runtime.worker = Worker(cfg, broadcaster, sleep=socketio.sleep)
+        socketio.start_background_task(runtime.worker.run)
+    if ticker and runtime.ticker is None:
+        runtime.ticker = Ticker(
+            socketio,
+            runtime.store,
+            interval_s=cfg["AGGREGATE_TICK_MS"] / 1000.0,
+            message_queue=cfg["MESSAGE_QUEUE"],
+        )
+        socketio.start_background_task(runtime.ticker.run)
+
+
+def stop_background(app: Flask) -> None:
+    runtime = get_runtime(app)
+    for task in (runtime.worker, runtime.ticker):
+        if task is not None:
+            task.stop()
+
+
+def serve(app: Flask, host: str, port: int) -> None:
+    log.info("Pulseboard serving on http://%s:%d (async mode %s)", host, port, socketio.async_mode)
+    kwargs = {"host": host, "port": port, "use_reloader": False, "log_output": False}
+    if socketio.async_mode == "threading":
+        kwargs["allow_unsafe_werkzeug"] = True  # werkzeug's server: for development and tests
+    socketio.run(app, **kwargs)

@@ -1,0 +1,211 @@
+"""Everything Pulseboard reads from and writes to Redis.
+
+The write side is built for throughput: one batch of events costs two round trips whatever its
+size (INCRBY for the sequence numbers, then one pipeline with LPUSH+LTRIM of the recent list,
+one atomic Lua apply of all aggregate deltas, and the dead letters). Aggregate updates are
+increments and compare-and-set min/max inside Redis, so several workers may write the same
+buckets concurrently and the result stays exact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+import orjson
+import redis
+
+from backend.core.aggregate import (
+    RESOLUTIONS,
+    BucketDelta,
+    WindowStats,
+    plan_window,
+    timeseries,
+    timeseries_plan,
+)
+from backend.keys import Keys
+
+# KEYS: the bucket hashes. ARGV[1..#KEYS]: each key's TTL in seconds. Then groups of four:
+# key index, op (i = HINCRBY, f = HINCRBYFLOAT, n = keep min, x = keep max), field, value.
+# Min/max compare as doubles but store the caller's exact text, so they stay exact.
+_APPLY_LUA = """
+local nkeys = #KEYS
+for i = nkeys + 1, #ARGV, 4 do
+  local k = KEYS[tonumber(ARGV[i])]
+  local op = ARGV[i + 1]
+  local f = ARGV[i + 2]
+  local v = ARGV[i + 3]
+  if op == 'i' then
+    redis.call('HINCRBY', k, f, v)
+  elseif op == 'f' then
+    redis.call('HINCRBYFLOAT', k, f, v)
+  else
+    local cur = redis.call('HGET', k, f)
+    if not cur or (op == 'n' and tonumber(v) < tonumber(cur)) or (op == 'x' and tonumber(v) > tonumber(cur)) then
+      redis.call('HSET', k, f, v)
+    end
+  end
+end
+for i = 1, nkeys do
+  redis.call('EXPIRE', KEYS[i], ARGV[i])
+end
+return nkeys
+"""
+
+
+def connect(url: str, **kwargs) -> redis.Redis:
+    """A client with timeouts, so a dead Redis shows up as an error instead of a hang."""
+    options = {
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": 5.0,
+        "health_check_interval": 15,
+        "retry_on_timeout": False,
+    }
+    options.update(kwargs)
+    return redis.Redis.from_url(url, **options)
+
+
+def _encode_delta_args(deltas: Mapping[tuple[int, int], BucketDelta], keys: Keys, retention_s: int):
+    key_names: list[str] = []
+    ttls: list[int] = []
+    ops: list = []
+    for index, ((res, start), delta) in enumerate(deltas.items(), start=1):
+        key_names.append(keys.bucket(res, start))
+        # A bucket lives for the retention after its interval ends.
+        ttls.append(max(1, int(start + res + retention_s - time.time())))
+        for field, value in delta.incr.items():
+            ops += (index, "i", field, value)
+        for field, value in delta.incr_float.items():
+            ops += (index, "f", field, repr(float(value)))
+        for field, value in delta.mins.items():
+            ops += (index, "n", field, repr(float(value)))
+        for field, value in delta.maxs.items():
+            ops += (index, "x", field, repr(float(value)))
+    return key_names, ttls + ops
+
+
+class Store:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, *, recent_max: int, retention_s: int, dead_letter_max: int
+    ):
+        self.redis = client
+        self.keys = keys
+        self.recent_max = recent_max
+        self.retention_s = retention_s
+        self.dead_letter_max = dead_letter_max
+        self._apply = client.register_script(_APPLY_LUA)
+
+    @classmethod
+    def from_config(cls, config: Mapping, client: redis.Redis | None = None) -> Store:
+        return cls(
+            client or connect(config["REDIS_URL"]),
+            Keys.from_config(config),
+            recent_max=config["RECENT_MAX"],
+            retention_s=config["RETENTION_S"],
+            dead_letter_max=config["DEAD_LETTER_MAX"],
+        )
+
+    # --- write side ------------------------------------------------------------------------
+    def reserve_seqs(self, n: int) -> int:
+        """Atomically reserve `n` sequence numbers; returns the first."""
+        return int(self.redis.incrby(self.keys.seq, n)) - n + 1
+
+    def write_batch(
+        self,
+        events_json: list[bytes],
+        deltas: Mapping[tuple[int, int], BucketDelta],
+        rejected: list[dict],
+        received: int,
+    ) -> None:
+        """One pipelined round trip for a whole batch. `events_json` is oldest first."""
+        pipe = self.redis.pipeline(transaction=False)
+        if events_json:
+            pipe.lpush(self.keys.recent, *events_json)
+            pipe.ltrim(self.keys.recent, 0, self.recent_max - 1)
+        if deltas:
+            key_names, args = _encode_delta_args(deltas, self.keys, self.retention_s)
+            self._apply(keys=key_names, args=args, client=pipe)
+        if rejected:
+            pipe.lpush(self.keys.rejected, *(orjson.dumps(r) for r in rejected))
+            pipe.ltrim(self.keys.rejected, 0, self.dead_letter_max - 1)
+            reasons: dict[str, int] = {}
+            for item in rejected:
+                reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
+            for reason, count in reasons.items():
+                pipe.hincrby(self.keys.stats, f"rejected:{reason}", count)
+            pipe.hincrby(self.keys.stats, "rejected", len(rejected))
+        pipe.hincrby(self.keys.stats, "received", received)
+        pipe.hincrby(self.keys.stats, "accepted", len(events_json))
+        pipe.execute()
+
+    def heartbeat(self, ttl_s: int = 5) -> None:
+        self.redis.set(self.keys.worker_heartbeat, str(time.time()), ex=ttl_s)
+
+    def worker_alive(self) -> bool:
+        return bool(self.redis.exists(self.keys.worker_heartbeat))
+
+    # --- read side -------------------------------------------------------------------------
+    def ping(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+    def recent(self, limit: int, metric: str | None = None, after: int | None = None) -> list[dict]:
+        raw = self.redis.lrange(self.keys.recent, 0, self.recent_max - 1 if (metric or after) else limit - 1)
+        out: list[dict] = []
+        for item in raw:
+            try:
+                event = orjson.loads(item)
+            except orjson.JSONDecodeError:
+                continue  # written by someone else; the list is ours to read, not to trust
+            if not isinstance(event, dict):
+                continue
+            if metric is not None and event.get("metric") != metric:
+                continue
+            if after is not None and not (isinstance(event.get("seq"), int) and event["seq"] > after):
+                continue
+            out.append(event)
+            if len(out) >= limit:
+                break
+        return out
+
+    def rejected(self, limit: int) -> list[dict]:
+        return [orjson.loads(item) for item in self.redis.lrange(self.keys.rejected, 0, limit - 1)]
+
+    def stats(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(self.keys.stats).items()}
+
+    def _hgetall_many(self, bucket_keys: Iterable[str]) -> list[dict]:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in bucket_keys:
+            pipe.hgetall(key)
+        return pipe.execute()
+
+    def aggregate(self, window_s: int, metric: str | None = None, now: float | None = None) -> dict:
+        to_s = int(now if now is not None else time.time()) + 1  # include the current second
+        plan = plan_window(to_s, window_s)
+        hashes = self._hgetall_many(self.keys.bucket(res, start) for res, start in plan)
+        stats = WindowStats.from_hashes(hashes)
+        return stats.to_aggregate(window_s=window_s, from_s=to_s - window_s, to_s=to_s, metric=metric)
+
+    def timeseries(
+        self, window_s: int, step_s: int, metric: str | None, field: str | None, now: float | None = None
+    ) -> dict:
+        to_s = int(now if now is not None else time.time()) + 1
+        to_s -= to_s % step_s  # align steps so consecutive calls share boundaries
+        to_s += step_s
+        res, starts = timeseries_plan(to_s, window_s, step_s)
+        hashes = self._hgetall_many(self.keys.bucket(res, start) for start in starts)
+        return timeseries(
+            dict(zip(starts, hashes, strict=True)),
+            from_s=to_s - window_s,
+            to_s=to_s,
+            step_s=step_s,
+            res=res,
+            metric=metric,
+            field=field,
+        )
+
+
+__all__ = ["RESOLUTIONS", "Store", "connect"]

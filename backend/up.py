@@ -1,0 +1,70 @@
+"""`pulseboard up`: the whole system on one machine, on embedded defaults.
+
+Starts a private Redis when REDIS_URL is unset, the generator as a child process (it gets its own
+core), and the server with its worker in this process. Ctrl-C or SIGTERM stops all of it; the
+children are also tied to us with PR_SET_PDEATHSIG, so even a SIGKILL leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+
+from backend.config import Config
+from backend.embedded_redis import EmbeddedRedis
+from backend.procs import die_with_parent, stop
+
+log = logging.getLogger(__name__)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def up(args) -> int:
+    from backend import create_app
+    from backend.serve import serve, start_background
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    embedded = None
+    generator = None
+    try:
+        url = Config.REDIS_URL
+        if not url:
+            embedded = EmbeddedRedis().start()
+            url = embedded.url
+            log.info("started embedded Redis at %s (%s)", url, embedded.binary)
+        app = create_app({"ASYNC_MODE": args.async_mode, "REDIS_URL": url})
+        start_background(app, worker=True)
+        if not args.no_generator:
+            generator = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "backend.cli",
+                    "generate",
+                    "--redis-url",
+                    url,
+                    "--rate",
+                    str(args.rate),
+                    "--profile",
+                    args.profile,
+                ],
+                preexec_fn=die_with_parent,
+            )
+        print(
+            f"\n  Pulseboard is running: http://{args.host}:{args.port}\n"
+            f"  Redis: {url}{' (embedded)' if embedded else ''}\n  Ctrl-C to stop.\n",
+            flush=True,
+        )
+        serve(app, args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(generator)
+        if embedded is not None:
+            embedded.close()
+        log.info("stopped")
+    return 0

@@ -1,0 +1,196 @@
+"""The ingest worker: one Pub/Sub subscriber that validates, stores, aggregates and broadcasts.
+
+Per batch (everything that arrived within FLUSH_INTERVAL_MS, up to MAX_BATCH) the worker pays two
+Redis round trips and two Socket.IO emits, whatever the batch size. A message that fails to parse
+goes to the dead-letter list; an unexpected error in one message is logged and dead-lettered too,
+so no single message can stop the loop. When Redis drops the connection (restart, slow-subscriber
+kill) the loop reconnects with capped exponential backoff and reprocesses the batch it held.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+import redis
+
+from backend.core.aggregate import BatchAccumulator
+from backend.core.events import Rejection, parse_event
+from backend.store import Store, connect
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_RAW_BYTES = 1024  # how much of a rejected message is kept
+HEARTBEAT_EVERY_S = 1.0
+
+
+def _iso_now(now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+def _truncate(raw) -> str:
+    if isinstance(raw, bytes):
+        return raw[:DEAD_LETTER_RAW_BYTES].decode("utf-8", errors="replace")
+    return str(raw)[:DEAD_LETTER_RAW_BYTES]
+
+
+class Worker:
+    def __init__(self, config, broadcaster, sleep=time.sleep):
+        self.config = config
+        self.broadcaster = broadcaster
+        self.sleep = sleep  # socketio.sleep: cooperative under eventlet/gevent
+        self.store = Store.from_config(config)
+        self.channel = config["REDIS_CHANNEL"]
+        self.flush_s = config["FLUSH_INTERVAL_MS"] / 1000.0
+        self.max_batch = config["MAX_BATCH"]
+        self.backoff_min = config["RECONNECT_MIN_S"]
+        self.backoff_max = config["RECONNECT_MAX_S"]
+        self.subscribed = False
+        self.running = False
+        self.reconnects = 0
+        self.processed = 0
+        self.rejected = 0
+        self.batches = 0
+        self._stopping = False
+        self._carry: list | None = None  # a batch whose write failed, retried after reconnect
+        self._last_heartbeat = 0.0
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        self.running = True
+        backoff = self.backoff_min
+        failures = 0
+        try:
+            while not self._stopping:
+                pubsub = None
+                try:
+                    client = connect(self.config["REDIS_URL"], socket_timeout=None)
+                    pubsub = client.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(self.channel)
+                    self.subscribed = True
+                    if failures:
+                        self.reconnects += 1
+                        log.warning(
+                            "worker resubscribed to %r after %d failed attempt(s)", self.channel, failures
+                        )
+                    else:
+                        log.info("worker subscribed to %r", self.channel)
+                    failures, backoff = 0, self.backoff_min
+                    if self._carry:
+                        batch, self._carry = self._carry, None
+                        self.process(batch)
+                    while not self._stopping:
+                        self.pump(pubsub)
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    self.subscribed = False
+                    failures += 1
+                    log.warning("worker lost Redis (%s); retrying in %.2fs", exc, backoff)
+                    self.sleep(backoff)
+                    backoff = min(backoff * 2, self.backoff_max)
+                except Exception:
+                    self.subscribed = False
+                    failures += 1
+                    log.exception("worker loop error; restarting in %.2fs", backoff)
+                    self.sleep(backoff)
+                    backoff = min(backoff * 2, self.backoff_max)
+                finally:
+                    if pubsub is not None:
+                        try:
+                            pubsub.close()
+                        except Exception:
+                            log.debug("error closing pubsub", exc_info=True)
+        finally:
+            self.subscribed = False
+            self.running = False
+
+    def pump(self, pubsub) -> int:
+        """Wait up to one flush interval for a message, drain what is waiting, process it."""
+        message = pubsub.get_message(timeout=self.flush_s)
+        now = time.monotonic()
+        if now - self._last_heartbeat >= HEARTBEAT_EVERY_S:
+            self._last_heartbeat = now
+            self.store.heartbeat()
+        if message is None:
+            # Yield even when idle: under eventlet a quiet subscriber must not hog the hub.
+            self.sleep(0)
+            return 0
+        batch = [message["data"]]
+        deadline = now + self.flush_s
+        while len(batch) < self.max_batch:
+            message = pubsub.get_message(timeout=0)
+            if message is None:
+                if time.monotonic() >= deadline:
+                    break
+                # Nothing buffered: give the socket a moment rather than flushing tiny batches.
+                message = pubsub.get_message(timeout=min(0.005, max(0.0, deadline - time.monotonic())))
+                if message is None:
+                    break
+            batch.append(message["data"])
+        self.process(batch)
+        return len(batch)
+
+    # --- one batch -----------------------------------------------------------------------------
+    def process(self, batch: list) -> None:
+        now = time.time()
+        cfg = self.config
+        accepted = []
+        rejected = []
+        for raw in batch:
+            try:
+                accepted.append(
+                    parse_event(
+                        raw,
+                        now=now,
+                        retention_s=cfg["RETENTION_S"],
+                        future_tolerance_s=cfg["FUTURE_TOLERANCE_S"],
+                        max_bytes=cfg["MAX_EVENT_BYTES"],
+                    )
+                )
+            except Rejection as rej:
+                rejected.append(
+                    {"raw": _truncate(raw), "reason": rej.reason, "detail": rej.detail, "time": _iso_now(now)}
+                )
+            except Exception as exc:
+                log.exception("unexpected error validating a message")
+                rejected.append(
+                    {
+                        "raw": _truncate(raw),
+                        "reason": "internal_error",
+                        "detail": f"{type(exc).__name__}: {exc}",
+                        "time": _iso_now(now),
+                    }
+                )
+        try:
+            events, payloads, deltas = [], [], {}
+            if accepted:
+                first = self.store.reserve_seqs(len(accepted))
+                acc = BatchAccumulator()
+                for offset, ev in enumerate(accepted):
+                    ev.data["seq"] = first + offset
+                    acc.add(ev)
+                    events.append(ev.data)
+                    payloads.append(orjson.dumps(ev.data))
+                deltas = acc.deltas()
+            self.store.write_batch(payloads, deltas, rejected, received=len(batch))
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._carry = batch
+            raise
+        self.batches += 1
+        self.processed += len(events)
+        self.rejected += len(rejected)
+        if events:
+            self.broadcaster.publish(events)
+
+    def status(self) -> dict:
+        return {
+            "running": self.running,
+            "subscribed": self.subscribed,
+            "reconnects": self.reconnects,
+            "processed": self.processed,
+            "rejected": self.rejected,
+            "batches": self.batches,
+        }

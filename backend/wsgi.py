@@ -1,0 +1,17 @@
+"""WSGI entry for gunicorn: `gunicorn -k eventlet -w 1 backend.wsgi:app`.
+
+gunicorn's eventlet/gevent worker monkey-patches before importing this module. One worker per
+process: Socket.IO sessions live in process memory, so scale with more processes behind a sticky
+load balancer and MESSAGE_QUEUE=true, not with more gunicorn workers.
+"""
+
+from __future__ import annotations
+
+from backend import create_app
+from backend.config import Config
+from backend.logsetup import setup
+from backend.serve import start_background
+
+setup(Config.LOG_LEVEL, Config.LOG_FORMAT)
+app = create_app()
+start_background(app, worker=app.config["RUN_WORKER"])
