@@ -1,0 +1,54 @@
+# The two front-door commands are `make run` and `make test`; both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NPM_STAMP := frontend/node_modules/.installed
+FRONTEND_SRC := $(shell find frontend/src frontend/public frontend/index.html frontend/vite.config.js frontend/package.json -type f 2>/dev/null)
+
+.PHONY: run test test-py test-frontend lint format bench frontend venv chromium clean
+
+run: venv frontend
+	$(BIN)/pulseboard up
+
+test: venv frontend chromium lint test-frontend test-py
+
+test-py: venv
+	$(BIN)/pytest
+
+test-frontend: $(NPM_STAMP)
+	cd frontend && npm test
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: venv frontend
+	$(BIN)/pulseboard bench
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+frontend: frontend/dist/index.html
+
+$(NPM_STAMP): frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+frontend/dist/index.html: $(NPM_STAMP) $(FRONTEND_SRC)
+	cd frontend && npm run build
+
+chromium:
+	@bash scripts/ensure-chromium.sh
+
+clean:
+	rm -rf $(VENV) frontend/node_modules frontend/dist .pytest_cache .ruff_cache
