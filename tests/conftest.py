@@ -1,0 +1,161 @@
+"""Fixtures: a real redis-server the suite starts itself, the app, and live server processes.
+
+Every test gets a dedicated Redis database (flushed before and after) and its own key prefix and
+channel name, because Pub/Sub channels are shared by all databases of a server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from backend.embedded_redis import EmbeddedRedis, free_port
+from backend.procs import stop
+from tests.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_DB = 9
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    url = f"redis://{redis_server.host}:{redis_server.port}/{TEST_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def r(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def names():
+    """A channel and key prefix of this test's own."""
+    token = uuid.uuid4().hex[:8]
+    return {
+        "REDIS_CHANNEL": f"test:{token}:metrics",
+        "KEY_PREFIX": f"test:{token}:",
+        "RECENT_KEY": f"test:{token}:recent",
+    }
+
+
+@pytest.fixture
+def app(redis_url, names):
+    from backend import create_app
+
+    return create_app({"TESTING": True, "REDIS_URL": redis_url, "ASYNC_MODE": "threading", **names})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@dataclass
+class LiveServer:
+    url: str
+    port: int
+    redis_url: str
+    env: dict
+    process: subprocess.Popen
+    log_path: Path
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def channel(self) -> str:
+        return self.env["REDIS_CHANNEL"]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str, **kw):
+        return requests.get(self.url + path, timeout=5, **kw)
+
+    def post(self, path: str, **kw):
+        return requests.post(self.url + path, timeout=5, **kw)
+
+
+def start_server(
+    redis_url: str,
+    names: dict,
+    tmp_path: Path,
+    *,
+    command: str = "serve",
+    args: tuple = (),
+    env: dict | None = None,
+    wait_ready: bool = True,
+) -> LiveServer:
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "LOG_LEVEL": "INFO",
+        "PULSEBOARD_ENV_FILE": "/nonexistent",  # a developer's .env must not change test results
+        "RECONNECT_MAX_S": "0.5",
+        **names,
+        **(env or {}),
+    }
+    log_path = tmp_path / f"server-{port}.log"
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", command, "--port", str(port), *args],
+        cwd=ROOT,
+        env=full_env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    server = LiveServer(f"http://127.0.0.1:{port}", port, redis_url, full_env, process, log_path)
+    if wait_ready:
+
+        def ready():
+            if process.poll() is not None:
+                raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
+            try:
+                return requests.get(server.url + "/api/ready", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(ready, timeout=20, message="server readiness")
+    return server
+
+
+@pytest.fixture
+def server_factory(redis_url, names, tmp_path):
+    started: list[LiveServer] = []
+
+    def factory(**kwargs) -> LiveServer:
+        kwargs.setdefault("names", names)
+        server = start_server(kwargs.pop("redis_url", redis_url), kwargs.pop("names"), tmp_path, **kwargs)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        stop(server.process)
+
+
+@pytest.fixture
+def live_server(server_factory):
+    return server_factory()

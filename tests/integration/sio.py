@@ -1,0 +1,58 @@
+"""A real python-socketio client that records what it receives."""
+
+from __future__ import annotations
+
+import threading
+
+import socketio
+
+
+class Recorder:
+    def __init__(self, url: str, *, batch_window: int | None = None):
+        self.url = url
+        self.batch_window = batch_window
+        self.lock = threading.Lock()
+        self.connected_msgs: list = []
+        self.metric: list[dict] = []  # per-event deliveries
+        self.batches: list[list[dict]] = []
+        self.aggregates: list[dict] = []
+        self.generator: list[dict] = []
+        self.sub_acks: list = []
+        self.client = socketio.Client(reconnection=True, reconnection_delay=0.1, reconnection_delay_max=0.5)
+        c = self.client
+        c.on("connected", lambda data: self._add(self.connected_msgs, data))
+        c.on("metric", lambda data: self._add(self.metric, data))
+        c.on("metrics", lambda data: self._add(self.batches, data))
+        c.on("aggregate", lambda data: self._add(self.aggregates, data))
+        c.on("generator", lambda data: self._add(self.generator, data))
+        c.on("connect", self._on_connect)
+
+    def _add(self, target: list, item) -> None:
+        with self.lock:
+            target.append(item)
+
+    def _on_connect(self) -> None:
+        if self.batch_window is not None:
+            # Resubscribe on every (re)connect, as the dashboard does.
+            self.client.emit(
+                "subscribe",
+                {"mode": "batch", "window": self.batch_window},
+                callback=lambda ack: self._add(self.sub_acks, ack),
+            )
+
+    def connect(self) -> Recorder:
+        self.client.connect(self.url, transports=["websocket"], wait_timeout=10)
+        return self
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+    def batched_events(self) -> list[dict]:
+        with self.lock:
+            return [event for batch in self.batches for event in batch]
+
+    def __enter__(self) -> Recorder:
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
