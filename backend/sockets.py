@@ -8,6 +8,7 @@ import redis
 from flask import current_app, request
 from flask_socketio import emit, join_room, leave_room, rooms
 
+from backend import telemetry
 from backend.broadcast import BATCH_ROOM, LEGACY_ROOM, WINDOW_ROOM_PREFIX, window_room
 from backend.extensions import socketio
 from backend.runtime import get_runtime
@@ -19,8 +20,14 @@ DEFAULT_WINDOW_S = 60
 
 @socketio.on("connect")
 def on_connect(auth=None):
+    telemetry.CONNECTED_CLIENTS.inc()
     join_room(LEGACY_ROOM)
     emit("connected", {"msg": "connected", "sid": request.sid, "modes": ["event", "batch"]})
+
+
+@socketio.on("disconnect")
+def on_disconnect(reason=None):
+    telemetry.CONNECTED_CLIENTS.dec()
 
 
 @socketio.on("subscribe")

@@ -15,18 +15,16 @@ import time
 import orjson
 import redis
 
+from backend import telemetry
 from backend.core.aggregate import BatchAccumulator
 from backend.core.events import Rejection, parse_event
+from backend.core.timefmt import iso_ms
 from backend.store import Store, connect
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_RAW_BYTES = 1024  # how much of a rejected message is kept
 HEARTBEAT_EVERY_S = 1.0
-
-
-def _iso_now(now: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
 def _truncate(raw) -> str:
@@ -74,6 +72,7 @@ class Worker:
                     self.subscribed = True
                     if failures:
                         self.reconnects += 1
+                        telemetry.REDIS_RECONNECTS.inc()
                         log.warning(
                             "worker resubscribed to %r after %d failed attempt(s)", self.channel, failures
                         )
@@ -130,11 +129,12 @@ class Worker:
                 if message is None:
                     break
             batch.append(message["data"])
-        self.process(batch)
+        self.process(batch, started=now)
         return len(batch)
 
     # --- one batch -----------------------------------------------------------------------------
-    def process(self, batch: list) -> None:
+    def process(self, batch: list, started: float | None = None) -> None:
+        """Validate, store and broadcast one batch. `started`: monotonic time its first message was read."""
         now = time.time()
         cfg = self.config
         accepted = []
@@ -152,7 +152,7 @@ class Worker:
                 )
             except Rejection as rej:
                 rejected.append(
-                    {"raw": _truncate(raw), "reason": rej.reason, "detail": rej.detail, "time": _iso_now(now)}
+                    {"raw": _truncate(raw), "reason": rej.reason, "detail": rej.detail, "time": iso_ms(now)}
                 )
             except Exception as exc:
                 log.exception("unexpected error validating a message")
@@ -161,7 +161,7 @@ class Worker:
                         "raw": _truncate(raw),
                         "reason": "internal_error",
                         "detail": f"{type(exc).__name__}: {exc}",
-                        "time": _iso_now(now),
+                        "time": iso_ms(now),
                     }
                 )
         try:
@@ -184,6 +184,14 @@ class Worker:
         self.rejected += len(rejected)
         if events:
             self.broadcaster.publish(events)
+            telemetry.SUBSCRIBER_LAG.set(max(0.0, now - max(ev.ts for ev in accepted)))
+        telemetry.EVENTS_RECEIVED.inc(len(batch))
+        telemetry.EVENTS_ACCEPTED.inc(len(events))
+        telemetry.BATCH_SIZE.observe(len(batch))
+        for item in rejected:
+            telemetry.EVENTS_REJECTED.labels(item["reason"]).inc()
+        if started is not None:
+            telemetry.BROADCAST_LATENCY.observe(time.monotonic() - started)
 
     def status(self) -> dict:
         return {

@@ -6,14 +6,14 @@ import time
 
 from flask import Blueprint, jsonify
 
+from backend.core.timefmt import iso_ms
 from backend.runtime import get_runtime
 
 bp = Blueprint("health", __name__, url_prefix="/api")
 
 
 def _now_iso() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    return iso_ms(time.time())
 
 
 @bp.get("/health")

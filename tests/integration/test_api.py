@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
+
+from tests.helpers import wait_for
 
 
 @pytest.mark.parametrize(
@@ -92,7 +96,9 @@ class TestIngest:
             (2, "invalid_value"),
             (3, "missing_metric"),
         ]
-        assert pubsub.get_message(timeout=0.3) is None
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            assert pubsub.get_message(timeout=0.05) is None
         pubsub.close()
 
     def test_accepts_and_publishes_normalized_events(self, client, r, app):
@@ -101,7 +107,7 @@ class TestIngest:
         resp = client.post("/api/ingest", json={"metric": "latency", "value": {"ms": 412}})
         assert resp.status_code == 202
         assert resp.get_json()["accepted"] == 1
-        message = pubsub.get_message(timeout=2)
+        message = wait_for(lambda: pubsub.get_message(timeout=0.1), message="the published event")
         event = orjson.loads(message["data"])
         assert event["metric"] == "latency"
         assert event["id"] == resp.get_json()["ids"][0]
@@ -162,6 +168,6 @@ class TestGeneratorControl:
 
 
 def test_dashboard_index_served(client):
-    resp = client.get("/")
-    assert resp.status_code == 200
-    assert b"Pulseboard" in resp.data
+    with client.get("/") as resp:  # a file response: close it, as a real server would
+        assert resp.status_code == 200
+        assert b"Pulseboard" in resp.data

@@ -1,0 +1,31 @@
+"""Prometheus metrics. Updated per batch or per connection, never per event, to stay off the hot path."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+EVENTS_RECEIVED = Counter("pulseboard_events_received_total", "Messages read from the channel")
+EVENTS_ACCEPTED = Counter("pulseboard_events_accepted_total", "Events validated, stored and broadcast")
+EVENTS_REJECTED = Counter("pulseboard_events_rejected_total", "Messages dead-lettered", ["reason"])
+BATCH_SIZE = Histogram(
+    "pulseboard_batch_size",
+    "Messages per worker batch",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+)
+BROADCAST_LATENCY = Histogram(
+    "pulseboard_broadcast_latency_seconds",
+    "From reading a batch's first message to handing the batch to Socket.IO",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+CONNECTED_CLIENTS = Gauge("pulseboard_connected_clients", "Socket.IO clients connected to this process")
+REDIS_RECONNECTS = Counter(
+    "pulseboard_redis_reconnects_total", "Times the worker resubscribed after losing Redis"
+)
+SUBSCRIBER_LAG = Gauge(
+    "pulseboard_subscriber_lag_seconds",
+    "Age of the newest event in the last batch when it was processed (event ts to now)",
+)
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
