@@ -42,6 +42,7 @@ class Worker:
         self.channel = config["REDIS_CHANNEL"]
         self.flush_s = config["FLUSH_INTERVAL_MS"] / 1000.0
         self.max_batch = config["MAX_BATCH"]
+        self.per_event = config["WORKER_STRATEGY"] == "per_event"
         self.backoff_min = config["RECONNECT_MIN_S"]
         self.backoff_max = config["RECONNECT_MAX_S"]
         self.subscribed = False
@@ -118,6 +119,9 @@ class Worker:
             self.sleep(0)
             return 0
         batch = [message["data"]]
+        if self.per_event:
+            self.process_per_event(message["data"])
+            return 1
         deadline = now + self.flush_s
         while len(batch) < self.max_batch:
             message = pubsub.get_message(timeout=0)
@@ -192,6 +196,39 @@ class Worker:
             telemetry.EVENTS_REJECTED.labels(item["reason"]).inc()
         if started is not None:
             telemetry.BROADCAST_LATENCY.observe(time.monotonic() - started)
+
+    def process_per_event(self, raw) -> None:
+        """The original design's strategy, for the benchmark's side-by-side run only: every event
+        pays its own round trips (seq, LPUSH, LTRIM) and its own emit. No aggregates."""
+        try:
+            ev = parse_event(
+                raw,
+                now=time.time(),
+                retention_s=self.config["RETENTION_S"],
+                future_tolerance_s=self.config["FUTURE_TOLERANCE_S"],
+                max_bytes=self.config["MAX_EVENT_BYTES"],
+            )
+        except Rejection as rej:
+            self.store.write_batch(
+                [],
+                {},
+                [
+                    {
+                        "raw": _truncate(raw),
+                        "reason": rej.reason,
+                        "detail": rej.detail,
+                        "time": iso_ms(time.time()),
+                    }
+                ],
+                received=1,
+            )
+            self.rejected += 1
+            return
+        ev.data["seq"] = self.store.reserve_seqs(1)
+        self.store.redis.lpush(self.store.keys.recent, orjson.dumps(ev.data))
+        self.store.redis.ltrim(self.store.keys.recent, 0, self.store.recent_max - 1)
+        self.processed += 1
+        self.broadcaster.publish([ev.data])
 
     def status(self) -> dict:
         return {
