@@ -25,11 +25,12 @@ def _raise_interrupt(signum, frame):
 
 def up(args) -> int:
     from backend import create_app
-    from backend.serve import serve, start_background
+    from backend.serve import serve, start_background, stop_background
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
     embedded = None
     generator = None
+    app = None
     try:
         url = Config.REDIS_URL
         if not url:
@@ -63,6 +64,8 @@ def up(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if app is not None:
+            stop_background(app)  # before Redis goes, so the worker doesn't log a false outage
         stop(generator)
         if embedded is not None:
             embedded.close()
