@@ -83,6 +83,7 @@ class Config:
     AGGREGATE_TICK_MS = _int("AGGREGATE_TICK_MS", 1000)  # how often `aggregate` is pushed
     RECONNECT_MIN_S = _float("RECONNECT_MIN_S", 0.1)  # first backoff after Redis drops us
     RECONNECT_MAX_S = _float("RECONNECT_MAX_S", 5.0)  # backoff cap
+    LEASE_TTL_MS = _int("LEASE_TTL_MS", 3000)  # a dead worker's lease expires after this; standby takes over
     # "batch" (default) or "per_event": the original design's strategy (one message, its own
     # Redis round trips and one emit at a time), kept so the benchmark can measure the ratio.
     WORKER_STRATEGY = _str("WORKER_STRATEGY", "batch")

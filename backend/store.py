@@ -52,6 +52,23 @@ end
 return nkeys
 """
 
+# Compare-and-extend / compare-and-delete, so a worker can never renew or drop another's lease.
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 
 def connect(url: str, **kwargs) -> redis.Redis:
     """A client with timeouts, so a dead Redis shows up as an error instead of a hang."""
@@ -94,6 +111,8 @@ class Store:
         self.retention_s = retention_s
         self.dead_letter_max = dead_letter_max
         self._apply = client.register_script(_APPLY_LUA)
+        self._renew = client.register_script(_RENEW_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
 
     @classmethod
     def from_config(cls, config: Mapping, client: redis.Redis | None = None) -> Store:
@@ -117,8 +136,9 @@ class Store:
         rejected: list[dict],
         received: int,
     ) -> None:
-        """One pipelined round trip for a whole batch. `events_json` is oldest first."""
-        pipe = self.redis.pipeline(transaction=False)
+        """One round trip for a whole batch, applied all or nothing (MULTI/EXEC), so a worker that
+        dies mid-write never leaves half a batch in the aggregates. `events_json` is oldest first."""
+        pipe = self.redis.pipeline(transaction=True)
         if events_json:
             pipe.lpush(self.keys.recent, *events_json)
             pipe.ltrim(self.keys.recent, 0, self.recent_max - 1)
@@ -138,8 +158,22 @@ class Store:
         pipe.hincrby(self.keys.stats, "accepted", len(events_json))
         pipe.execute()
 
-    def heartbeat(self, ttl_s: int = 5) -> None:
-        self.redis.set(self.keys.worker_heartbeat, str(time.time()), ex=ttl_s)
+    def acquire_lease(self, token: str, ttl_ms: int) -> bool:
+        """Take the worker lease if free (or already ours); also marks a worker alive."""
+        taken = self.redis.set(self.keys.worker_lease, token, nx=True, px=ttl_ms)
+        return bool(taken) or self.renew_lease(token, ttl_ms)
+
+    def renew_lease(self, token: str, ttl_ms: int) -> bool:
+        """Extend the lease if we still hold it, and refresh the heartbeat, in one round trip."""
+        return bool(
+            self._renew(
+                keys=[self.keys.worker_lease, self.keys.worker_heartbeat],
+                args=[token, ttl_ms, f"{time.time():.3f}"],
+            )
+        )
+
+    def release_lease(self, token: str) -> None:
+        self._release(keys=[self.keys.worker_lease], args=[token])
 
     def worker_alive(self) -> bool:
         return bool(self.redis.exists(self.keys.worker_heartbeat))

@@ -1,5 +1,10 @@
 """The ingest worker: one Pub/Sub subscriber that validates, stores, aggregates and broadcasts.
 
+Exactly one worker consumes the channel at a time: a worker subscribes only while it holds a
+lease in Redis (renewed every second, LEASE_TTL_MS long); the others wait as hot standbys and
+take over within one TTL when the active one dies. A batch's writes go in one MULTI/EXEC, so a
+worker killed mid-batch leaves the aggregates as if the batch never happened, not half-applied.
+
 Per batch (everything that arrived within FLUSH_INTERVAL_MS, up to MAX_BATCH) the worker pays two
 Redis round trips and two Socket.IO emits, whatever the batch size. A message that fails to parse
 goes to the dead-letter list; an unexpected error in one message is logged and dead-lettered too,
@@ -9,8 +14,12 @@ kill) the loop reconnects with capped exponential backoff and reprocesses the ba
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 
 import orjson
 import redis
@@ -39,6 +48,10 @@ class Worker:
         self.broadcaster = broadcaster
         self.sleep = sleep  # socketio.sleep: cooperative under eventlet/gevent
         self.store = Store.from_config(config)
+        self.sub_client = connect(config["REDIS_URL"], socket_timeout=None)
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_ttl_ms = config["LEASE_TTL_MS"]
+        self.role = "starting"
         self.channel = config["REDIS_CHANNEL"]
         self.flush_s = config["FLUSH_INTERVAL_MS"] / 1000.0
         self.max_batch = config["MAX_BATCH"]
@@ -67,8 +80,16 @@ class Worker:
             while not self._stopping:
                 pubsub = None
                 try:
-                    client = connect(self.config["REDIS_URL"], socket_timeout=None)
-                    pubsub = client.pubsub(ignore_subscribe_messages=True)
+                    if not self.store.acquire_lease(self.token, self.lease_ttl_ms):
+                        # Another worker is active: stay a hot standby and poll for the lease.
+                        if self.role != "standby":
+                            log.info("worker %s is standby: another worker holds the lease", self.token)
+                        self.role = "standby"
+                        failures, backoff = 0, self.backoff_min
+                        self.sleep(self.lease_ttl_ms / 3000.0)
+                        continue
+                    self.role = "active"
+                    pubsub = self.sub_client.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(self.channel)
                     self.subscribed = True
                     if failures:
@@ -78,15 +99,15 @@ class Worker:
                             "worker resubscribed to %r after %d failed attempt(s)", self.channel, failures
                         )
                     else:
-                        log.info("worker subscribed to %r", self.channel)
+                        log.info("worker %s active, subscribed to %r", self.token, self.channel)
                     failures, backoff = 0, self.backoff_min
                     if self._carry:
                         batch, self._carry = self._carry, None
                         self.process(batch)
-                    while not self._stopping:
-                        self.pump(pubsub)
+                    while not self._stopping and self.pump(pubsub) is not None:
+                        pass
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                    self.subscribed = False
+                    self.subscribed = False  # before the backoff sleep: readiness must see it now
                     failures += 1
                     log.warning("worker lost Redis (%s); retrying in %.2fs", exc, backoff)
                     self.sleep(backoff)
@@ -98,6 +119,7 @@ class Worker:
                     self.sleep(backoff)
                     backoff = min(backoff * 2, self.backoff_max)
                 finally:
+                    self.subscribed = False
                     if pubsub is not None:
                         try:
                             pubsub.close()
@@ -106,14 +128,29 @@ class Worker:
         finally:
             self.subscribed = False
             self.running = False
+            self.role = "stopped"
+            with contextlib.suppress(redis.RedisError):  # if Redis is gone, the lease expires by itself
+                self.store.release_lease(self.token)
 
-    def pump(self, pubsub) -> int:
-        """Wait up to one flush interval for a message, drain what is waiting, process it."""
+    def _keep_lease(self, now: float) -> bool:
+        """Renew the lease and the heartbeat about once a second; False when the lease is lost."""
+        if now - self._last_heartbeat < HEARTBEAT_EVERY_S:
+            return True
+        self._last_heartbeat = now
+        if self.store.renew_lease(self.token, self.lease_ttl_ms):
+            return True
+        log.warning("worker %s lost its lease; going back to standby", self.token)
+        return False
+
+    def pump(self, pubsub) -> int | None:
+        """Wait up to one flush interval for a message, drain what is waiting, process it.
+
+        Returns how many messages it processed, or None when this worker lost its lease and
+        must stop consuming (another worker is active now)."""
         message = pubsub.get_message(timeout=self.flush_s)
         now = time.monotonic()
-        if now - self._last_heartbeat >= HEARTBEAT_EVERY_S:
-            self._last_heartbeat = now
-            self.store.heartbeat()
+        if not self._keep_lease(now):
+            return None
         if message is None:
             # Yield even when idle: under eventlet a quiet subscriber must not hog the hub.
             self.sleep(0)
@@ -233,6 +270,8 @@ class Worker:
     def status(self) -> dict:
         return {
             "running": self.running,
+            "role": self.role,
+            "token": self.token,
             "subscribed": self.subscribed,
             "reconnects": self.reconnects,
             "processed": self.processed,

@@ -120,14 +120,21 @@ def start_server(
     log_path = tmp_path / f"server-{port}.log"
     with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", command, "--port", str(port), *args],
+            [
+                sys.executable,
+                "-m",
+                "backend.cli",
+                command,
+                *(("--port", str(port)) if command != "worker" else ()),
+                *args,
+            ],
             cwd=ROOT,
             env=full_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
     server = LiveServer(f"http://127.0.0.1:{port}", port, redis_url, full_env, process, log_path)
-    if wait_ready:
+    if wait_ready and command != "worker":
 
         def ready():
             if process.poll() is not None:

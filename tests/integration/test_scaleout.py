@@ -1,0 +1,72 @@
+"""Several web nodes and workers on one Redis: every client gets every event exactly once,
+and a standby worker takes over when the active one dies."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import orjson
+import requests
+
+from tests.helpers import wait_for
+from tests.integration.sio import Recorder
+
+MQ = {"MESSAGE_QUEUE": "true", "LEASE_TTL_MS": "1500"}
+
+
+def publish(r, channel, events):
+    pipe = r.pipeline(transaction=False)
+    for event in events:
+        pipe.publish(channel, orjson.dumps(event))
+    pipe.execute()
+
+
+def active_worker(workers):
+    def find():
+        for w in workers:
+            if w.process.poll() is None and "active, subscribed" in w.log():
+                return w
+        return None
+
+    return wait_for(find, timeout=15, message="an active worker")
+
+
+def test_three_web_nodes_two_workers_exactly_once_and_failover(server_factory, r):
+    workers = [server_factory(command="worker", env=MQ) for _ in range(2)]
+    webs = [server_factory(args=("--no-worker",), env=MQ) for _ in range(3)]
+    first = active_worker(workers)
+    standby = next(w for w in workers if w is not first)
+    wait_for(lambda: "is standby" in standby.log(), timeout=10, message="the second worker to stand by")
+
+    clients = [Recorder(web.url, batch_window=60).connect() for web in webs for _ in range(2)]
+    try:
+        wait_for(lambda: all(c.sub_acks for c in clients), message="all subscribed")
+        publish(r, webs[0].channel, [{"metric": "scale", "value": i} for i in range(300)])
+        for c in clients:
+            wait_for(lambda c=c: len(c.batched_events()) >= 300, timeout=20, message="300 events per client")
+        time.sleep(0.3)  # room for a duplicate to show up
+        for c in clients:
+            assert [e["value"] for e in c.batched_events()] == list(range(300))
+
+        # One logical consumer: the aggregate counts each event once, not once per worker.
+        agg = requests.get(webs[1].url + "/api/metrics/aggregate?window=60", timeout=5).json()
+        assert agg["aggregate"] == {"scale": 300}
+
+        first.process.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(lambda: "active, subscribed" in standby.log(), timeout=15, message="standby takeover")
+        takeover_s = time.monotonic() - killed_at
+        assert takeover_s < 10, takeover_s
+        print(f"standby took over {takeover_s:.2f}s after the active worker was killed")
+
+        publish(r, webs[0].channel, [{"metric": "after", "value": i} for i in range(100)])
+        for c in clients:
+            wait_for(lambda c=c: len(c.batched_events()) >= 400, timeout=20, message="events after failover")
+        for c in clients:
+            assert [e["value"] for e in c.batched_events()[300:]] == list(range(100))
+        for web in webs:
+            assert requests.get(web.url + "/api/ready", timeout=5).status_code == 200
+    finally:
+        for c in clients:
+            c.close()
