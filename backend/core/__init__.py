@@ -1,0 +1,5 @@
+"""The pure core: event validation, quantile sketches and time-bucketed aggregates.
+
+Nothing in this package imports Flask, Redis or eventlet, so it is fast to import and to test;
+the store, worker and API build on it.
+"""
