@@ -1,0 +1,141 @@
+"""A mergeable quantile sketch (DDSketch: Masson, Rim & Lee, VLDB 2019).
+
+Values are counted in logarithmic bins whose width grows with the value, so every bin's
+representative is within ALPHA relative error of anything that falls in it. The bins are plain
+counters keyed by short strings, which is what lets Redis hold them in a hash and merge them
+with HINCRBY: sketches of different seconds, or written by different workers, merge by adding
+counts, with no loss beyond the one ALPHA bound.
+
+Bin ``p{i}`` holds positive x with gamma**(i-1) < x <= gamma**i; ``n{i}`` the same for -x; ``z``
+holds |x| < ZERO_EPS. The representative 2*gamma**i/(gamma+1) is at most ALPHA away (relative)
+from both edges of the bin.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+
+ALPHA = 0.01
+GAMMA = (1 + ALPHA) / (1 - ALPHA)
+LOG_GAMMA = math.log(GAMMA)
+_INV_LOG_GAMMA = 1.0 / LOG_GAMMA
+_REP_FACTOR = 2.0 / (GAMMA + 1.0)
+ZERO_EPS = 1e-9
+ZERO_KEY = "z"
+
+_log = math.log
+_ceil = math.ceil
+
+
+def bin_key(x: float) -> str:
+    if x >= ZERO_EPS:
+        return f"p{_ceil(_log(x) * _INV_LOG_GAMMA)}"
+    if x <= -ZERO_EPS:
+        return f"n{_ceil(_log(-x) * _INV_LOG_GAMMA)}"
+    if x != x:  # NaN compares false both ways above; it has no place in any bin
+        raise ValueError("cannot bin NaN")
+    return ZERO_KEY
+
+
+def parse_key(key: str) -> tuple[int, int]:
+    """``"n12"`` -> (-1, 12), ``"z"`` -> (0, 0), ``"p3"`` -> (1, 3). Raises ValueError otherwise."""
+    if key == ZERO_KEY:
+        return 0, 0
+    sign = key[:1]
+    if sign == "p":
+        return 1, int(key[1:])
+    if sign == "n":
+        return -1, int(key[1:])
+    raise ValueError(f"not a sketch bin key: {key!r}")
+
+
+# A bin index's value never changes, and there are at most ~71k possible keys; the cache keeps
+# the hot few thousand so quantile() over a big merged sketch does not redo exp() per bin.
+@lru_cache(maxsize=8192)
+def bin_value(key: str) -> float:
+    sign, index = parse_key(key)
+    if sign == 0:
+        return 0.0
+    try:
+        rep = math.exp(index * LOG_GAMMA) * _REP_FACTOR
+    except OverflowError:
+        # The last bin below float max: its upper edge is not representable. Callers clamp
+        # estimates to the exact max anyway.
+        rep = sys.float_info.max
+    return rep if sign > 0 else -rep
+
+
+def _order(key: str) -> tuple[int, int]:
+    """Sort key putting bins in ascending order of their values."""
+    sign, index = parse_key(key)
+    return sign, sign * index
+
+
+class Sketch:
+    __slots__ = ("bins", "count")
+
+    def __init__(self, bins: Mapping[str, int] | None = None):
+        self.bins: dict[str, int] = {}
+        self.count = 0
+        if bins:
+            self.merge_bins(bins)
+
+    def add(self, x: float, n: int = 1) -> None:
+        key = bin_key(x)
+        self.bins[key] = self.bins.get(key, 0) + n
+        self.count += n
+
+    def merge_bins(self, bins: Mapping[str, int]) -> None:
+        own = self.bins
+        total = 0
+        for key, n in bins.items():
+            n = int(n)
+            own[key] = own.get(key, 0) + n
+            total += n
+        self.count += total
+
+    def merge(self, other: Sketch) -> None:
+        self.merge_bins(other.bins)
+
+    def quantile(self, q: float) -> float | None:
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: Iterable[float]) -> list[float | None]:
+        """Several quantiles in one pass over the sorted bins (what every aggregate asks for)."""
+        qs = list(qs)
+        for q in qs:
+            if not 0.0 <= q <= 1.0:
+                raise ValueError(f"quantile must be in [0, 1], got {q!r}")
+        if self.count <= 0:
+            return [None] * len(qs)
+        # Nearest rank, 0-based: the element a sorted list would hold at floor(q * (n - 1)).
+        wanted = sorted((math.floor(q * (self.count - 1)), i) for i, q in enumerate(qs))
+        out: list[float | None] = [None] * len(qs)
+        w = 0
+        seen = 0
+        for key in sorted((k for k, n in self.bins.items() if n > 0), key=_order):
+            seen += self.bins[key]
+            while w < len(wanted) and wanted[w][0] < seen:
+                out[wanted[w][1]] = bin_value(key)
+                w += 1
+            if w == len(wanted):
+                break
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sketch):
+            return NotImplemented
+        return self.count == other.count and {k: n for k, n in self.bins.items() if n} == {
+            k: n for k, n in other.bins.items() if n
+        }
+
+    __hash__ = None  # mutable
+
+    def __repr__(self) -> str:
+        return f"Sketch(count={self.count}, bins={len(self.bins)})"
+
+
+__all__ = ["ALPHA", "GAMMA", "ZERO_EPS", "Sketch", "bin_key", "bin_value", "parse_key"]
