@@ -1,0 +1,22 @@
+import { defineConfig } from 'vite'
+import react from '@vitejs/plugin-react'
+
+// The built files are served by Flask at `/`, so every URL in the app is relative (same origin).
+// In dev, Vite serves the app and forwards the API and the Socket.IO connection to Flask.
+const backend = 'http://127.0.0.1:5000'
+
+export default defineConfig({
+  plugins: [react()],
+  server: {
+    proxy: {
+      '/api': backend,
+      '/socket.io': { target: backend, ws: true },
+    },
+  },
+  test: {
+    environment: 'jsdom',
+    setupFiles: ['./src/test/setup.jsx'],
+    include: ['src/**/*.test.{js,jsx}'],
+    restoreMocks: true,
+  },
+})
