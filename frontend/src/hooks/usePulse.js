@@ -1,0 +1,343 @@
+import { useCallback, useEffect, useRef, useState } from 'react'
+import { io as socketIo } from 'socket.io-client'
+import { defaultApi } from '../lib/api.js'
+import { EventBuffer, normalizeEvents } from '../lib/events.js'
+import { pickLatencyField } from '../lib/latency.js'
+import { MAX_CHART_METRICS, SeriesStore, stepFor } from '../lib/series.js'
+
+// The one owner of the Socket.IO connection.
+//
+// At 20k events/s a batch lands every ~50 ms. Handlers only write into refs (ring buffer, chart
+// buckets, counters); an interval commits one React state snapshot at most every FLUSH_MS, so
+// rendering cost is bounded by the flush rate, not the event rate.
+
+export const FLUSH_MS = 100 // <= 10 commits per second
+export const LOG_BUFFER = 1000 // events kept for the log (its filters search these; 200 are shown)
+export const RATE_WINDOW_MS = 2000 // "events/s now" averages arrivals over the last 2 s
+export const INITIAL_FILL = 200
+export const BACKFILL_LIMIT = 500 // the server keeps the newest 500 (RECENT_MAX)
+export const SOCKET_OPTIONS = Object.freeze({ path: '/socket.io', transports: ['websocket'], forceNew: true })
+
+/** Default factory: same origin, websocket only, socket.io-client's built-in reconnect backoff. */
+export const connectSocket = (options) => socketIo(options)
+
+const isOnline = () => (typeof navigator === 'undefined' ? true : navigator.onLine !== false)
+
+function topMetrics(agg) {
+  const metrics = agg?.metrics && typeof agg.metrics === 'object' ? agg.metrics : {}
+  const counts = Object.entries(metrics).map(([m, v]) => [m, Number(v?.count) || 0])
+  if (!counts.length && agg?.aggregate && typeof agg.aggregate === 'object') {
+    for (const [m, c] of Object.entries(agg.aggregate)) counts.push([m, Number(c) || 0])
+  }
+  return counts
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, MAX_CHART_METRICS)
+    .map(([m]) => m)
+}
+
+function snapshotOf(s) {
+  return {
+    status: s.status,
+    attempt: s.attempt,
+    events: s.buffer.items,
+    received: s.received,
+    lastSeq: s.buffer.maxSeq,
+    ratePerSec: s.rate,
+    aggregate: s.aggregate,
+    series: s.seriesSnap,
+    gap: s.gap,
+    backfillError: s.backfillError,
+    generator: s.generator,
+    windowSec: s.windowSec,
+  }
+}
+
+export function usePulse({
+  windowSec,
+  io = connectSocket,
+  api = defaultApi,
+  flushMs = FLUSH_MS,
+  bufferSize = LOG_BUFFER,
+} = {}) {
+  const ref = useRef(null)
+  if (ref.current === null) {
+    ref.current = {
+      socket: null,
+      buffer: new EventBuffer(bufferSize),
+      received: 0,
+      arrivals: [], // [arrival ms, new events]
+      firstArrival: null,
+      rate: 0,
+      aggregate: null,
+      status: isOnline() ? 'connecting' : 'offline',
+      attempt: 0,
+      online: isOnline(),
+      everConnected: false,
+      gap: null,
+      backfillError: null,
+      generator: null,
+      windowSec,
+      series: null, // store being displayed
+      nextSeries: null, // store loading history after a reconnect; replaces `series` when ready
+      seriesSnap: null,
+      seriesToken: 0,
+      seriesAt: 0,
+      dirty: true,
+    }
+  }
+  const apiRef = useRef(api)
+  apiRef.current = api
+  const [snap, setSnap] = useState(() => snapshotOf(ref.current))
+
+  const loadSeries = useCallback(async () => {
+    const s = ref.current
+    const win = s.windowSec
+    const token = ++s.seriesToken
+    const store = new SeriesStore({ windowSec: win, latency: pickLatencyField(s.aggregate?.metrics) })
+    if (s.series && s.series.windowSec === win) s.nextSeries = store
+    else {
+      s.series = store
+      s.nextSeries = null
+    }
+    const current = () => token === s.seriesToken && s.windowSec === win
+    const api = apiRef.current
+    try {
+      const agg = await api.aggregate({ window: win })
+      if (!current()) return
+      if (!s.aggregate) s.aggregate = agg
+      const lat = pickLatencyField(agg?.metrics)
+      if (lat) store.setLatency(lat)
+      const step = stepFor(win)
+      const names = topMetrics(agg)
+      if (lat && !names.includes(lat.metric)) names.push(lat.metric)
+      const requests = [api.timeseries({ window: win, step })].concat(
+        names.map((metric) =>
+          api.timeseries({ window: win, step, metric, field: lat && lat.metric === metric ? lat.field : undefined }),
+        ),
+      )
+      const results = await Promise.allSettled(requests)
+      if (!current()) return
+      const ok = results.filter((r) => r.status === 'fulfilled' && Array.isArray(r.value?.points))
+      if (!ok.length) store.giveUp()
+      else {
+        const total = results[0].status === 'fulfilled' ? results[0].value?.points : []
+        const perMetric = {}
+        let latency = null
+        names.forEach((metric, i) => {
+          const r = results[i + 1]
+          if (r.status !== 'fulfilled' || !Array.isArray(r.value?.points)) return
+          perMetric[metric] = r.value.points
+          if (lat && lat.metric === metric) latency = { ...lat, points: r.value.points }
+        })
+        store.loadHistory({ total, perMetric, latency, cutoffSeq: s.buffer.maxSeq })
+      }
+    } catch {
+      if (!current()) return
+      store.giveUp()
+    }
+    if (s.nextSeries === store) {
+      s.series = store
+      s.nextSeries = null
+    }
+    s.seriesAt = 0
+    s.dirty = true
+  }, [])
+
+  // The connection: created once, torn down on unmount.
+  useEffect(() => {
+    const s = ref.current
+    const socket = io({ ...SOCKET_OPTIONS })
+    const manager = socket.io
+    s.socket = socket
+    const touch = () => {
+      s.dirty = true
+    }
+
+    const subscribe = () => socket.emit('subscribe', { mode: 'batch', window: s.windowSec })
+
+    async function recentAfter(after) {
+      try {
+        return await apiRef.current.recent({ limit: BACKFILL_LIMIT, after })
+      } catch (err) {
+        // A server configured with RECENT_MAX < 500 rejects the limit: take its default instead.
+        if (err?.status === 400) return apiRef.current.recent({ limit: null, after })
+        throw err
+      }
+    }
+
+    async function backfill(after) {
+      try {
+        const body = await (after == null ? apiRef.current.recent({ limit: INITIAL_FILL }) : recentAfter(after))
+        const events = normalizeEvents(body?.metrics)
+        if (after != null && events.length) {
+          const oldest = events.reduce((min, e) => (e.seq < min ? e.seq : min), Infinity)
+          // The server only keeps the newest 500: anything between what we saw and the oldest
+          // it still has is gone. Say so rather than silently showing a seamless log.
+          if (oldest > after + 1) s.gap = { missed: (s.gap?.missed ?? 0) + (oldest - after - 1), at: Date.now() }
+        }
+        s.received += s.buffer.add(events).length
+        if (after != null) s.backfillError = null
+      } catch (err) {
+        if (after != null) s.backfillError = `Could not load the events sent while disconnected (${err?.message ?? err}).`
+      }
+      touch()
+    }
+
+    function onConnect() {
+      const reconnect = s.everConnected
+      s.everConnected = true
+      s.online = true
+      s.status = 'connected'
+      s.attempt = 0
+      subscribe() // on every connect: the server forgets subscriptions with the old connection
+      backfill(reconnect ? s.buffer.maxSeq : null)
+      if (reconnect) loadSeries() // buckets missed while away come from the server
+      touch()
+    }
+
+    function onDisconnect(reason) {
+      if (reason === 'io client disconnect') s.status = 'offline'
+      else {
+        s.status = s.online ? 'reconnecting' : 'offline'
+        s.attempt = Math.max(1, s.attempt)
+        // The server closed us deliberately; socket.io-client won't retry that on its own.
+        if (reason === 'io server disconnect') socket.connect()
+      }
+      touch()
+    }
+
+    function onReconnectAttempt(attempt) {
+      s.attempt = attempt
+      if (s.online) s.status = 'reconnecting'
+      touch()
+    }
+
+    function onReconnectFailed() {
+      s.status = 'offline'
+      touch()
+    }
+
+    function onMetrics(payload) {
+      const fresh = s.buffer.add(normalizeEvents(payload))
+      if (!fresh.length) return
+      s.received += fresh.length
+      const now = Date.now()
+      s.arrivals.push([now, fresh.length])
+      if (s.firstArrival === null) s.firstArrival = now
+      s.series?.ingest(fresh)
+      s.nextSeries?.ingest(fresh)
+      touch()
+    }
+
+    function onAggregate(body) {
+      if (!body || typeof body !== 'object') return
+      // A tick computed for the previous window can still be in flight after a change.
+      if (body.window_seconds != null && Number(body.window_seconds) !== s.windowSec) return
+      s.aggregate = body
+      const lat = pickLatencyField(body.metrics)
+      if (lat) {
+        s.series?.setLatency(lat)
+        s.nextSeries?.setLatency(lat)
+      }
+      touch()
+    }
+
+    function onGenerator(body) {
+      if (body && typeof body === 'object') {
+        s.generator = body
+        touch()
+      }
+    }
+
+    function onBrowserOffline() {
+      s.online = false
+      s.status = 'offline'
+      touch()
+    }
+
+    function onBrowserOnline() {
+      s.online = true
+      if (socket.connected) s.status = 'connected'
+      else {
+        s.status = 'reconnecting'
+        s.attempt = Math.max(1, s.attempt)
+        socket.connect()
+      }
+      touch()
+    }
+
+    socket.on('connect', onConnect)
+    socket.on('disconnect', onDisconnect)
+    socket.on('metrics', onMetrics)
+    socket.on('aggregate', onAggregate)
+    socket.on('generator', onGenerator)
+    manager?.on('reconnect_attempt', onReconnectAttempt)
+    manager?.on('reconnect_failed', onReconnectFailed)
+    window.addEventListener('offline', onBrowserOffline)
+    window.addEventListener('online', onBrowserOnline)
+    if (socket.connected) onConnect()
+
+    return () => {
+      window.removeEventListener('offline', onBrowserOffline)
+      window.removeEventListener('online', onBrowserOnline)
+      socket.off('connect', onConnect)
+      socket.off('disconnect', onDisconnect)
+      socket.off('metrics', onMetrics)
+      socket.off('aggregate', onAggregate)
+      socket.off('generator', onGenerator)
+      manager?.off('reconnect_attempt', onReconnectAttempt)
+      manager?.off('reconnect_failed', onReconnectFailed)
+      socket.disconnect()
+      if (s.socket === socket) s.socket = null
+    }
+    // `io` is a factory read once: a new one would mean a second connection.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [])
+
+  // Window changes (and the first render): resubscribe, refetch history for the new window.
+  useEffect(() => {
+    const s = ref.current
+    if (s.windowSec !== windowSec) {
+      s.windowSec = windowSec
+      s.aggregate = null // never show the old window's numbers under the new label
+      s.seriesSnap = null
+      if (s.socket?.connected) s.socket.emit('subscribe', { mode: 'batch', window: windowSec })
+    }
+    s.dirty = true
+    loadSeries()
+  }, [windowSec, loadSeries])
+
+  // The throttle: one state commit per tick, and only if something changed.
+  useEffect(() => {
+    const id = setInterval(() => {
+      const s = ref.current
+      const now = Date.now()
+      while (s.arrivals.length && s.arrivals[0][0] <= now - RATE_WINDOW_MS) s.arrivals.shift()
+      let n = 0
+      for (const [, c] of s.arrivals) n += c
+      // Over the last 2 s, or since the first event if that's sooner (but at least 1 s), so the
+      // reading is right from the first second rather than half the truth.
+      const span = s.firstArrival === null ? RATE_WINDOW_MS : Math.min(RATE_WINDOW_MS, Math.max(1000, now - s.firstArrival))
+      const rate = n / (span / 1000)
+      const axisDue = s.series && now - s.seriesAt >= 1000 // keep the time axis sliding when idle
+      if (!s.dirty && rate === s.rate && !axisDue) return
+      if (s.series && (s.dirty || axisDue)) {
+        s.seriesSnap = s.series.snapshot(now)
+        s.seriesAt = now
+      }
+      s.rate = rate
+      s.dirty = false
+      setSnap(snapshotOf(s))
+    }, flushMs)
+    return () => clearInterval(id)
+  }, [flushMs])
+
+  const dismissGap = useCallback(() => {
+    const s = ref.current
+    s.gap = null
+    s.backfillError = null
+    setSnap(snapshotOf(s))
+  }, [])
+
+  return { ...snap, dismissGap }
+}
