@@ -2,6 +2,7 @@ import { useCallback, useEffect, useRef, useState } from 'react'
 import { io as socketIo } from 'socket.io-client'
 import { defaultApi } from '../lib/api.js'
 import { EventBuffer, normalizeEvents } from '../lib/events.js'
+import { RateMeter } from '../lib/rate.js'
 import { pickLatencyField } from '../lib/latency.js'
 import { MAX_CHART_METRICS, SeriesStore, stepFor } from '../lib/series.js'
 
@@ -13,13 +14,19 @@ import { MAX_CHART_METRICS, SeriesStore, stepFor } from '../lib/series.js'
 
 export const FLUSH_MS = 100 // <= 10 commits per second
 export const LOG_BUFFER = 1000 // events kept for the log (its filters search these; 200 are shown)
-export const RATE_WINDOW_MS = 2000 // "events/s now" averages arrivals over the last 2 s
 export const INITIAL_FILL = 200
 export const BACKFILL_LIMIT = 500 // the server keeps the newest 500 (RECENT_MAX)
+export const HISTORY_SETTLE_MS = 2000 // after a bucket closes, time for the server to aggregate it
 export const SOCKET_OPTIONS = Object.freeze({ path: '/socket.io', transports: ['websocket'], forceNew: true })
 
 /** Default factory: same origin, websocket only, socket.io-client's built-in reconnect backoff. */
 export const connectSocket = (options) => socketIo(options)
+
+/** The lower median: of two samples, the smaller (old backfilled timestamps make large ones). */
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor((sorted.length - 1) / 2)]
+}
 
 const isOnline = () => (typeof navigator === 'undefined' ? true : navigator.onLine !== false)
 
@@ -65,9 +72,12 @@ export function usePulse({
       socket: null,
       buffer: new EventBuffer(bufferSize),
       received: 0,
-      arrivals: [], // [arrival ms, new events]
-      firstArrival: null,
-      rate: 0,
+      meter: new RateMeter(), // "events/s now"
+      // How far the browser's clock is ahead of the events' timestamps (skew + delivery delay).
+      // The charts' "now" is Date.now() - clockOffset, so their right edge is where data is.
+      clockOffset: 0,
+      offsets: [],
+      rate: null,
       aggregate: null,
       status: isOnline() ? 'connecting' : 'offline',
       attempt: 0,
@@ -77,10 +87,10 @@ export function usePulse({
       backfillError: null,
       generator: null,
       windowSec,
-      series: null, // store being displayed
-      nextSeries: null, // store loading history after a reconnect; replaces `series` when ready
+      series: null, // chart buckets for the current window
       seriesSnap: null,
       seriesToken: 0,
+      refreshTimer: null,
       seriesAt: 0,
       dirty: true,
     }
@@ -89,17 +99,22 @@ export function usePulse({
   apiRef.current = api
   const [snap, setSnap] = useState(() => snapshotOf(ref.current))
 
-  const loadSeries = useCallback(async () => {
+  /**
+   * Loads chart history. `fresh`: a new store (first load, window change); otherwise the history
+   * is reloaded into the current store (after a reconnect, or the scheduled refresh). `refreshLater`
+   * schedules one more reload a step later, which settles the bucket that was in progress.
+   */
+  const loadSeries = useCallback(async ({ fresh = false, refreshLater = true } = {}) => {
     const s = ref.current
     const win = s.windowSec
     const token = ++s.seriesToken
-    const store = new SeriesStore({ windowSec: win, latency: pickLatencyField(s.aggregate?.metrics) })
-    if (s.series && s.series.windowSec === win) s.nextSeries = store
-    else {
+    clearTimeout(s.refreshTimer)
+    let store = s.series
+    if (fresh || !store || store.windowSec !== win) {
+      store = new SeriesStore({ windowSec: win, latency: pickLatencyField(s.aggregate?.metrics) })
       s.series = store
-      s.nextSeries = null
     }
-    const current = () => token === s.seriesToken && s.windowSec === win
+    const current = () => token === s.seriesToken && s.series === store
     const api = apiRef.current
     try {
       const agg = await api.aggregate({ window: win })
@@ -117,35 +132,34 @@ export function usePulse({
       )
       const results = await Promise.allSettled(requests)
       if (!current()) return
-      const ok = results.filter((r) => r.status === 'fulfilled' && Array.isArray(r.value?.points))
-      if (!ok.length) store.giveUp()
+      const points = (r) => (r.status === 'fulfilled' && Array.isArray(r.value?.points) ? r.value.points : null)
+      if (!results.some(points)) store.giveUp()
       else {
-        const total = results[0].status === 'fulfilled' ? results[0].value?.points : []
         const perMetric = {}
         let latency = null
         names.forEach((metric, i) => {
-          const r = results[i + 1]
-          if (r.status !== 'fulfilled' || !Array.isArray(r.value?.points)) return
-          perMetric[metric] = r.value.points
-          if (lat && lat.metric === metric) latency = { ...lat, points: r.value.points }
+          const p = points(results[i + 1])
+          if (!p) return
+          perMetric[metric] = p
+          if (lat && lat.metric === metric) latency = { ...lat, points: p }
         })
-        store.loadHistory({ total, perMetric, latency, cutoffSeq: s.buffer.maxSeq })
+        store.loadHistory({ total: points(results[0]) ?? [], perMetric, latency })
       }
     } catch {
       if (!current()) return
-      store.giveUp()
-    }
-    if (s.nextSeries === store) {
-      s.series = store
-      s.nextSeries = null
+      store.giveUp() // keeps whatever history it already had
     }
     s.seriesAt = 0
     s.dirty = true
+    if (refreshLater && !s.disposed) {
+      s.refreshTimer = setTimeout(() => loadSeries({ refreshLater: false }), store.stepMs + HISTORY_SETTLE_MS)
+    }
   }, [])
 
   // The connection: created once, torn down on unmount.
   useEffect(() => {
     const s = ref.current
+    s.disposed = false
     const socket = io({ ...SOCKET_OPTIONS })
     const manager = socket.io
     s.socket = socket
@@ -196,6 +210,7 @@ export function usePulse({
     }
 
     function onDisconnect(reason) {
+      s.meter.reset() // don't average the outage into "now"
       if (reason === 'io client disconnect') s.status = 'offline'
       else {
         s.status = s.online ? 'reconnecting' : 'offline'
@@ -217,15 +232,29 @@ export function usePulse({
       touch()
     }
 
+    // Timestamps are producer-supplied (a backfilling producer may send old ones): medians keep
+    // a few odd events from moving the estimate.
+    function observeClock(events, arrival) {
+      const stride = Math.max(1, Math.floor(events.length / 16))
+      const deltas = []
+      for (let i = 0; i < events.length; i += stride) {
+        const t = Date.parse(events[i].ts)
+        if (Number.isFinite(t)) deltas.push(arrival - t)
+      }
+      if (!deltas.length) return
+      s.offsets.push(median(deltas))
+      if (s.offsets.length > 25) s.offsets.shift()
+      s.clockOffset = median(s.offsets)
+    }
+
     function onMetrics(payload) {
       const fresh = s.buffer.add(normalizeEvents(payload))
       if (!fresh.length) return
       s.received += fresh.length
       const now = Date.now()
-      s.arrivals.push([now, fresh.length])
-      if (s.firstArrival === null) s.firstArrival = now
+      observeClock(fresh, now)
+      s.meter.add(fresh, now - s.clockOffset)
       s.series?.ingest(fresh)
-      s.nextSeries?.ingest(fresh)
       touch()
     }
 
@@ -235,10 +264,7 @@ export function usePulse({
       if (body.window_seconds != null && Number(body.window_seconds) !== s.windowSec) return
       s.aggregate = body
       const lat = pickLatencyField(body.metrics)
-      if (lat) {
-        s.series?.setLatency(lat)
-        s.nextSeries?.setLatency(lat)
-      }
+      if (lat) s.series?.setLatency(lat)
       touch()
     }
 
@@ -288,6 +314,8 @@ export function usePulse({
       manager?.off('reconnect_attempt', onReconnectAttempt)
       manager?.off('reconnect_failed', onReconnectFailed)
       socket.disconnect()
+      s.disposed = true
+      clearTimeout(s.refreshTimer)
       if (s.socket === socket) s.socket = null
     }
     // `io` is a factory read once: a new one would mean a second connection.
@@ -304,7 +332,7 @@ export function usePulse({
       if (s.socket?.connected) s.socket.emit('subscribe', { mode: 'batch', window: windowSec })
     }
     s.dirty = true
-    loadSeries()
+    loadSeries({ fresh: true })
   }, [windowSec, loadSeries])
 
   // The throttle: one state commit per tick, and only if something changed.
@@ -312,17 +340,11 @@ export function usePulse({
     const id = setInterval(() => {
       const s = ref.current
       const now = Date.now()
-      while (s.arrivals.length && s.arrivals[0][0] <= now - RATE_WINDOW_MS) s.arrivals.shift()
-      let n = 0
-      for (const [, c] of s.arrivals) n += c
-      // Over the last 2 s, or since the first event if that's sooner (but at least 1 s), so the
-      // reading is right from the first second rather than half the truth.
-      const span = s.firstArrival === null ? RATE_WINDOW_MS : Math.min(RATE_WINDOW_MS, Math.max(1000, now - s.firstArrival))
-      const rate = n / (span / 1000)
+      const rate = s.meter.rate(now - s.clockOffset) // null until there is enough to measure
       const axisDue = s.series && now - s.seriesAt >= 1000 // keep the time axis sliding when idle
       if (!s.dirty && rate === s.rate && !axisDue) return
       if (s.series && (s.dirty || axisDue)) {
-        s.seriesSnap = s.series.snapshot(now)
+        s.seriesSnap = s.series.snapshot(now - s.clockOffset)
         s.seriesAt = now
       }
       s.rate = rate

@@ -23,7 +23,7 @@ describe('percentile', () => {
 
 describe('SeriesStore', () => {
   it('buckets live events on the step grid as events per second', () => {
-    const store = new SeriesStore({ windowSec: 300, latency: LAT }) // 5 s buckets
+    const store = new SeriesStore({ windowSec: 300, latency: LAT, lagMs: 0 }) // 5 s buckets
     store.giveUp()
     store.ingest([
       ev(1, { at: 0 }),
@@ -53,38 +53,57 @@ describe('SeriesStore', () => {
     expect(Math.min(...snap.throughput.http_request.map((p) => p.x))).toBeGreaterThan(BASE_TIME + 200_000 - 61_000)
   })
 
-  it('leaves out a bucket that began less than a second ago instead of plotting a dip', () => {
-    const store = new SeriesStore({ windowSec: 60 })
+  it('plots a bucket only once it has settled, instead of showing a false dip', () => {
+    const store = new SeriesStore({ windowSec: 60, lagMs: 300 })
     store.giveUp()
     store.ingest([ev(1, { at: 0 }), ev(2, { at: 1200 })])
-    const xs = store.snapshot(BASE_TIME + 1500).throughput.http_request.map((p) => p.x)
-    expect(xs).toEqual([BASE_TIME])
+    const xs = (now) => store.snapshot(BASE_TIME + now).throughput.http_request.map((p) => p.x)
+    expect(xs(1200)).toEqual([]) // the first second ended, but its last events may be in flight
+    expect(xs(1300)).toEqual([BASE_TIME])
+    expect(xs(2299)).toEqual([BASE_TIME])
+    expect(xs(2300)).toEqual([BASE_TIME, BASE_TIME + 1000])
   })
 
-  it('merges history with live events, not counting twice what the history already has', () => {
+  it('rates a long bucket in progress over the time it has covered so far', () => {
+    const store = new SeriesStore({ windowSec: 300, lagMs: 0 }) // 5 s buckets
+    store.giveUp()
+    store.ingest([ev(1, { at: 100 }), ev(2, { at: 1500 })])
+    expect(store.snapshot(BASE_TIME + 2000).throughput.http_request[0].y).toBe(1) // 2 events / 2 s
+    expect(store.snapshot(BASE_TIME + 500).throughput.http_request).toEqual([]) // < 1 s: too early
+  })
+
+  it('merges history and live counts per bucket without counting an event twice', () => {
     const store = new SeriesStore({ windowSec: 60, latency: LAT })
-    // Delivered while the history was loading: seq 1..3 (already counted by the server).
-    store.ingest([ev(1, { at: 100 }), ev(2, { at: 200 }), ev(3, { at: 300 })])
+    // Live events arrive before the history does; some of them the history counts too.
+    store.ingest([ev(1, { at: 100 }), ev(2, { at: 200 }), ev(3, { at: 1100 })])
     expect(store.ready).toBe(false)
     store.loadHistory({
-      total: [{ t: iso(BASE_TIME), count: 3, errors: 1 }],
-      perMetric: { http_request: [{ t: iso(BASE_TIME), count: 3 }] },
-      latency: { ...LAT, points: [{ t: iso(BASE_TIME), p50: 5, p95: 9, p99: 12 }] },
-      cutoffSeq: 3,
+      total: [
+        { t: iso(BASE_TIME), count: 5, errors: 1 }, // more than we saw live: subscribed late
+        { t: iso(BASE_TIME + 1000), count: 0, errors: 0 }, // computed before seq 3 was aggregated
+      ],
+      perMetric: { http_request: [{ t: iso(BASE_TIME), count: 5 }] },
+      latency: { ...LAT, points: [{ t: iso(BASE_TIME), count: 5, p50: 5, p95: 9, p99: 12 }] },
     })
-    store.ingest([ev(3, { at: 300 }), ev(4, { at: 400 })]) // 3 again: ignored; 4 is new
-    const snap = store.snapshot(BASE_TIME + 2000)
-    const first = (points) => points.find((p) => p.x === BASE_TIME).y
-    expect(first(snap.throughput.http_request)).toBe(4)
-    expect(first(snap.errors)).toBeCloseTo(25)
-    expect(first(snap.latency.p95)).toBe(9) // the server's percentile, not a re-estimate
+    expect(store.ready).toBe(true)
+    store.ingest([ev(4, { at: 1500 })])
+    const snap = store.snapshot(BASE_TIME + 3000)
+    const y = (points, ms) => points.find((p) => p.x === BASE_TIME + ms).y
+    expect(y(snap.throughput.http_request, 0)).toBe(5) // max(5 history, 2 live), not 7
+    expect(y(snap.throughput.http_request, 1000)).toBe(2) // max(0 history, 2 live)
+    expect(y(snap.errors, 0)).toBeCloseTo(20)
+    expect(y(snap.latency.p95, 0)).toBe(9) // the server saw more: its percentile wins
+    expect(y(snap.latency.p50, 1000)).toBeCloseTo(percentile([10 + (3 % 7), 10 + (4 % 7)], 0.5))
   })
 
-  it('replays events that arrived during loading when there was nothing to cut off', () => {
+  it('lets a later history refresh fill in what neither source saw whole', () => {
     const store = new SeriesStore({ windowSec: 60 })
-    store.ingest([ev(1, { at: 0 }), ev(2, { at: 10 })])
-    store.loadHistory({ total: [], cutoffSeq: null })
-    expect(store.snapshot(BASE_TIME + 2000).throughput.http_request[0].y).toBe(2)
+    store.loadHistory({ total: [{ t: iso(BASE_TIME), count: 3, errors: 0 }], perMetric: { http_request: [{ t: iso(BASE_TIME), count: 3 }] } })
+    store.ingest([ev(10, { at: 900 })])
+    const y = () => store.snapshot(BASE_TIME + 2000).throughput.http_request[0].y
+    expect(y()).toBe(3)
+    store.loadHistory({ total: [{ t: iso(BASE_TIME), count: 8, errors: 0 }], perMetric: { http_request: [{ t: iso(BASE_TIME), count: 8 }] } })
+    expect(y()).toBe(8)
   })
 
   it('samples latency from plain numbers when the field is `value`', () => {
