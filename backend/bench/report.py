@@ -1,0 +1,276 @@
+"""Readable tables of the results, and the targets met or not."""
+
+from __future__ import annotations
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(out)
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "NO"
+    if isinstance(x, float):
+        if abs(x) >= 1000:
+            return f"{x:,.0f}"
+        return f"{x:.3g}" if abs(x) < 10 else f"{x:.1f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, list):
+        return "/".join(_fmt(v) for v in x)
+    return str(x)
+
+
+def _step_rows(steps: list[dict]) -> list[list]:
+    rows = []
+    for s in steps:
+        if "skipped" in s:
+            rows.append([s.get("clients"), s["target_rate"], "skipped: " + s["skipped"]] + [None] * 11)
+            continue
+        lat = s["latency_ms"]
+        rows.append(
+            [
+                s["clients"],
+                s["target_rate"],
+                s["publish_rate"],
+                s["published"],
+                s["received_min"],
+                s["lost"],
+                s["exactly_once"],
+                lat["p50_ms"],
+                lat["p95_ms"],
+                lat["p99_ms"],
+                s["server_cpu_pct"],
+                s["server_rss_mb"],
+                s["client_procs_cpu_pct"],
+                s["kept_up"],
+            ]
+        )
+    return rows
+
+
+STEP_HEADERS = [
+    "clients",
+    "target/s",
+    "pub/s",
+    "published",
+    "recv min",
+    "lost",
+    "exact",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "srv CPU%",
+    "srv MB",
+    "clients CPU%",
+    "kept up",
+]
+
+
+def section(name: str, r: dict, opts) -> str:
+    if "error" in r:
+        return f"  {name}: ERROR {r['error']}"
+    if name == "ingest":
+        return _ingest_table([("eventlet", r)])
+    if name in ("fanout",):
+        steps = [dict(s, clients=run["clients"]) for run in r["runs"] for s in run["steps"]]
+        return table(STEP_HEADERS, _step_rows(steps))
+    if name == "baseline":
+        steps = [dict(s, clients=r["clients"]) for s in r["per_event"]["steps"]]
+        out = ["per-event strategy (WORKER_STRATEGY=per_event):", table(STEP_HEADERS, _step_rows(steps))]
+        rows = [
+            [k, v["batch_rate"], v["batch_lower_bound_only"], v["per_event_rate"], v["ratio"]]
+            for k, v in r["criteria"].items()
+        ]
+        out += [
+            "",
+            f"sustainable rate at {r['clients']} clients (0 lost, exactly once, kept up):",
+            table(["criterion", "batch /s", "batch ≥ (ladder top)", "per-event /s", "ratio"], rows),
+        ]
+        return "\n".join(out)
+    if name == "queries":
+        rows = [
+            [k, v["n"], v["p50_ms"], v["p95_ms"], v["p99_ms"], v["max_ms"], v["bytes"]]
+            for k, v in r["endpoints"].items()
+        ]
+        f = r["fill"]
+        head = (
+            f"filled {f['events']:,} events over {f['window_s']} s ({f['bucket_keys']} bucket hashes, "
+            f"{f['fill_events_per_s']:,.0f} events/s through validate+aggregate+write_batch)"
+        )
+        return (
+            head
+            + "\n"
+            + table(["GET /api/metrics/…", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "bytes"], rows)
+        )
+    if name == "soak":
+        rss, mem, lat = r["server_rss_mb"], r["redis_used_memory_mb"], r["latency_ms"]
+        return table(
+            [
+                "s",
+                "rate/s",
+                "clients",
+                "published",
+                "lost",
+                "exact",
+                "p99 ms",
+                "RSS start/warm/end/max MB",
+                "RSS drift",
+                "redis MB start/end",
+            ],
+            [
+                [
+                    r["seconds"],
+                    r["publish_rate"],
+                    r["clients"],
+                    r["published"],
+                    r["lost"],
+                    r["exactly_once"],
+                    lat["p99_ms"],
+                    [rss["start"], rss["warm"], rss["end"], rss["max"]],
+                    f"{r['rss_drift_pct_from_warm']:+.1f}%",
+                    [mem["start"], mem["end"]],
+                ]
+            ],
+        )
+    if name == "modes":
+        ing = [(m, e["ingest"]) for m, e in r.items() if isinstance(e, dict) and "ingest" in e]
+        out = [_ingest_table(ing)]
+        steps = []
+        for m, e in r.items():
+            if isinstance(e, dict) and "fanout" in e:
+                steps += [dict(s, clients=f"{m}:{e['fanout']['clients']}") for s in e["fanout"]["steps"]]
+            elif isinstance(e, dict) and "error" in e:
+                out.append(f"{m}: ERROR {e['error']}")
+        out += ["", table(STEP_HEADERS, _step_rows(steps))]
+        return "\n".join(out)
+    return ""
+
+
+def _ingest_table(entries: list[tuple[str, dict]]) -> str:
+    rows = []
+    for mode, r in entries:
+        if "error" in r:
+            rows.append([mode, "ERROR"] + [None] * 8)
+            continue
+        w, b = r["worker"], r["bare"]
+        rows.append(
+            [
+                mode,
+                r["events"],
+                w["rate"],
+                w["publish_rate"],
+                b["rate"],
+                r["ratio_to_bare"],
+                w["cpu_pct"].get("server"),
+                w["cpu_pct"].get("redis"),
+                w["rss_mb_after"],
+                w["accepted"],
+            ]
+        )
+    return table(
+        [
+            "mode",
+            "events",
+            "worker /s",
+            "pub /s",
+            "bare sub /s",
+            "ratio",
+            "srv CPU%",
+            "redis CPU%",
+            "srv MB",
+            "accepted",
+        ],
+        rows,
+    )
+
+
+def target_rows(results: dict) -> list[dict]:
+    rows = []
+
+    def add(target: str, value, met, note: str = "") -> None:
+        rows.append({"target": target, "value": value, "met": met, "note": note})
+
+    ing = results.get("ingest")
+    if ing and "worker" in ing:
+        rate = ing["worker"]["rate"]
+        add(
+            "ingest >= 50,000 events/s",
+            rate,
+            rate is not None and rate >= 50_000,
+            f"{rate / 50_000:.2f}x of target" if rate else "did not complete",
+        )
+        ratio = ing["ratio_to_bare"]
+        add(
+            "ingest >= 40% of a bare subscriber",
+            ratio,
+            ratio is not None and ratio >= 0.40,
+            f"bare subscriber {ing['bare']['rate']}/s",
+        )
+    fan = results.get("fanout")
+    if fan and "runs" in fan:
+        run50 = next((r for r in fan["runs"] if r["clients"] == 50), None)
+        if run50:
+            step = next(
+                (s for s in run50["steps"] if s.get("target_rate") == 20000 and "skipped" not in s), None
+            )
+            sus = fan["sustainable"]["50"]
+            if step:
+                ok = bool(
+                    step["kept_up"]
+                    and step["latency_ms"]["p99_ms"] is not None
+                    and step["latency_ms"]["p99_ms"] <= 100
+                )
+                add(
+                    "20,000 events/s to 50 clients, 0 lost, p99 <= 100 ms",
+                    f"lost {step['lost']}, p99 {step['latency_ms']['p99_ms']} ms",
+                    ok,
+                    f"sustainable at 50 clients: {sus['rate']}/s",
+                )
+            else:
+                add(
+                    "20,000 events/s to 50 clients, 0 lost, p99 <= 100 ms",
+                    None,
+                    False,
+                    f"20k step not run or skipped; sustainable at 50 clients: {sus['rate']}/s",
+                )
+    base = results.get("baseline")
+    if base and "criteria" in base:
+        for crit, v in base["criteria"].items():
+            add(
+                f"batch vs per-event at {base['clients']} clients >= 10x ({crit})",
+                v["ratio"],
+                v["ratio"] is not None and v["ratio"] >= 10,
+                f"batch {v['batch_rate']}/s{' (ladder top: a lower bound)' if v['batch_lower_bound_only'] else ''}, "
+                f"per-event {v['per_event_rate']}/s",
+            )
+    q = results.get("queries")
+    if q and "aggregate_3600_p95_ms" in q:
+        v = q["aggregate_3600_p95_ms"]
+        add("aggregate over 3600 s p95 <= 10 ms", v, v <= 10, f"{v / 10:.1f}x the target")
+    s = results.get("soak")
+    if s and "rss_drift_pct_from_warm" in s:
+        d = s["rss_drift_pct_from_warm"]
+        add(
+            "soak RSS flat within ±10%",
+            d,
+            abs(d) <= 10,
+            f"{s['seconds']:g}s at {s['target_rate']:g}/s, from start {s['rss_drift_pct_from_start']:+.1f}%",
+        )
+    return rows
+
+
+def targets(results: dict, opts) -> str:
+    rows = target_rows(results)
+    if not rows:
+        return "targets: none of the sections with targets ran"
+    return "targets:\n" + table(
+        ["target", "measured", "met", "note"], [[r["target"], r["value"], r["met"], r["note"]] for r in rows]
+    )

@@ -1,0 +1,84 @@
+"""Bare subscriber helper: the raw limit of a redis-py (hiredis) Pub/Sub reader on this machine.
+
+    python -m backend.bench.subscriber --redis-url URL --channel CH
+
+It reads the channel the way the worker does (``PubSub.get_message``) and does nothing else with
+a message than count it. After ``{"cmd": "count", "expected": N, "timeout": T}`` it reads until it
+has N messages (or T seconds pass without one) and replies with the count and the wall times of
+the first and last message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import redis
+
+from backend.bench.proto import commands, reply
+
+
+def count(pubsub, expected: int, idle_timeout: float) -> dict:
+    n = 0
+    first = last = None
+    idle_since = time.monotonic()
+    while n < expected:
+        message = pubsub.get_message(timeout=0.1)
+        if message is None or message["type"] != "message":
+            # None also stands for an ignored subscribe confirmation, so time the silence.
+            if time.monotonic() - idle_since > idle_timeout:
+                break  # the publishers are done or gone
+            continue
+        idle_since = time.monotonic()
+        if n == 0:
+            first = time.time()
+        n += 1
+        # Drain what is already buffered without a timeout, as the worker does.
+        while n < expected:
+            message = pubsub.get_message(timeout=0)
+            if message is None:
+                break
+            if message["type"] == "message":
+                n += 1
+        last = time.time()
+        idle_since = time.monotonic()
+    elapsed = (last - first) if (first is not None and last is not None and n > 1) else None
+    return {
+        "received": n,
+        "first_recv": first,
+        "last_recv": last,
+        "elapsed_s": round(elapsed, 4) if elapsed else None,
+        "rate": round((n - 1) / elapsed, 1) if elapsed else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend.bench.subscriber")
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--channel", required=True)
+    args = parser.parse_args(argv)
+    client = redis.Redis.from_url(args.redis_url, socket_timeout=None)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(args.channel)
+    # Wait for the subscribe confirmation so that "ready" means the channel is really ours.
+    deadline = time.monotonic() + 10
+    while pubsub.subscribed and time.monotonic() < deadline:
+        if client.pubsub_numsub(args.channel)[0][1] >= 1:
+            break
+        pubsub.get_message(timeout=0.05)
+    reply({"ready": True})
+    for cmd in commands():
+        try:
+            if cmd["cmd"] == "count":
+                reply(count(pubsub, int(cmd["expected"]), float(cmd.get("timeout", 10.0))))
+            elif cmd["cmd"] == "quit":
+                break
+        except Exception as exc:
+            reply({"error": f"{type(exc).__name__}: {exc}"})
+    pubsub.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""`pulseboard bench` end to end, tiny: it runs, measures for real and writes sane JSON.
+
+No speed thresholds here: machines are noisy, and the benchmark's job is to report figures, not
+to pass or fail them. The benchmark runs as a subprocess (`python -m backend.bench`), so the
+server's eventlet is never imported into the test process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path):
+    out = tmp_path / "bench.json"
+    # Note the CLI takes sections and sizes only; everything else (Redis, server, clients) it
+    # starts itself on loopback and stops again.
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "backend.bench",
+            "--only", "ingest,fanout",
+            "--ingest-events", "2000",
+            "--publishers", "1",
+            "--fanout-clients", "2",
+            "--fanout-rates", "500",
+            "--step-seconds", "2",
+            "--drain-seconds", "10",
+            "--client-procs", "1",
+            "--json", str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+
+    meta = results["meta"]
+    assert meta["sections"] == ["ingest", "fanout"]
+    assert meta["machine"]["logical_cpus"] >= 1
+    assert meta["machine"]["redis_server"]
+    assert meta["machine"]["packages"]["python-socketio"]
+
+    ingest = results["ingest"]
+    assert "error" not in ingest, ingest.get("traceback")
+    assert ingest["events"] == 2000
+    # The worker really took every event: the server's own counters say so.
+    assert ingest["worker"]["completed"] is True
+    assert ingest["worker"]["accepted"] == 2000
+    assert ingest["worker"]["received"] == 2000
+    assert ingest["worker"]["rejected"] == 0
+    assert ingest["worker"]["rate"] > 0
+    assert ingest["bare"]["received"] == 2000
+    assert ingest["bare"]["rate"] > 0
+    assert ingest["ratio_to_bare"] > 0
+    assert ingest["event_bytes_avg"] > 50
+
+    fanout = results["fanout"]
+    assert "error" not in fanout, fanout.get("traceback")
+    (run,) = fanout["runs"]
+    assert run["clients"] == 2
+    (step,) = run["steps"]
+    assert step["published"] == 1000  # 500/s for 2 s
+    # Every client got every event exactly once, in seq order, and nothing else.
+    assert step["received_min"] == step["received_max"] == step["published"]
+    assert step["lost"] == 0
+    assert step["order_errors"] == 0
+    assert step["foreign"] == 0
+    assert step["coverage_ok"] is True
+    assert step["exactly_once"] is True
+    lat = step["latency_ms"]
+    assert lat["samples"] == 2 * 1000  # one latency sample per delivery
+    assert 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert step["server_cpu_pct"] > 0
+    assert step["server_rss_mb"] > 10
+    assert step["redis_used_memory_mb"] > 0
+
+    # The summary of targets is there and refers to what was measured.
+    targets = {row["target"]: row for row in results["targets"]}
+    assert targets["ingest >= 50,000 events/s"]["value"] == ingest["worker"]["rate"]
