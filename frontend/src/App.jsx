@@ -1,0 +1,79 @@
+import { useCallback, useMemo, useState } from 'react'
+import { ErrorChart, LatencyChart, ThroughputChart } from './components/Charts.jsx'
+import { EventLog } from './components/EventLog.jsx'
+import { GeneratorControls } from './components/GeneratorControls.jsx'
+import { Header } from './components/Header.jsx'
+import { MetricTable } from './components/MetricTable.jsx'
+import { GapNotice } from './components/Notices.jsx'
+import { StatCards } from './components/StatCards.jsx'
+import { useHealth } from './hooks/useHealth.js'
+import { connectSocket, usePulse } from './hooks/usePulse.js'
+import { useTheme } from './hooks/useTheme.js'
+import { defaultApi } from './lib/api.js'
+import { pickLatencyField } from './lib/latency.js'
+import { loadPrefs, savePrefs } from './lib/prefs.js'
+
+/** `io` and `api` are injectable so tests can drive the whole page with fakes. */
+export default function App({ io = connectSocket, api = defaultApi }) {
+  const [windowSec, setWindowSec] = useState(() => loadPrefs().window)
+  const { theme, toggle: toggleTheme } = useTheme()
+  const pulse = usePulse({ windowSec, io, api })
+  const health = useHealth(api)
+
+  // Pause freezes what the log and charts show; the hook keeps counting underneath.
+  const [frozen, setFrozen] = useState(null)
+  const paused = frozen !== null
+  const togglePause = useCallback(() => {
+    setFrozen((f) => (f ? null : { events: pulse.events, series: pulse.series, received: pulse.received }))
+  }, [pulse.events, pulse.series, pulse.received])
+  const resume = useCallback(() => setFrozen(null), [])
+
+  const changeWindow = useCallback((w) => {
+    savePrefs({ window: w })
+    setWindowSec(w)
+  }, [])
+
+  const latency = useMemo(() => pickLatencyField(pulse.aggregate?.metrics), [pulse.aggregate])
+  const metricNames = useMemo(() => Object.keys(pulse.aggregate?.metrics ?? {}), [pulse.aggregate])
+  const view = frozen ?? pulse
+  // A frozen snapshot taken before the window changed would plot on the wrong scale.
+  const series = view.series && view.series.windowSec === windowSec ? view.series : pulse.series
+
+  return (
+    <div className="app">
+      <Header
+        status={pulse.status}
+        attempt={pulse.attempt}
+        ratePerSec={pulse.ratePerSec}
+        redisDown={health?.redis === 'down'}
+        windowSec={windowSec}
+        onWindowChange={changeWindow}
+        paused={paused}
+        onTogglePause={togglePause}
+        theme={theme}
+        onToggleTheme={toggleTheme}
+      />
+      <main className="content">
+        <GapNotice gap={pulse.gap} error={pulse.backfillError} onDismiss={pulse.dismissGap} />
+        <GeneratorControls api={api} live={pulse.generator} />
+        <StatCards aggregate={pulse.aggregate} latency={latency} windowSec={windowSec} />
+        <div className="panel-grid">
+          <ThroughputChart series={series} windowSec={windowSec} theme={theme} className="span-2" />
+          <LatencyChart series={series} windowSec={windowSec} theme={theme} />
+          <ErrorChart series={series} windowSec={windowSec} theme={theme} />
+          <MetricTable aggregate={pulse.aggregate} className="span-2" />
+        </div>
+        <EventLog
+          events={view.events}
+          metrics={metricNames}
+          paused={paused}
+          newCount={paused ? pulse.received - frozen.received : 0}
+          onResume={resume}
+        />
+      </main>
+      <footer className="footer">
+        Pulseboard · {pulse.lastSeq != null ? `last seq ${pulse.lastSeq}` : 'no events yet'}
+      </footer>
+    </div>
+  )
+}

@@ -1,0 +1,159 @@
+import { memo, useMemo } from 'react'
+import { Line } from 'react-chartjs-2'
+import '../lib/chartSetup.js'
+import { formatClock, formatMs, formatRate, formatTick } from '../lib/format.js'
+import { CHART_THEME, metricColor } from './colors.js'
+
+const LATENCY_COLORS = { p50: '#10b981', p95: '#f59e0b', p99: '#ef4444' }
+
+function options({ series, windowSec, theme, yFormat, yMax, stacked = false }) {
+  const c = CHART_THEME[theme] ?? CHART_THEME.light
+  const now = series?.to ?? Date.now()
+  return {
+    animation: false,
+    responsive: true,
+    maintainAspectRatio: false,
+    parsing: false,
+    normalized: true,
+    spanGaps: false,
+    interaction: { mode: 'index', intersect: false },
+    elements: { point: { radius: 0, hoverRadius: 3 }, line: { borderWidth: 1.75, tension: 0.25 } },
+    plugins: {
+      legend: {
+        position: 'bottom',
+        labels: { color: c.text, boxWidth: 10, boxHeight: 10, usePointStyle: true, pointStyle: 'rectRounded', padding: 12 },
+      },
+      tooltip: {
+        backgroundColor: c.tooltipBg,
+        callbacks: {
+          title: (items) => (items.length ? formatClock(items[0].parsed.x) : ''),
+          label: (ctx) => `${ctx.dataset.label}: ${ctx.parsed.y == null ? '—' : yFormat(ctx.parsed.y)}`,
+        },
+      },
+    },
+    scales: {
+      x: {
+        type: 'linear',
+        min: series?.from ?? now - windowSec * 1000,
+        max: now,
+        grid: { color: c.grid },
+        border: { display: false },
+        ticks: { color: c.text, maxRotation: 0, autoSkipPadding: 16, maxTicksLimit: 7, callback: (v) => formatTick(v, windowSec) },
+      },
+      y: {
+        stacked,
+        beginAtZero: true,
+        suggestedMax: yMax,
+        grid: { color: c.grid },
+        border: { display: false },
+        ticks: { color: c.text, maxTicksLimit: 5, callback: (v) => yFormat(v) },
+      },
+    },
+  }
+}
+
+export function ChartPanel({ title, subtitle, testId, empty, className = '', children }) {
+  return (
+    <section className={`card chart-card ${className}`} data-testid={testId}>
+      <header className="card-header">
+        <h2 className="card-title">{title}</h2>
+        {subtitle && <span className="card-subtitle">{subtitle}</span>}
+      </header>
+      <div className="chart-box">
+        {children}
+        {empty && <div className="chart-empty">Waiting for data…</div>}
+      </div>
+    </section>
+  )
+}
+
+const hasPoints = (lists) => lists.some((l) => l?.some((p) => p.y !== null))
+
+export const ThroughputChart = memo(function ThroughputChart({ series, windowSec, theme, className }) {
+  const data = useMemo(
+    () => ({
+      datasets: (series?.metrics ?? []).map((m) => ({
+        label: m,
+        data: series.throughput[m],
+        borderColor: metricColor(m),
+        backgroundColor: metricColor(m),
+      })),
+    }),
+    [series],
+  )
+  const opts = useMemo(() => options({ series, windowSec, theme, yFormat: formatRate }), [series, windowSec, theme])
+  const step = series ? `${series.stepMs / 1000} s buckets` : null
+  return (
+    <ChartPanel
+      title="Throughput by metric"
+      subtitle={step ? `events/s · ${step}` : 'events/s'}
+      testId="chart-throughput"
+      className={className}
+      empty={!hasPoints(data.datasets.map((d) => d.data))}
+    >
+      <Line data={data} options={opts} aria-label="Throughput by metric, events per second" role="img" />
+    </ChartPanel>
+  )
+})
+
+export const LatencyChart = memo(function LatencyChart({ series, windowSec, theme, className }) {
+  const data = useMemo(
+    () => ({
+      datasets: ['p50', 'p95', 'p99'].map((p) => ({
+        label: p,
+        data: series?.latency[p] ?? [],
+        borderColor: LATENCY_COLORS[p],
+        backgroundColor: LATENCY_COLORS[p],
+      })),
+    }),
+    [series],
+  )
+  const opts = useMemo(() => options({ series, windowSec, theme, yFormat: formatMs }), [series, windowSec, theme])
+  const field = series?.latencyField
+  return (
+    <ChartPanel
+      title="Latency"
+      subtitle={field ? `${field.metric}.${field.field}` : 'no latency-like field'}
+      testId="chart-latency"
+      className={className}
+      empty={!hasPoints(data.datasets.map((d) => d.data))}
+    >
+      <Line data={data} options={opts} aria-label="Latency percentiles p50, p95 and p99" role="img" />
+    </ChartPanel>
+  )
+})
+
+const pct = (v) => `${Number(v.toFixed(2))}%`
+
+export const ErrorChart = memo(function ErrorChart({ series, windowSec, theme, className }) {
+  const data = useMemo(
+    () => ({
+      datasets: [
+        {
+          label: 'Error rate',
+          data: series?.errors ?? [],
+          borderColor: '#ef4444',
+          backgroundColor: 'rgba(239, 68, 68, 0.15)',
+          fill: 'origin',
+        },
+      ],
+    }),
+    [series],
+  )
+  const opts = useMemo(() => {
+    const o = options({ series, windowSec, theme, yFormat: pct, yMax: 1 })
+    o.plugins.legend.display = false
+    return o
+  }, [series, windowSec, theme])
+  return (
+    <ChartPanel
+      title="Error rate"
+      subtitle="% of events with status error"
+      testId="chart-errors"
+      className={className}
+      empty={!hasPoints([data.datasets[0].data])}
+    >
+      <Line data={data} options={opts} aria-label="Error rate, percent" role="img" />
+    </ChartPanel>
+  )
+})

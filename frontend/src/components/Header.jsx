@@ -1,0 +1,95 @@
+import { WINDOWS } from '../lib/prefs.js'
+import { formatRate } from '../lib/format.js'
+
+export function statusText(status, attempt) {
+  if (status === 'connected') return 'Connected'
+  if (status === 'reconnecting') return `Reconnecting… (attempt ${Math.max(1, attempt)})`
+  if (status === 'offline') return 'Offline'
+  return 'Connecting…'
+}
+
+export function ConnectionStatus({ status, attempt }) {
+  return (
+    <span className={`status-pill status-${status}`} role="status" aria-live="polite">
+      <span className="status-dot" aria-hidden="true" />
+      <span data-testid="connection-status">{statusText(status, attempt)}</span>
+    </span>
+  )
+}
+
+function Logo() {
+  return (
+    <svg className="logo" viewBox="0 0 32 32" aria-hidden="true">
+      <rect width="32" height="32" rx="7" fill="var(--accent)" />
+      <path
+        d="M4 17h6l3-8 5 15 3-7h7"
+        fill="none"
+        stroke="#fff"
+        strokeWidth="2.6"
+        strokeLinecap="round"
+        strokeLinejoin="round"
+      />
+    </svg>
+  )
+}
+
+export function Header({ status, attempt, ratePerSec, redisDown, windowSec, onWindowChange, paused, onTogglePause, theme, onToggleTheme }) {
+  const other = theme === 'dark' ? 'light' : 'dark'
+  return (
+    <header className="topbar">
+      <div className="topbar-left">
+        <h1 className="brand">
+          <Logo />
+          Pulseboard
+        </h1>
+        <ConnectionStatus status={status} attempt={attempt} />
+        {redisDown && (
+          <span className="badge badge-error" title="The server reports that Redis is unreachable">
+            Redis down
+          </span>
+        )}
+        <span className="live-rate" title="Events received by this page in the last 2 seconds">
+          <span className="live-rate-value" data-testid="events-per-sec">
+            {formatRate(ratePerSec)}
+          </span>
+          <span className="live-rate-unit">events/s</span>
+        </span>
+      </div>
+      <div className="topbar-right">
+        <label className="select-field">
+          <span className="select-label">Window</span>
+          <select data-testid="window-select" value={windowSec} onChange={(e) => onWindowChange(Number(e.target.value))}>
+            {WINDOWS.map((w) => (
+              <option key={w.value} value={w.value}>
+                {w.label}
+              </option>
+            ))}
+          </select>
+        </label>
+        <button
+          type="button"
+          className={`btn ${paused ? 'btn-primary' : ''}`}
+          data-testid="pause-toggle"
+          aria-pressed={paused}
+          title={paused ? 'Resume the live log and charts' : 'Freeze the log and charts to read them (counters stay live)'}
+          onClick={onTogglePause}
+        >
+          <span aria-hidden="true" className="btn-icon">
+            {paused ? '▶' : '❚❚'}
+          </span>
+          {paused ? 'Resume' : 'Pause'}
+        </button>
+        <button
+          type="button"
+          className="btn btn-icon-only"
+          data-testid="theme-toggle"
+          aria-label={`Switch to ${other} theme`}
+          title={`Switch to ${other} theme`}
+          onClick={onToggleTheme}
+        >
+          <span aria-hidden="true">{theme === 'dark' ? '☀' : '☾'}</span>
+        </button>
+      </div>
+    </header>
+  )
+}
