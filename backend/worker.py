@@ -142,12 +142,27 @@ class Worker:
         log.warning("worker %s lost its lease; going back to standby", self.token)
         return False
 
+    @staticmethod
+    def _next_message(pubsub, timeout: float):
+        """The next message, waiting at most `timeout` for one to start arriving.
+
+        redis-py's get_message(timeout=t) also applies t to reading the rest of a message that
+        has only partly arrived, so a large message straddling two reads raises TimeoutError and
+        costs a reconnect (and the messages in flight). Wait for readability with the timeout,
+        then read the whole message blocking."""
+        conn = pubsub.connection
+        if conn is None:
+            return pubsub.get_message(timeout=timeout)
+        if not conn.can_read(timeout=timeout):
+            return None
+        return pubsub.get_message(timeout=None)
+
     def pump(self, pubsub) -> int | None:
         """Wait up to one flush interval for a message, drain what is waiting, process it.
 
         Returns how many messages it processed, or None when this worker lost its lease and
         must stop consuming (another worker is active now)."""
-        message = pubsub.get_message(timeout=self.flush_s)
+        message = self._next_message(pubsub, self.flush_s)
         now = time.monotonic()
         if not self._keep_lease(now):
             return None
@@ -161,12 +176,12 @@ class Worker:
             return 1
         deadline = now + self.flush_s
         while len(batch) < self.max_batch:
-            message = pubsub.get_message(timeout=0)
+            message = self._next_message(pubsub, 0)
             if message is None:
                 if time.monotonic() >= deadline:
                     break
                 # Nothing buffered: give the socket a moment rather than flushing tiny batches.
-                message = pubsub.get_message(timeout=min(0.005, max(0.0, deadline - time.monotonic())))
+                message = self._next_message(pubsub, min(0.005, max(0.0, deadline - time.monotonic())))
                 if message is None:
                     break
             batch.append(message["data"])
