@@ -73,8 +73,12 @@ class Broadcaster:
 class Ticker:
     """Once a second: aggregates per window room, generator state, legacy presence."""
 
-    def __init__(self, socketio, store: Store, *, interval_s: float, message_queue: bool):
+    def __init__(
+        self, socketio, store: Store, *, interval_s: float, message_queue: bool, max_pending: int = 100
+    ):
         self.socketio = socketio
+        self.max_pending = max_pending
+        self.dropped_slow_clients = 0
         self.store = store
         self.interval_s = interval_s
         self.message_queue = message_queue
@@ -100,6 +104,7 @@ class Ticker:
             self.running = False
 
     def tick(self) -> None:
+        self._drop_slow_clients()
         try:
             self._push_aggregates()
             self._push_generator_state()
@@ -115,6 +120,23 @@ class Ticker:
         except Exception:
             log.exception("ticker error")
 
+    def _drop_slow_clients(self) -> None:
+        """Disconnect clients that stopped reading: their send queue would otherwise grow forever.
+
+        Closing leaves the client's rooms at once, so nothing more is queued for it; what is already
+        queued (at most max_pending packets) is freed when the blocked TCP send times out."""
+        for eio_sid, sock in list(self.socketio.server.eio.sockets.items()):
+            if sock.closed:
+                continue  # already dropped: its writer unblocks when the TCP send times out
+            pending = sock.queue.qsize()
+            if pending > self.max_pending:
+                self.dropped_slow_clients += 1
+                log.warning("dropping slow client %s: %d packets waiting to be sent", eio_sid, pending)
+                try:
+                    sock.close(wait=False, abort=True)
+                except Exception:
+                    log.debug("error closing slow client %s", eio_sid, exc_info=True)
+
     def windows(self) -> list[int]:
         out = []
         for name, members in list(local_rooms(self.socketio).items()):
@@ -126,14 +148,16 @@ class Ticker:
         now = time.time()
         for window_s in self.windows():
             body = self.store.aggregate(window_s, now=now)
-            self.socketio.emit("aggregate", body, to=window_room(window_s))
+            # ignore_queue: every node ticks for its own clients; through the message queue each
+            # client would get one copy per node.
+            self.socketio.emit("aggregate", body, to=window_room(window_s), ignore_queue=True)
 
     def _push_generator_state(self) -> None:
         state = generator_state(self.store)
         comparable = {k: v for k, v in state.items() if k not in {"published", "updated"}}
         if comparable != self._last_generator:
             self._last_generator = comparable
-            self.socketio.emit("generator", state)
+            self.socketio.emit("generator", state, ignore_queue=True)
 
 
 def generator_state(store: Store) -> dict:

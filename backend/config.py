@@ -80,6 +80,9 @@ class Config:
     RUN_WORKER = _bool("RUN_WORKER", True)  # all-in-one: the web process also runs the worker
     FLUSH_INTERVAL_MS = _int("FLUSH_INTERVAL_MS", 50)  # longest an event waits before broadcast
     MAX_BATCH = _int("MAX_BATCH", 5000)  # events per pipelined write
+    # A client with more packets than this waiting to be sent (it stopped reading) is dropped,
+    # so one stuck client cannot make the server buffer without bound. packets
+    SLOW_CLIENT_MAX_PENDING = _int("SLOW_CLIENT_MAX_PENDING", 100)
     AGGREGATE_TICK_MS = _int("AGGREGATE_TICK_MS", 1000)  # how often `aggregate` is pushed
     RECONNECT_MIN_S = _float("RECONNECT_MIN_S", 0.1)  # first backoff after Redis drops us
     RECONNECT_MAX_S = _float("RECONNECT_MAX_S", 5.0)  # backoff cap
@@ -100,6 +103,10 @@ class Config:
     # --- generator ------------------------------------------------------------------------------
     GENERATOR_RATE = _float("GENERATOR_RATE", 200.0)  # events per second
     GENERATOR_PROFILE = _str("GENERATOR_PROFILE", "mixed")
+
+    # `pulseboard worker` serves Prometheus /metrics on this port (0: off). Web nodes serve /metrics
+    # on their own HTTP port.
+    METRICS_PORT = _int("METRICS_PORT", 0)
 
     LOG_LEVEL = _str("LOG_LEVEL", "INFO")
     LOG_FORMAT = _str("LOG_FORMAT", "text")  # text | json

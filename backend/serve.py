@@ -28,6 +28,7 @@ def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
             runtime.store,
             interval_s=cfg["AGGREGATE_TICK_MS"] / 1000.0,
             message_queue=cfg["MESSAGE_QUEUE"],
+            max_pending=cfg["SLOW_CLIENT_MAX_PENDING"],
         )
         socketio.start_background_task(runtime.ticker.run)
 

@@ -68,5 +68,6 @@ def set_generator():
         state["rate"] = float(changes["rate"])
     if "profile" in changes:
         state["profile"] = changes["profile"]
-    socketio.emit("generator", state)
+    # This node's clients hear it now; other nodes' tickers notice the change within a second.
+    socketio.emit("generator", state, ignore_queue=True)
     return jsonify(state)

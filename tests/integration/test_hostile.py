@@ -1,0 +1,213 @@
+"""Hostile input on the channel and the ingest API, and a client that stops reading."""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import requests
+
+from tests.helpers import wait_for
+from tests.integration.sio import Recorder
+
+XSS = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", '"><svg onload=alert(1)>']
+
+
+def hostile_messages(n: int, rnd: random.Random) -> list[bytes]:
+    """`n` messages that must all be rejected, cycling through every kind of bad input."""
+    deep = b"[" * 5000 + b"]" * 5000
+    nested_value = orjson.dumps({"metric": "m", "value": {"a": {"b": {"c": 1}}}})
+    kinds = [
+        lambda i: b"{not json" + str(i).encode(),
+        lambda i: b'{"metric": "m", "value": NaN}',
+        lambda i: b'{"metric": "m", "value": Infinity}',
+        lambda i: b'{"metric": "m", "value": 1e999}',
+        lambda i: deep,
+        lambda i: nested_value,
+        lambda i: orjson.dumps({"metric": 42, "value": 1}),
+        lambda i: orjson.dumps({"metric": ["m"], "value": 1}),
+        lambda i: orjson.dumps({"metric": "m", "value": "text"}),
+        lambda i: orjson.dumps({"metric": "m", "value": [1, 2]}),
+        lambda i: orjson.dumps({"metric": "m", "value": True}),
+        lambda i: orjson.dumps({"metric": "m", "ts": "yesterday"}),
+        lambda i: orjson.dumps({"metric": "m", "ts": 1.0}),
+        lambda i: orjson.dumps({"metric": "m", "ts": time.time() + 86400}),
+        lambda i: orjson.dumps({"metric": "m", "status": "weird"}),
+        lambda i: orjson.dumps({"metric": "m", "tags": {"k": 1}}),
+        lambda i: orjson.dumps({"metric": "m", "tags": {f"k{j}": "v" for j in range(40)}}),
+        lambda i: orjson.dumps({"metric": "m", **{f"x{j}": j for j in range(10)}}),
+        lambda i: orjson.dumps({"metric": "m" * 101}),
+        lambda i: orjson.dumps({"metric": "<script>alert(1)</script>"}),
+        lambda i: orjson.dumps({"metric": "m\u0000"}),
+        lambda i: '{"metric": "\ud800"}'.encode("utf-8", "surrogatepass"),
+        lambda i: b"\xff\xfe\xfd",
+        lambda i: b"",
+        lambda i: b"null",
+        lambda i: b"[1, 2, 3]",
+        lambda i: b'"just a string"',
+        lambda i: orjson.dumps({"value": 1}),
+        lambda i: orjson.dumps({"metric": "m", "source": "s" * 70_000}),
+        lambda i: base64.b64encode(os.urandom(rnd.randint(1, 200))),
+    ]
+    return [kinds[i % len(kinds)](i) for i in range(n)]
+
+
+def valid_events(n: int, marker: str) -> list[dict]:
+    return [
+        {
+            "metric": "good",
+            "value": {"ms": i},
+            "source": marker,
+            "tags": {"note": XSS[i % len(XSS)], "lang": "日本語 ✓ \u200b"},
+        }
+        for i in range(n)
+    ]
+
+
+def test_ten_thousand_hostile_messages_interleaved_with_valid_events(live_server, r):
+    rnd = random.Random(42)
+    bad = hostile_messages(10_000, rnd)
+    good = valid_events(2_000, "hostile-test")
+    stream: list[bytes] = []
+    good_iter = iter(good)
+    for i, message in enumerate(bad):
+        stream.append(message)
+        if i % 5 == 0:
+            stream.append(orjson.dumps(next(good_iter)))
+    assert len(stream) == 12_000
+
+    # Three 10 MB messages, each alone: the worker must drop them by size without parsing.
+    huge = b'{"metric": "m", "source": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    with Recorder(live_server.url, batch_window=60) as rec:
+        wait_for(lambda: rec.sub_acks, message="subscribe ack")
+        for k in range(3):
+            r.publish(live_server.channel, huge)
+            wait_for(
+                lambda k=k: (
+                    live_server.get("/api/metrics/stats").json().get("rejected:too_large", 0) >= k + 1
+                ),
+                message="the 10 MB message dead-lettered",
+            )
+        for start in range(0, len(stream), 500):
+            pipe = r.pipeline(transaction=False)
+            for message in stream[start : start + 500]:
+                pipe.publish(live_server.channel, message)
+            pipe.execute()
+        wait_for(lambda: len(rec.batched_events()) >= 2_000, timeout=30, message="all valid events broadcast")
+        time.sleep(0.2)
+        got = rec.batched_events()
+    assert len(got) == 2_000
+    assert [e["value"]["ms"] for e in got] == list(range(2_000))
+    assert got[0]["tags"]["note"] == XSS[0]  # delivered as data, unchanged
+
+    stats = wait_for(
+        lambda: (s := live_server.get("/api/metrics/stats").json()).get("rejected") == 10_003 and s,
+        timeout=20,
+        message="every bad message counted",
+    )
+    assert stats["accepted"] == 2_000
+    assert stats["received"] == 12_003
+    reasons = {k for k in stats if k.startswith("rejected:")}
+    assert {
+        "rejected:invalid_json",
+        "rejected:invalid_value",
+        "rejected:invalid_metric",
+        "rejected:too_large",
+        "rejected:not_object",
+        "rejected:stale_ts",
+        "rejected:future_ts",
+        "rejected:unknown_keys",
+        "rejected:invalid_tags",
+        "rejected:missing_metric",
+    } <= reasons
+    rejected = live_server.get("/api/metrics/rejected?limit=1000").json()
+    assert rejected["count"] == 1000  # DEAD_LETTER_MAX keeps the newest; the total counts all
+    assert all(len(item["raw"]) <= 1024 for item in rejected["rejected"])
+    agg = live_server.get("/api/metrics/aggregate?window=60").json()
+    assert agg["aggregate"] == {"good": 2_000}
+    assert live_server.get("/api/ready").status_code == 200
+
+
+def test_hostile_ingest_requests_get_4xx_and_publish_nothing(live_server):
+    rnd = random.Random(1)
+    with Recorder(live_server.url, batch_window=60) as rec:
+        wait_for(lambda: rec.sub_acks, message="subscribe ack")
+        statuses = []
+        for body in hostile_messages(300, rnd):
+            resp = requests.post(
+                live_server.url + "/api/ingest",
+                data=body,
+                timeout=10,
+                headers={"Content-Type": "application/json"},
+            )
+            statuses.append(resp.status_code)
+            assert resp.headers["Content-Type"].startswith("application/json")
+            assert "error" in resp.json()
+        huge = requests.post(
+            live_server.url + "/api/ingest",
+            data=b"x" * (10 * 1024 * 1024),
+            timeout=30,
+            headers={"Content-Type": "application/json"},
+        )
+        statuses.append(huge.status_code)
+        ok = live_server.post("/api/ingest", json={"metric": "after_hostile", "value": 1})
+        assert ok.status_code == 202
+        wait_for(lambda: rec.batched_events(), message="the valid event")
+    assert all(400 <= s < 500 for s in statuses), sorted(set(statuses))
+    assert huge.status_code == 413
+    assert [e["metric"] for e in rec.batched_events()] == ["after_hostile"]
+
+
+STUCK_CLIENT = """
+import sys, socketio
+c = socketio.Client()
+c.on("metrics", lambda data: None)
+c.connect(sys.argv[1], transports=["websocket"])
+c.emit("subscribe", {"mode": "batch", "window": 60}, callback=lambda ack: print("subscribed", flush=True))
+c.wait()
+"""
+
+
+def _stuck_client(url: str) -> subprocess.Popen:
+    """A real Socket.IO client in its own process, frozen with SIGSTOP once subscribed: it stays
+    connected but reads nothing, like a client on a dead network or a hung browser tab."""
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_CLIENT, url], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "subscribed"
+    proc.send_signal(signal.SIGSTOP)
+    return proc
+
+
+def test_a_client_that_stops_reading_is_dropped_and_does_not_slow_others(server_factory, r):
+    server = server_factory(env={"SLOW_CLIENT_MAX_PENDING": "50"})
+    stuck = _stuck_client(server.url)
+    try:
+        with Recorder(server.url, batch_window=60) as rec:
+            wait_for(lambda: rec.sub_acks, message="subscribe ack")
+            padding = {f"pad{j}": "p" * 250 for j in range(16)}  # ~4 KB per event
+            total = 0
+            deadline = time.monotonic() + 30
+            while "dropping slow client" not in server.log() and time.monotonic() < deadline:
+                pipe = r.pipeline(transaction=False)
+                for i in range(100):
+                    pipe.publish(
+                        server.channel, orjson.dumps({"metric": "fast", "value": total + i, "tags": padding})
+                    )
+                pipe.execute()
+                total += 100
+                time.sleep(0.05)
+            assert server.log().count("dropping slow client") == 1
+            wait_for(
+                lambda: len(rec.batched_events()) >= total, timeout=20, message="the healthy client's events"
+            )
+            assert [e["value"] for e in rec.batched_events()] == list(range(total))
+        assert server.get("/api/ready").status_code == 200
+    finally:
+        stuck.kill()
+        stuck.wait()
+        stuck.stdout.close()
