@@ -108,6 +108,10 @@ def cmd_worker(args) -> int:
     from backend.worker import Worker
 
     app = _app(args, MESSAGE_QUEUE=True)
+    if app.config["METRICS_PORT"]:
+        from prometheus_client import start_http_server
+
+        start_http_server(app.config["METRICS_PORT"], addr=app.config["HOST"])
     runtime = get_runtime(app)
     runtime.worker = Worker(
         app.config, Broadcaster(socketio, runtime.store, message_queue=True), sleep=socketio.sleep
