@@ -38,7 +38,9 @@ for i = nkeys + 1, #ARGV, 4 do
   if op == 'i' then
     redis.call('HINCRBY', k, f, v)
   elseif op == 'f' then
-    redis.call('HINCRBYFLOAT', k, f, v)
+    -- pcall: a sum that would overflow to infinity leaves that one sum as it was instead of
+    -- aborting the script halfway through the batch (scripts do not roll back).
+    redis.pcall('HINCRBYFLOAT', k, f, v)
   else
     local cur = redis.call('HGET', k, f)
     if not cur or (op == 'n' and tonumber(v) < tonumber(cur)) or (op == 'x' and tonumber(v) > tonumber(cur)) then
@@ -68,6 +70,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+AGGREGATE_CACHE_MAX = 256  # (window, metric, second) results kept; cleared wholesale when full
 
 
 def connect(url: str, **kwargs) -> redis.Redis:
@@ -111,6 +115,7 @@ class Store:
         self.retention_s = retention_s
         self.dead_letter_max = dead_letter_max
         self._apply = client.register_script(_APPLY_LUA)
+        self._aggregate_cache: dict[tuple, dict] = {}
         self._renew = client.register_script(_RENEW_LUA)
         self._release = client.register_script(_RELEASE_LUA)
 
@@ -217,11 +222,22 @@ class Store:
         return pipe.execute()
 
     def aggregate(self, window_s: int, metric: str | None = None, now: float | None = None) -> dict:
+        """The window ending with the current second. Aggregates have one-second resolution, so a
+        result is computed once per (window, metric, second) and shared: the tick and any number
+        of REST callers in the same second cost one merge, not one each."""
         to_s = int(now if now is not None else time.time()) + 1  # include the current second
+        key = (window_s, metric, to_s)
+        cached = self._aggregate_cache.get(key)
+        if cached is not None:
+            return cached
         plan = plan_window(to_s, window_s)
         hashes = self._hgetall_many(self.keys.bucket(res, start) for res, start in plan)
         stats = WindowStats.from_hashes(hashes)
-        return stats.to_aggregate(window_s=window_s, from_s=to_s - window_s, to_s=to_s, metric=metric)
+        body = stats.to_aggregate(window_s=window_s, from_s=to_s - window_s, to_s=to_s, metric=metric)
+        if len(self._aggregate_cache) >= AGGREGATE_CACHE_MAX:
+            self._aggregate_cache.clear()
+        self._aggregate_cache[key] = body
+        return body
 
     def timeseries(
         self, window_s: int, step_s: int, metric: str | None, field: str | None, now: float | None = None

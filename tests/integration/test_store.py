@@ -1,0 +1,119 @@
+"""The Redis store on a real server: atomic batch writes, concurrent writers, edge values."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import orjson
+import pytest
+
+from backend.core.aggregate import BatchAccumulator
+from backend.core.events import validate
+from backend.keys import Keys
+from backend.store import Store, connect
+
+
+@pytest.fixture
+def store(redis_url, names):
+    s = Store(
+        connect(redis_url),
+        Keys(prefix=names["KEY_PREFIX"], recent=names["RECENT_KEY"]),
+        recent_max=50,
+        retention_s=3600,
+        dead_letter_max=10,
+    )
+    yield s
+    s.redis.close()
+
+
+def write(store: Store, events: list[dict], now: float) -> None:
+    acc = BatchAccumulator()
+    payloads = []
+    first = store.reserve_seqs(len(events))
+    for i, obj in enumerate(events):
+        ev = validate(obj, now=now, retention_s=3600, future_tolerance_s=300)
+        ev.data["seq"] = first + i
+        acc.add(ev)
+        payloads.append(orjson.dumps(ev.data))
+    store.write_batch(payloads, acc.deltas(), [], received=len(events))
+
+
+def test_concurrent_writers_keep_aggregates_exact(store, redis_url, names):
+    now = time.time()
+    per_writer = 2_000
+
+    def writer(offset: int) -> None:
+        own = Store(connect(redis_url), store.keys, recent_max=50, retention_s=3600, dead_letter_max=10)
+        for start in range(0, per_writer, 100):
+            write(
+                own,
+                [{"metric": "m", "value": {"v": offset + i}, "ts": now} for i in range(start, start + 100)],
+                now,
+            )
+        own.redis.close()
+
+    threads = [threading.Thread(target=writer, args=(k * 100_000,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    body = store.aggregate(60, now=now)
+    field = body["metrics"]["m"]["fields"]["v"]
+    values = [k * 100_000 + i for k in range(4) for i in range(per_writer)]
+    assert body["aggregate"] == {"m": 4 * per_writer}
+    assert field["count"] == len(values)
+    assert field["sum"] == sum(values)
+    assert field["min"] == min(values)
+    assert field["max"] == max(values)
+    assert store.redis.llen(store.keys.recent) == 50  # trimmed to recent_max
+    seqs = [orjson.loads(x)["seq"] for x in store.redis.lrange(store.keys.recent, 0, -1)]
+    assert len(set(seqs)) == len(seqs)
+
+
+def test_overflowing_sum_does_not_abort_the_rest_of_the_batch(store):
+    now = time.time()
+    write(
+        store,
+        [
+            {"metric": "huge", "value": 1.5e308},
+            {"metric": "huge", "value": 1.5e308},
+            {"metric": "small", "value": 2},
+        ],
+        now,
+    )
+    body = store.aggregate(60, now=now + 1)
+    assert body["aggregate"] == {"huge": 2, "small": 1}
+    assert body["metrics"]["huge"]["fields"]["value"]["max"] == 1.5e308
+    assert body["metrics"]["small"]["fields"]["value"]["sum"] == 2
+
+
+def test_aggregate_is_shared_within_a_second_and_fresh_the_next(store):
+    now = float(int(time.time()))
+    write(store, [{"metric": "c", "ts": now}], now)
+    first = store.aggregate(10, now=now)
+    write(store, [{"metric": "c", "ts": now}], now)
+    assert store.aggregate(10, now=now + 0.5) is first  # same second: one computation
+    assert store.aggregate(10, now=now + 1)["aggregate"] == {"c": 2}
+
+
+def test_buckets_expire_after_the_retention(store):
+    now = time.time()
+    write(store, [{"metric": "ttl"}], now)
+    keys = store.redis.keys(store.keys.prefix + "agg:*")
+    assert len(keys) == 2  # one per resolution
+    for key in keys:
+        ttl = store.redis.ttl(key)
+        assert 3600 - 5 <= ttl <= 3600 + 60 + 5
+
+
+def test_lease_is_exclusive_and_renewable_only_by_its_holder(store):
+    assert store.acquire_lease("a", 1000)
+    assert not store.acquire_lease("b", 1000)
+    assert store.renew_lease("a", 1000)
+    assert not store.renew_lease("b", 1000)
+    assert store.worker_alive()
+    store.release_lease("b")  # not b's to release
+    assert not store.acquire_lease("b", 1000)
+    store.release_lease("a")
+    assert store.acquire_lease("b", 1000)
