@@ -24,8 +24,10 @@ export default function App({ io = connectSocket, api = defaultApi }) {
   const [frozen, setFrozen] = useState(null)
   const paused = frozen !== null
   const togglePause = useCallback(() => {
-    setFrozen((f) => (f ? null : { events: pulse.events, series: pulse.series, received: pulse.received }))
-  }, [pulse.events, pulse.series, pulse.received])
+    // `eventsReceived` matches the events on screen, so "N new events" counts exactly what the
+    // frozen log doesn't show.
+    setFrozen((f) => (f ? null : { events: pulse.events, series: pulse.series, received: pulse.eventsReceived }))
+  }, [pulse.events, pulse.series, pulse.eventsReceived])
   const resume = useCallback(() => setFrozen(null), [])
 
   const changeWindow = useCallback((w) => {

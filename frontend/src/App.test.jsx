@@ -1,7 +1,7 @@
 import { act, fireEvent, render, screen, within } from '@testing-library/react'
 import { beforeEach, describe, expect, it, vi } from 'vitest'
 import App from './App.jsx'
-import { FLUSH_MS } from './hooks/usePulse.js'
+import { FLUSH_MS, LOG_MS } from './hooks/usePulse.js'
 import { PREFS_KEY } from './lib/prefs.js'
 import { BASE_TIME, FakeSocket, aggregateBody, ev, fakeApi, fakeIo, mockSystemTheme, range } from './test/fakes.js'
 
@@ -94,6 +94,7 @@ describe('App', () => {
     await tick()
     expect(screen.getByTestId('total-events')).toHaveTextContent('4,321')
     fireEvent.click(toggle)
+    await tick(LOG_MS) // the log follows within LOG_MS
     expect(screen.getAllByTestId('event-row')).toHaveLength(35)
     expect(screen.getAllByTestId('event-row')[0]).toHaveTextContent('seq-35')
     expect(screen.queryByTestId('new-events')).toBeNull()

@@ -13,6 +13,8 @@ import { MAX_CHART_METRICS, SeriesStore, stepFor } from '../lib/series.js'
 // rendering cost is bounded by the flush rate, not the event rate.
 
 export const FLUSH_MS = 100 // <= 10 commits per second
+export const SERIES_MS = 500 // charts: buckets are >= 1 s, so 2 redraws a second show everything
+export const LOG_MS = 250 // the log: 4 updates a second look live; more is unreadable and costly
 export const LOG_BUFFER = 1000 // events kept for the log (its filters search these; 200 are shown)
 export const INITIAL_FILL = 200
 export const BACKFILL_LIMIT = 500 // the server keeps the newest 500 (RECENT_MAX)
@@ -46,7 +48,8 @@ function snapshotOf(s) {
   return {
     status: s.status,
     attempt: s.attempt,
-    events: s.buffer.items,
+    events: s.events,
+    eventsReceived: s.eventsReceived,
     received: s.received,
     lastSeq: s.buffer.maxSeq,
     ratePerSec: s.rate,
@@ -71,6 +74,9 @@ export function usePulse({
     ref.current = {
       socket: null,
       buffer: new EventBuffer(bufferSize),
+      events: [], // what the log shows: buffer.items as of the last log commit (every LOG_MS)
+      eventsReceived: 0, // `received` as of that commit
+      eventsAt: -Infinity,
       received: 0,
       meter: new RateMeter(), // "events/s now"
       // How far the browser's clock is ahead of the events' timestamps (skew + delivery delay).
@@ -341,11 +347,18 @@ export function usePulse({
       const s = ref.current
       const now = Date.now()
       const rate = s.meter.rate(now - s.clockOffset) // null until there is enough to measure
-      const axisDue = s.series && now - s.seriesAt >= 1000 // keep the time axis sliding when idle
-      if (!s.dirty && rate === s.rate && !axisDue) return
-      if (s.series && (s.dirty || axisDue)) {
+      // Charts: at most every SERIES_MS, and at least every second so the time axis slides.
+      const seriesDue = s.series && now - s.seriesAt >= (s.dirty ? SERIES_MS : 1000)
+      const logDue = s.events !== s.buffer.items && now - s.eventsAt >= LOG_MS
+      if (!s.dirty && rate === s.rate && !seriesDue && !logDue) return
+      if (seriesDue) {
         s.seriesSnap = s.series.snapshot(now - s.clockOffset)
         s.seriesAt = now
+      }
+      if (logDue) {
+        s.events = s.buffer.items
+        s.eventsReceived = s.received
+        s.eventsAt = now
       }
       s.rate = rate
       s.dirty = false

@@ -1,7 +1,7 @@
 import { act, renderHook } from '@testing-library/react'
 import { beforeEach, describe, expect, it, vi } from 'vitest'
 import { BASE_TIME, FakeSocket, aggregateBody, ev, fakeApi, fakeIo, range } from '../test/fakes.js'
-import { FLUSH_MS, HISTORY_SETTLE_MS, SOCKET_OPTIONS, usePulse } from './usePulse.js'
+import { FLUSH_MS, HISTORY_SETTLE_MS, LOG_MS, SOCKET_OPTIONS, usePulse } from './usePulse.js'
 
 /** Lets pending promises (REST calls) settle. */
 const settle = () => act(async () => {})
@@ -147,6 +147,33 @@ describe('usePulse: throttled state', () => {
     // One act per flush period: a single act over 5 s would batch every update into one render.
     for (let i = 0; i < 50; i++) await tick(FLUSH_MS)
     expect(renders() - before).toBeLessThanOrEqual(5)
+  })
+})
+
+describe('usePulse: log cadence', () => {
+  it('updates the log at most every LOG_MS while counters keep the 100 ms pace', async () => {
+    const { socket, hook } = setup()
+    socket.serverConnect()
+    await settle()
+    await tick(1000)
+    const logChanges = []
+    let last = hook.result.current.events
+    let seq = 0
+    for (let i = 0; i < 20; i++) {
+      socket.send('metrics', range(seq + 1, seq + 10).map((s) => ev(s)))
+      seq += 10
+      await tick(FLUSH_MS)
+      expect(hook.result.current.received).toBe(seq) // counters: every flush
+      if (hook.result.current.events !== last) {
+        logChanges.push(i)
+        last = hook.result.current.events
+      }
+    }
+    expect(logChanges.length).toBeGreaterThanOrEqual(6) // 2 s at <= 4/s
+    expect(logChanges.length).toBeLessThanOrEqual(8)
+    await tick(LOG_MS)
+    expect(hook.result.current.events).toHaveLength(200) // and it catches up
+    expect(hook.result.current.eventsReceived).toBe(200)
   })
 })
 
