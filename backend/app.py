@@ -7,11 +7,12 @@ Background tasks (the ingest worker and the tick) are started by the entry point
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from backend import jsonutil
 from backend.config import Config
 from backend.errors import register_error_handlers
-from backend.extensions import socketio
+from backend.extensions import limiter, socketio
 from backend.runtime import EXTENSION_KEY, Runtime
 from backend.store import Store
 
@@ -28,6 +29,17 @@ def create_app(config: dict | None = None) -> Flask:
         )
 
     register_error_handlers(app)
+    if app.config["TRUSTED_PROXIES"]:
+        n = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+
+    # Counters live in Redis so every web node enforces one shared limit per client.
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["KEY_PREFIX"] + "ratelimit")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # When Redis is down, writes fail anyway; don't turn that into 500s from the limiter.
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+    limiter.init_app(app)
 
     origins = app.config["CORS_ORIGINS"]
     socketio.init_app(

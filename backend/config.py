@@ -95,6 +95,11 @@ class Config:
     INGEST_API_KEY = _str("INGEST_API_KEY", "")  # empty: no key required
     INGEST_MAX_EVENTS = _int("INGEST_MAX_EVENTS", 1000)  # events per request
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)  # bytes per request
+    # Requests per client address on POST /api/ingest (flask-limiter syntax; empty: no limit).
+    INGEST_RATE_LIMIT = _str("INGEST_RATE_LIMIT", "100/second")
+    # Reverse proxies in front of us whose X-Forwarded-For/-Proto/-Host to trust (0: none). Set it
+    # behind nginx, or every client shares the proxy's address (and its rate limit).
+    TRUSTED_PROXIES = _int("TRUSTED_PROXIES", 0)
     MAX_EVENT_BYTES = _int("MAX_EVENT_BYTES", 64 * 1024)  # bytes per event
 
     # --- static dashboard ----------------------------------------------------------------------

@@ -15,12 +15,18 @@ from flask import Blueprint, current_app, jsonify, request
 from backend.api.params import require_api_key
 from backend.core.events import Rejection, validate
 from backend.errors import ApiError
+from backend.extensions import limiter
 from backend.runtime import get_runtime
 
 bp = Blueprint("ingest", __name__, url_prefix="/api")
 
 
+def _ingest_limit() -> str:
+    return current_app.config["INGEST_RATE_LIMIT"]
+
+
 @bp.post("/ingest")
+@limiter.limit(_ingest_limit, exempt_when=lambda: not current_app.config["INGEST_RATE_LIMIT"])
 @require_api_key
 def ingest():
     cfg = current_app.config

@@ -328,6 +328,7 @@ PATHS = {
                 "401": ERROR,
                 "413": ERROR,
                 "415": ERROR,
+                "429": _json(_ref("Error"), "Rate limit (INGEST_RATE_LIMIT) exceeded"),
             },
         }
     },

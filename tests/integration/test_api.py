@@ -130,6 +130,15 @@ class TestIngest:
         assert resp.status_code == 413
         assert "1000 bytes" in resp.get_json()["error"]
 
+    def test_rate_limited_per_client_with_json_429(self, client, app):
+        app.config["INGEST_RATE_LIMIT"] = "3/minute"
+        statuses = [client.post("/api/ingest", json={"metric": "m"}).status_code for _ in range(4)]
+        assert statuses == [202, 202, 202, 429]
+        resp = client.post("/api/ingest", json={"metric": "m"})
+        assert resp.status_code == 429
+        assert "3 per 1 minute" in resp.get_json()["error"]
+        assert resp.headers["Retry-After"]
+
     def test_api_key_required_when_configured(self, client, app):
         app.config["INGEST_API_KEY"] = "s3cret"
         assert client.post("/api/ingest", json={"metric": "m"}).status_code == 401
