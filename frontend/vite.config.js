@@ -3,7 +3,8 @@ import react from '@vitejs/plugin-react'
 
 // The built files are served by Flask at `/`, so every URL in the app is relative (same origin).
 // In dev, Vite serves the app and forwards the API and the Socket.IO connection to Flask.
-const backend = 'http://127.0.0.1:5000'
+// PULSEBOARD_BACKEND points the dev proxy at a server on another port.
+const backend = process.env.PULSEBOARD_BACKEND || 'http://127.0.0.1:5000'
 
 export default defineConfig({
   plugins: [react()],
