@@ -1,0 +1,172 @@
+"""The dashboard in a real browser, against the real server, worker and Redis."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+import requests
+from playwright.sync_api import Page, expect
+
+from backend.procs import stop
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+DOCS = ROOT / "docs"
+
+
+def ingest(server, events) -> None:
+    resp = requests.post(server.url + "/api/ingest", json=events, timeout=10)
+    assert resp.status_code == 202, resp.text
+
+
+def total_events(page: Page) -> int:
+    return int(re.sub(r"[^\d]", "", page.get_by_test_id("total-events").inner_text()) or 0)
+
+
+def open_dashboard(page: Page, url: str) -> None:
+    page.goto(url)
+    expect(page.get_by_test_id("connection-status")).to_have_text("Connected", timeout=15_000)
+
+
+def test_live_counters_log_and_window_selector(live_server, page: Page):
+    now = time.time()
+    # 300 events two minutes ago, 5 now: the 1 h window sees 305, the 10 s window only 5.
+    ingest(live_server, [{"metric": "old", "value": {"ms": 100 + i}, "ts": now - 120} for i in range(300)])
+    marker = uuid.uuid4().hex[:8]
+    open_dashboard(page, live_server.url)
+    page.get_by_test_id("window-select").select_option("3600")
+    ingest(
+        live_server, [{"metric": "fresh", "value": {"ms": 5}, "source": f"src-{marker}"} for _ in range(5)]
+    )
+
+    expect(page.get_by_test_id("total-events")).to_have_text("305", timeout=10_000)
+    expect(page.get_by_test_id("event-log")).to_contain_text(f"src-{marker}", timeout=10_000)
+
+    page.get_by_test_id("window-select").select_option("10")
+    expect(page.get_by_test_id("total-events")).to_have_text("5", timeout=10_000)
+    page.reload()
+    expect(page.get_by_test_id("window-select")).to_have_value("10")  # persisted
+
+
+def test_counters_rise_while_events_flow(live_server, page: Page):
+    open_dashboard(page, live_server.url)
+    page.get_by_test_id("window-select").select_option("60")
+    ingest(live_server, [{"metric": "rise"} for _ in range(10)])
+    expect(page.get_by_test_id("total-events")).to_have_text("10", timeout=10_000)
+    ingest(live_server, [{"metric": "rise"} for _ in range(15)])
+    expect(page.get_by_test_id("total-events")).to_have_text("25", timeout=10_000)
+    assert page.get_by_test_id("event-row").count() == 25
+
+
+def test_xss_payloads_render_as_text(live_server, page: Page):
+    open_dashboard(page, live_server.url)
+    payload = '<img src=x onerror="window.__xss=1">'
+    script = "<script>window.__xss=2</script>"
+    ingest(
+        live_server, [{"metric": "xss", "source": payload, "value": {"note": script}, "tags": {"t": payload}}]
+    )
+    log = page.get_by_test_id("event-log")
+    expect(log).to_contain_text(payload, timeout=10_000)
+    expect(log).to_contain_text(script)
+    assert log.locator("img").count() == 0
+    assert log.locator("script").count() == 0
+    assert page.evaluate("window.__xss") is None
+
+
+def test_theme_toggle_persists_across_reload(live_server, page: Page):
+    open_dashboard(page, live_server.url)
+    html = page.locator("html")
+    before = html.get_attribute("data-theme")
+    assert before in ("light", "dark")
+    page.get_by_test_id("theme-toggle").click()
+    after = "dark" if before == "light" else "light"
+    expect(html).to_have_attribute("data-theme", after)
+    page.reload()
+    expect(html).to_have_attribute("data-theme", after)
+
+
+def test_web_node_restart_shows_reconnecting_then_recovers_missed_events(server_factory, page: Page):
+    # Worker and web node as separate processes (the scale-out topology), so events published
+    # while the web node is down are still stored, and the dashboard must fetch them on reconnect.
+    mq = {"MESSAGE_QUEUE": "true"}
+    server_factory(command="worker", env=mq)
+    web = server_factory(args=("--no-worker",), env=mq)
+    open_dashboard(page, web.url)
+    ingest(web, [{"metric": "before", "source": "before-restart"}])
+    expect(page.get_by_test_id("event-log")).to_contain_text("before-restart", timeout=10_000)
+
+    web.process.terminate()
+    web.process.wait(timeout=10)
+    expect(page.get_by_test_id("connection-status")).to_contain_text("Reconnecting", timeout=15_000)
+    r = redis.Redis.from_url(web.redis_url)
+    for i in range(3):
+        r.publish(web.channel, orjson.dumps({"metric": "during", "source": f"during-outage-{i}"}))
+    r.close()
+
+    restarted = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "serve", "--port", str(web.port), "--no-worker"],
+        cwd=ROOT,
+        env=web.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        expect(page.get_by_test_id("connection-status")).to_have_text("Connected", timeout=30_000)
+        for i in range(3):
+            expect(page.get_by_test_id("event-log")).to_contain_text(f"during-outage-{i}", timeout=10_000)
+    finally:
+        stop(restarted)
+
+
+def test_screenshots_for_the_readme(server_factory, page: Page):
+    """Light and dark screenshots of the dashboard with the generator running, for the README."""
+    server = server_factory()
+    generator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "generate",
+            "--redis-url",
+            server.redis_url,
+            "--rate",
+            "300",
+            "--seed",
+            "7",
+        ],
+        cwd=ROOT,
+        env=server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        open_dashboard(page, server.url)
+        page.get_by_test_id("window-select").select_option("60")
+        expect(page.get_by_test_id("event-row").first).to_be_visible(timeout=15_000)
+        page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=event-row]').length >= 50", timeout=15_000
+        )
+        # A few seconds of traffic, so the charts show a representative picture.
+        page.wait_for_function(
+            "() => Number(document.querySelector('[data-testid=total-events]').innerText.replace(/\\D/g, '')) >= 1000",
+            timeout=20_000,
+        )
+        DOCS.mkdir(exist_ok=True)
+        for theme in ("light", "dark"):
+            if page.locator("html").get_attribute("data-theme") != theme:
+                page.get_by_test_id("theme-toggle").click()
+            expect(page.locator("html")).to_have_attribute("data-theme", theme)
+            path = DOCS / f"dashboard-{theme}.png"
+            page.screenshot(path=str(path), full_page=True)
+            assert Path(path).stat().st_size > 20_000
+        assert total_events(page) > 0
+    finally:
+        stop(generator)
