@@ -136,22 +136,25 @@ class Store:
 
     def write_batch(
         self,
-        events_json: list[bytes],
+        events: list[dict],
         deltas: Mapping[tuple[int, int], BucketDelta],
         rejected: list[dict],
         received: int,
     ) -> None:
         """One round trip for a whole batch, applied all or nothing (MULTI/EXEC), so a worker that
-        dies mid-write never leaves half a batch in the aggregates. `events_json` is oldest first."""
+        dies mid-write never leaves half a batch in the aggregates. `events` is oldest first.
+
+        Only the newest `recent_max` events (and dead letters) of a batch are serialized and pushed:
+        at high rates the rest would be trimmed off by the same round trip anyway."""
         pipe = self.redis.pipeline(transaction=True)
-        if events_json:
-            pipe.lpush(self.keys.recent, *events_json)
+        if events:
+            pipe.lpush(self.keys.recent, *(orjson.dumps(e) for e in events[-self.recent_max :]))
             pipe.ltrim(self.keys.recent, 0, self.recent_max - 1)
         if deltas:
             key_names, args = _encode_delta_args(deltas, self.keys, self.retention_s)
             self._apply(keys=key_names, args=args, client=pipe)
         if rejected:
-            pipe.lpush(self.keys.rejected, *(orjson.dumps(r) for r in rejected))
+            pipe.lpush(self.keys.rejected, *(orjson.dumps(r) for r in rejected[-self.dead_letter_max :]))
             pipe.ltrim(self.keys.rejected, 0, self.dead_letter_max - 1)
             reasons: dict[str, int] = {}
             for item in rejected:
@@ -160,7 +163,7 @@ class Store:
                 pipe.hincrby(self.keys.stats, f"rejected:{reason}", count)
             pipe.hincrby(self.keys.stats, "rejected", len(rejected))
         pipe.hincrby(self.keys.stats, "received", received)
-        pipe.hincrby(self.keys.stats, "accepted", len(events_json))
+        pipe.hincrby(self.keys.stats, "accepted", len(events))
         pipe.execute()
 
     def acquire_lease(self, token: str, ttl_ms: int) -> bool:

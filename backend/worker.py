@@ -221,7 +221,7 @@ class Worker:
                     }
                 )
         try:
-            events, payloads, deltas = [], [], {}
+            events, deltas = [], {}
             if accepted:
                 first = self.store.reserve_seqs(len(accepted))
                 acc = BatchAccumulator()
@@ -229,9 +229,8 @@ class Worker:
                     ev.data["seq"] = first + offset
                     acc.add(ev)
                     events.append(ev.data)
-                    payloads.append(orjson.dumps(ev.data))
                 deltas = acc.deltas()
-            self.store.write_batch(payloads, deltas, rejected, received=len(batch))
+            self.store.write_batch(events, deltas, rejected, received=len(batch))
         except (redis.ConnectionError, redis.TimeoutError):
             self._carry = batch
             raise

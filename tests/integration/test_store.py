@@ -29,14 +29,14 @@ def store(redis_url, names):
 
 def write(store: Store, events: list[dict], now: float) -> None:
     acc = BatchAccumulator()
-    payloads = []
+    datas = []
     first = store.reserve_seqs(len(events))
     for i, obj in enumerate(events):
         ev = validate(obj, now=now, retention_s=3600, future_tolerance_s=300)
         ev.data["seq"] = first + i
         acc.add(ev)
-        payloads.append(orjson.dumps(ev.data))
-    store.write_batch(payloads, acc.deltas(), [], received=len(events))
+        datas.append(ev.data)
+    store.write_batch(datas, acc.deltas(), [], received=len(events))
 
 
 def test_concurrent_writers_keep_aggregates_exact(store, redis_url, names):
@@ -69,6 +69,14 @@ def test_concurrent_writers_keep_aggregates_exact(store, redis_url, names):
     assert store.redis.llen(store.keys.recent) == 50  # trimmed to recent_max
     seqs = [orjson.loads(x)["seq"] for x in store.redis.lrange(store.keys.recent, 0, -1)]
     assert len(set(seqs)) == len(seqs)
+
+
+def test_a_batch_larger_than_the_recent_list_keeps_its_newest_events(store):
+    now = time.time()
+    write(store, [{"metric": "big", "value": i} for i in range(120)], now)
+    kept = [orjson.loads(x)["value"] for x in store.redis.lrange(store.keys.recent, 0, -1)]
+    assert kept == list(range(119, 69, -1))  # newest first, recent_max = 50
+    assert store.stats()["accepted"] == 120
 
 
 def test_overflowing_sum_does_not_abort_the_rest_of_the_batch(store):
