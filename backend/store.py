@@ -225,11 +225,14 @@ class Store:
         return pipe.execute()
 
     def aggregate(self, window_s: int, metric: str | None = None, now: float | None = None) -> dict:
-        """The window ending with the current second. Aggregates have one-second resolution, so a
-        result is computed once per (window, metric, second) and shared: the tick and any number
-        of REST callers in the same second cost one merge, not one each."""
+        """The window ending with the current second.
+
+        The result is shared by everyone asking for the same window in the same second while no
+        batch has been written since (the worker bumps the `received` counter with every batch):
+        the tick and any number of REST callers then cost one merge, and nobody reads stale data."""
         to_s = int(now if now is not None else time.time()) + 1  # include the current second
-        key = (window_s, metric, to_s)
+        version = self.redis.hget(self.keys.stats, "received")
+        key = (window_s, metric, to_s, version)
         cached = self._aggregate_cache.get(key)
         if cached is not None:
             return cached
