@@ -180,6 +180,7 @@ class Summary:
     lost: int  # events in batches whose fate is unknown because Redis dropped us mid-pipeline
     skipped: int  # events the pacer skipped because we fell behind schedule
     target_rate: float
+    unheard: int = 0  # published while nobody subscribed (PUBLISH returned 0): Pub/Sub dropped them
 
     @property
     def rate(self) -> float:
@@ -188,7 +189,11 @@ class Summary:
     def line(self) -> str:
         extra = "".join(
             f", {n} {what}"
-            for n, what in ((self.lost, "lost in failed batches"), (self.skipped, "skipped"))
+            for n, what in (
+                (self.lost, "lost in failed batches"),
+                (self.skipped, "skipped"),
+                (self.unheard, "published with no subscriber"),
+            )
             if n
         )
         return (
@@ -265,6 +270,7 @@ class Generator:
         self.published = 0
         self.reconnects = 0
         self.lost = 0
+        self.unheard = 0
         self.connected = False
         self._pid = os.getpid()
         self._control_seeded = False
@@ -355,7 +361,9 @@ class Generator:
         finally:
             elapsed = clock() - start
             self._announce_stop()
-        summary = Summary(self.published, elapsed, self.reconnects, self.lost, pacer.skipped, self.state.rate)
+        summary = Summary(
+            self.published, elapsed, self.reconnects, self.lost, pacer.skipped, self.state.rate, self.unheard
+        )
         log.debug("%s", summary.line())
         return summary
 
@@ -375,13 +383,15 @@ class Generator:
         for event in events:
             publish(channel, dumps(event))
         try:
-            pipe.execute()
+            receivers = pipe.execute()
         except REDIS_DOWN:
             # Some of the batch may have reached Redis before it went away; we can't tell which.
             self.lost += n
             raise
         self._last_wall = wall
         self.published += n
+        # PUBLISH answers how many subscribers got the message; 0 means it is gone for good.
+        self.unheard += receivers.count(0)
         self.connected = True
 
     def _seed_control(self) -> None:
@@ -455,6 +465,7 @@ class Generator:
             "profile": self.state.profile,
             "published": self.published,
             "reconnects": self.reconnects,
+            "unheard": self.unheard,
             "pid": self._pid,
             "updated": self._wallclock(),
             "incident": incident.as_dict() if incident is not None else None,
@@ -473,6 +484,7 @@ class Generator:
             "state": status["state"],
             "incident": f"{incident['kind']}:{incident['endpoint']}" if incident else "",
             "reconnects": str(status["reconnects"]),
+            "unheard": str(status["unheard"]),
         }
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.keys.generator_status, mapping=fields)
