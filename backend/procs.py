@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import signal
 import subprocess
+import sys
 
 _PR_SET_PDEATHSIG = 1
 
@@ -27,3 +28,12 @@ def stop(proc: subprocess.Popen | None, timeout_s: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout_s)
+
+
+def pulseboard_command(*args: str) -> list[str]:
+    """`pulseboard ARGS...` run by this interpreter (works without the console script on PATH)."""
+    return [sys.executable, "-m", "backend.cli", *args]
+
+
+def generator_command(redis_url: str, *args: str) -> list[str]:
+    return pulseboard_command("generate", "--redis-url", redis_url, *args)

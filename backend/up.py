@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
-import sys
 
 from backend.config import Config
 from backend.embedded_redis import EmbeddedRedis
-from backend.procs import die_with_parent, stop
+from backend.procs import die_with_parent, generator_command, stop
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +40,7 @@ def up(args) -> int:
         start_background(app, worker=True)
         if not args.no_generator:
             generator = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "backend.cli",
-                    "generate",
-                    "--redis-url",
-                    url,
-                    "--rate",
-                    str(args.rate),
-                    "--profile",
-                    args.profile,
-                ],
+                generator_command(url, "--rate", str(args.rate), "--profile", args.profile),
                 preexec_fn=die_with_parent,
             )
         print(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ import redis
 import requests
 
 from backend.embedded_redis import EmbeddedRedis, free_port
-from backend.procs import stop
+from backend.procs import pulseboard_command, stop
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,14 +119,7 @@ def start_server(
     log_path = tmp_path / f"server-{port}.log"
     with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "backend.cli",
-                command,
-                *(("--port", str(port)) if command != "worker" else ()),
-                *args,
-            ],
+            pulseboard_command(command, *(("--port", str(port)) if command != "worker" else ()), *args),
             cwd=ROOT,
             env=full_env,
             stdout=log_file,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ import redis
 import requests
 from playwright.sync_api import Page, expect
 
-from backend.procs import stop
+from backend.procs import generator_command, pulseboard_command, stop
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -112,7 +111,7 @@ def test_web_node_restart_shows_reconnecting_then_recovers_missed_events(server_
     r.close()
 
     restarted = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "serve", "--port", str(web.port), "--no-worker"],
+        pulseboard_command("serve", "--port", str(web.port), "--no-worker"),
         cwd=ROOT,
         env=web.env,
         stdout=subprocess.DEVNULL,
@@ -130,18 +129,7 @@ def test_screenshots_for_the_readme(server_factory, page: Page):
     """Light and dark screenshots of the dashboard with the generator running, for the README."""
     server = server_factory()
     generator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "backend.cli",
-            "generate",
-            "--redis-url",
-            server.redis_url,
-            "--rate",
-            "300",
-            "--seed",
-            "7",
-        ],
+        generator_command(server.redis_url, "--rate", "300", "--seed", "7"),
         cwd=ROOT,
         env=server.env,
         stdout=subprocess.DEVNULL,

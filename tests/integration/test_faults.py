@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import requests
 
 from backend.embedded_redis import EmbeddedRedis
+from backend.procs import generator_command
 from tests.conftest import ROOT
 from tests.helpers import wait_for
 from tests.integration.sio import Recorder
@@ -22,20 +22,7 @@ def test_redis_outage_while_the_generator_publishes(server_factory, names):
     with EmbeddedRedis() as own_redis:
         server = server_factory(redis_url=own_redis.url)
         generator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "backend.cli",
-                "generate",
-                "--redis-url",
-                own_redis.url,
-                "--rate",
-                "500",
-                "--seed",
-                "3",
-                "--burst-every",
-                "0",
-            ],
+            generator_command(own_redis.url, "--rate", "500", "--seed", "3", "--burst-every", "0"),
             cwd=ROOT,
             env=server.env,
             stdout=subprocess.PIPE,
