@@ -140,6 +140,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="events/s of data in the filled hour (default 200)",
     )
     g.add_argument("--query-requests", type=int, default=None, help="requests per endpoint (default 200)")
+    g.add_argument(
+        "--query-live-rate",
+        type=float,
+        default=1000.0,
+        help="events/s arriving during the live reads (default 1000)",
+    )
     g = p.add_argument_group("soak")
     g.add_argument("--soak-seconds", type=float, default=None, help="default 600 (30 with --quick)")
     g.add_argument("--soak-rate", type=float, default=None, help="events/s (default 10000)")

@@ -96,10 +96,12 @@ def section(name: str, r: dict, opts) -> str:
         ]
         return "\n".join(out)
     if name == "queries":
-        rows = [
-            [k, v["n"], v["p50_ms"], v["p95_ms"], v["p99_ms"], v["max_ms"], v["bytes"]]
-            for k, v in r["endpoints"].items()
-        ]
+        rows = []
+        for mode, label in (("at_rest", "at rest"), ("live", f"live {r['live_rate']:g}/s")):
+            rows += [
+                [label, k, v["n"], v["p50_ms"], v["p95_ms"], v["p99_ms"], v["max_ms"], v["bytes"]]
+                for k, v in r[mode].items()
+            ]
         f = r["fill"]
         head = (
             f"filled {f['events']:,} events over {f['window_s']} s ({f['bucket_keys']} bucket hashes, "
@@ -108,7 +110,9 @@ def section(name: str, r: dict, opts) -> str:
         return (
             head
             + "\n"
-            + table(["GET /api/metrics/…", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "bytes"], rows)
+            + table(
+                ["data", "GET /api/metrics/…", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "bytes"], rows
+            )
         )
     if name == "soak":
         rss, mem, lat = r["server_rss_mb"], r["redis_used_memory_mb"], r["latency_ms"]
@@ -254,7 +258,12 @@ def target_rows(results: dict) -> list[dict]:
     q = results.get("queries")
     if q and "aggregate_3600_p95_ms" in q:
         v = q["aggregate_3600_p95_ms"]
-        add("aggregate over 3600 s p95 <= 10 ms", v, v <= 10, f"{v / 10:.1f}x the target")
+        add(
+            "aggregate over 3600 s p95 <= 10 ms (live ingest)",
+            v,
+            v <= 10,
+            f"{v / 10:.1f}x the target; at rest (cacheable) {q['aggregate_3600_p95_ms_at_rest']} ms",
+        )
     s = results.get("soak")
     if s and "rss_drift_pct_from_warm" in s:
         d = s["rss_drift_pct_from_warm"]
