@@ -7,6 +7,7 @@ imported, which is why most imports below live inside the functions.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from backend.config import Config
@@ -93,11 +94,17 @@ def _app(args, **overrides):
 
 
 def cmd_serve(args) -> int:
-    from backend.serve import serve, start_background
+    from backend.serve import interrupt_on_sigterm, serve, start_background, stop_background
 
+    interrupt_on_sigterm()
     app = _app(args, RUN_WORKER=not args.no_worker)
     start_background(app, worker=not args.no_worker)
-    serve(app, args.host, args.port)
+    try:
+        serve(app, args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_background(app)
     return 0
 
 
@@ -116,10 +123,14 @@ def cmd_worker(args) -> int:
     runtime.worker = Worker(
         app.config, Broadcaster(socketio, runtime.store, message_queue=True), sleep=socketio.sleep
     )
-    try:
-        runtime.worker.run()  # runs until stopped; reconnects by itself
-    except KeyboardInterrupt:
+
+    def stop(signum, frame):
+        # Only a flag: the loop finishes the batch it holds, releases the lease and returns.
         runtime.worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    runtime.worker.run()  # runs until stopped; reconnects by itself
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import time
 
 from flask import Flask
 
@@ -33,11 +35,28 @@ def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
         socketio.start_background_task(runtime.ticker.run)
 
 
-def stop_background(app: Flask) -> None:
+def stop_background(app: Flask, wait_s: float = 5.0) -> None:
+    """Ask the worker and the tick to stop, and give the worker up to `wait_s` to finish (write
+    and broadcast) the batch it holds and release its lease, so a standby takes over at once."""
     runtime = get_runtime(app)
     for task in (runtime.worker, runtime.ticker):
         if task is not None:
             task.stop()
+    worker = runtime.worker
+    deadline = time.monotonic() + wait_s
+    while worker is not None and worker.running and time.monotonic() < deadline:
+        socketio.sleep(0.05)
+    if worker is not None:
+        log.info("worker stopped (%s)", "clean" if not worker.running else "timed out")
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (docker stop, systemd, Kubernetes) takes the same clean path as Ctrl-C."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def serve(app: Flask, host: str, port: int) -> None:

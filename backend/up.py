@@ -8,7 +8,6 @@ children are also tied to us with PR_SET_PDEATHSIG, so even a SIGKILL leaves no 
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 
 from backend.config import Config
@@ -18,15 +17,11 @@ from backend.procs import die_with_parent, generator_command, stop
 log = logging.getLogger(__name__)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def up(args) -> int:
     from backend import create_app
-    from backend.serve import serve, start_background, stop_background
+    from backend.serve import interrupt_on_sigterm, serve, start_background, stop_background
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupt_on_sigterm()
     embedded = None
     generator = None
     app = None

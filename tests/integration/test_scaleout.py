@@ -76,3 +76,30 @@ def test_three_web_nodes_two_workers_exactly_once_and_failover(server_factory, r
     finally:
         for c in clients:
             c.close()
+
+
+def test_sigterm_stops_a_worker_cleanly_and_hands_over_at_once(server_factory, r):
+    # A lease long enough that a takeover within it can only come from a clean release.
+    env = {**MQ, "LEASE_TTL_MS": "20000"}
+    workers = [server_factory(command="worker", env=env) for _ in range(2)]
+    web = server_factory(args=("--no-worker",), env=env)
+    first = active_worker(workers)
+    standby = next(w for w in workers if w is not first)
+    wait_for(lambda: "is standby" in standby.log(), timeout=10, message="the second worker to stand by")
+
+    first.process.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    assert first.process.wait(timeout=10) == 0
+    wait_for(lambda: "active, subscribed" in standby.log(), timeout=15, message="standby takeover")
+    assert time.monotonic() - stopped_at < 10  # well inside the 20 s lease: it was released
+
+    with Recorder(web.url, batch_window=60) as rec:
+        wait_for(lambda: rec.sub_acks, message="subscribe ack")
+        publish(r, web.channel, [{"metric": "handover", "value": i} for i in range(50)])
+        wait_for(lambda: len(rec.batched_events()) >= 50, message="events through the new worker")
+
+
+def test_sigterm_stops_an_all_in_one_server_cleanly(live_server):
+    live_server.process.send_signal(signal.SIGTERM)
+    assert live_server.process.wait(timeout=10) == 0
+    assert "worker stopped (clean)" in live_server.log()
