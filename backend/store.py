@@ -23,6 +23,7 @@ from backend.core.aggregate import (
     timeseries,
     timeseries_plan,
 )
+from backend.core.timefmt import iso_ms
 from backend.keys import Keys
 
 # KEYS: the bucket hashes. ARGV[1..#KEYS]: each key's TTL in seconds. Then groups of four:
@@ -72,6 +73,8 @@ return 0
 """
 
 AGGREGATE_CACHE_MAX = 256  # (window, metric, second) results kept; cleared wholesale when full
+TIMESERIES_CACHE_MAX = 50_000  # closed time-series points kept; cleared wholesale when full
+TIMESERIES_CLOSED_TTL_S = 10.0  # seconds a closed step's point is reused
 
 
 def connect(url: str, **kwargs) -> redis.Redis:
@@ -116,6 +119,7 @@ class Store:
         self.dead_letter_max = dead_letter_max
         self._apply = client.register_script(_APPLY_LUA)
         self._aggregate_cache: dict[tuple, dict] = {}
+        self._timeseries_cache: dict[tuple, tuple[float, dict]] = {}
         self._renew = client.register_script(_RENEW_LUA)
         self._release = client.register_script(_RELEASE_LUA)
 
@@ -256,20 +260,49 @@ class Store:
     def timeseries(
         self, window_s: int, step_s: int, metric: str | None, field: str | None, now: float | None = None
     ) -> dict:
-        to_s = int(now if now is not None else time.time()) + 1
+        """Points per step. A step that ended more than a second ago is closed: its point is kept
+        for TIMESERIES_CLOSED_TTL_S and reused, so a dashboard's reload or a second chart costs
+        the open step only. (An event stamped into a closed step shows up within that TTL.)"""
+        now_s = int(now if now is not None else time.time())
+        to_s = now_s + 1
         to_s -= to_s % step_s  # align steps so consecutive calls share boundaries
         to_s += step_s
-        res, starts = timeseries_plan(to_s, window_s, step_s)
-        hashes = self._hgetall_many(self.keys.bucket(res, start) for start in starts)
-        return timeseries(
-            dict(zip(starts, hashes, strict=True)),
-            from_s=to_s - window_s,
-            to_s=to_s,
-            step_s=step_s,
-            res=res,
-            metric=metric,
-            field=field,
-        )
+        from_s = to_s - window_s
+        res, _ = timeseries_plan(to_s, window_s, step_s)
+        clock = time.monotonic()
+        cache = self._timeseries_cache
+        points: dict[int, dict] = {}
+        missing: list[int] = []
+        for step_start in range(from_s, to_s, step_s):
+            hit = cache.get((metric, field, res, step_s, step_start))
+            if hit is not None and clock - hit[0] < TIMESERIES_CLOSED_TTL_S:
+                points[step_start] = hit[1]
+            else:
+                missing.append(step_start)
+        if missing:
+            starts = [b for step_start in missing for b in range(step_start, step_start + step_s, res)]
+            hashes = dict(
+                zip(starts, self._hgetall_many(self.keys.bucket(res, b) for b in starts), strict=True)
+            )
+            fresh = timeseries(
+                hashes, from_s=from_s, to_s=to_s, step_s=step_s, res=res, metric=metric, field=field
+            )["points"]
+            if len(cache) >= TIMESERIES_CACHE_MAX:
+                cache.clear()
+            for step_start in missing:
+                point = fresh[(step_start - from_s) // step_s]
+                points[step_start] = point
+                if step_start + step_s < now_s:  # closed
+                    cache[(metric, field, res, step_s, step_start)] = (clock, point)
+        return {
+            "window_seconds": window_s,
+            "step_seconds": step_s,
+            "from": iso_ms(from_s),
+            "to": iso_ms(to_s),
+            "metric": metric,
+            "field": field,
+            "points": [points[step_start] for step_start in range(from_s, to_s, step_s)],
+        }
 
 
 __all__ = ["RESOLUTIONS", "Store", "connect"]

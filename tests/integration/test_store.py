@@ -126,3 +126,17 @@ def test_lease_is_exclusive_and_renewable_only_by_its_holder(store):
     assert not store.acquire_lease("b", 1000)
     store.release_lease("a")
     assert store.acquire_lease("b", 1000)
+
+
+def test_timeseries_reuses_closed_steps_and_recomputes_the_open_one(store):
+    now = float(int(time.time()))
+    write(store, [{"metric": "ts", "value": {"ms": 10}, "ts": now - 30}] * 3, now)
+    first = store.timeseries(60, 5, "ts", "ms", now=now)
+    assert sum(p["count"] for p in first["points"]) == 3
+    write(store, [{"metric": "ts", "value": {"ms": 20}, "ts": now}] * 2, now)
+    second = store.timeseries(60, 5, "ts", "ms", now=now)
+    assert sum(p["count"] for p in second["points"]) == 5  # the open step is always read fresh
+    closed = [p for p in second["points"] if p["count"] == 3]
+    assert len(closed) == 1 and closed[0] is next(p for p in first["points"] if p["count"] == 3)
+    assert store._timeseries_cache  # closed steps were kept
+    assert [p["t"] for p in second["points"]] == [p["t"] for p in first["points"]]
