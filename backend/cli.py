@@ -1,4 +1,4 @@
-"""The `pulseboard` command: up, serve, worker, generate.
+"""The `pulseboard` command: up, serve, worker, generate, bench.
 
 The async mode is chosen and the standard library monkey-patched before anything else is
 imported, which is why most imports below live inside the functions.
@@ -83,7 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="publish simulated traffic")
     generator_cli.add_arguments(gen)
     gen.set_defaults(func=generator_cli.run)
+
+    bench = sub.add_parser("bench", help="benchmark the pipeline on this machine (see docs/benchmarks.md)")
+    bench.set_defaults(func=_bench)
+    from backend.bench import cli as bench_cli
+
+    bench_cli.add_arguments(bench)
     return parser
+
+
+def _bench(args) -> int:
+    from backend.bench import cli as bench_cli
+
+    return bench_cli.run(args)
 
 
 def _app(args, **overrides):
