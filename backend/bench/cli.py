@@ -58,6 +58,13 @@ def _sections(text: str) -> list[str]:
     return names
 
 
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isupper():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with an upper-case setting name, got {text!r}")
+    return key, value
+
+
 def _modes(text: str) -> list[str]:
     names = [x.strip() for x in text.split(",") if x.strip()]
     bad = [n for n in names if n not in ("eventlet", "gevent", "threading")]
@@ -93,6 +100,15 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="keep raising the rate after a step that did not keep up (default: stop the ladder)",
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--server-env",
+        type=_env_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for every server started (repeatable), e.g. FLUSH_INTERVAL_MS=20 to try a "
+        "configuration without editing code; recorded in the results",
+    )
     g = p.add_argument_group("ingest")
     g.add_argument(
         "--ingest-events", type=int, default=None, help=f"events in the burst (default {d['ingest_events']})"
@@ -148,7 +164,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("soak")
     g.add_argument("--soak-seconds", type=float, default=None, help="default 600 (30 with --quick)")
-    g.add_argument("--soak-rate", type=float, default=None, help="events/s (default 5000: a rate the 10-client fan-out sustains here; a soak is not an overload test)")
+    g.add_argument(
+        "--soak-rate",
+        type=float,
+        default=None,
+        help="events/s (default 5000: a rate the 10-client fan-out sustains here; a soak is not an overload test)",
+    )
     g.add_argument("--soak-clients", type=int, default=10)
     g = p.add_argument_group("async modes")
     g.add_argument("--modes", type=_modes, default=["eventlet", "gevent", "threading"])

@@ -24,6 +24,13 @@ from backend.procs import die_with_parent
 
 # (category, regex over one frame), most specific first.
 RULES: list[tuple[str, re.Pattern]] = [
+    # read side (REST and the tick): window merges and the reads behind them
+    (
+        "read: window merge (WindowStats, timeseries)",
+        re.compile(r"^(WindowStats\.\w+|timeseries|_merge_field|_percentiles|_field_stats) \(backend/core/"),
+    ),
+    ("read: HGETALL pipeline + reply parsing (Store._hgetall_many)", re.compile(r"^Store\._hgetall_many \(")),
+    # the ingest worker
     ("json decode (orjson.loads of incoming events)", re.compile(r"^decode \(backend/core/events\.py")),
     ("validation + normalisation (events.validate)", re.compile(r"^validate \(backend/core/events\.py")),
     ("timestamp formatting (iso_ms)", re.compile(r"backend/core/timefmt\.py")),
@@ -33,6 +40,7 @@ RULES: list[tuple[str, re.Pattern]] = [
         "redis write: INCRBY seq, pipeline + Lua (reserve_seqs, write_batch)",
         re.compile(r"^(Store\.)?(write_batch|reserve_seqs) \(backend/store\.py"),
     ),
+    # fan-out
     (
         "socket.io emit: packet encode + orjson.dumps",
         re.compile(r"(socketio/packet\.py|backend/jsonutil\.py)"),
@@ -43,7 +51,10 @@ RULES: list[tuple[str, re.Pattern]] = [
     ),
     (
         "engine.io/websocket send",
-        re.compile(r"(engineio/|simple_websocket|eventlet/websocket|wsproto|geventwebsocket)"),
+        re.compile(
+            r"(engineio/(socket|base_socket)\.py|engineio/async_drivers/|simple_websocket|"
+            r"eventlet/websocket|wsproto|geventwebsocket)"
+        ),
     ),
     (
         "redis pub/sub read (get_message, parse)",
@@ -54,7 +65,10 @@ RULES: list[tuple[str, re.Pattern]] = [
         re.compile(r"^(Worker\.)?process_per_event \(backend/worker\.py"),
     ),
     ("aggregate tick (Ticker)", re.compile(r"^(Ticker\.)?(tick|_push_aggregates|_push_generator_state) \(")),
-    ("REST API (flask/werkzeug)", re.compile(r"(flask/|werkzeug/|backend/api/)")),
+    (
+        "HTTP request handling (wsgi server, flask)",
+        re.compile(r"(eventlet/wsgi\.py|werkzeug/|flask/|backend/api/)"),
+    ),
     ("worker loop, other", re.compile(r"backend/worker\.py")),
     ("eventlet/gevent hub, scheduling", re.compile(r"(eventlet/|gevent/|greenlet)")),
 ]

@@ -103,8 +103,18 @@ class Bench:
         self, names: Names, *, async_mode: str = "eventlet", strategy: str = "batch", label: str
     ) -> Server:
         return Server(
-            self.redis.url, names, self.log_dir, async_mode=async_mode, strategy=strategy, label=label
+            self.redis.url,
+            names,
+            self.log_dir,
+            async_mode=async_mode,
+            strategy=strategy,
+            label=label,
+            extra_env=dict(self.opts.server_env),
         ).wait_ready()
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")
 
 
 def close_all(helpers) -> None:
@@ -579,7 +589,7 @@ def _measure_queries(bench: Bench, server: Server, *, label: str, profile: bool)
             entry: dict = {}
             if profile and bench.py_spy and name == "aggregate?window=3600":
                 profiler = prof.profile_or_none(
-                    bench.py_spy, server.pid, bench.profile_dir / f"queries-{label}-aggregate-3600.txt"
+                    bench.py_spy, server.pid, bench.profile_dir / f"queries-{_slug(label)}-aggregate-3600.txt"
                 )
                 if profiler:
                     time.sleep(1.0)
