@@ -192,7 +192,7 @@ class CpuMeter:
             out[k] = round(100.0 * (c1 - c0) / wall, 1) if c1 is not None and c0 is not None else None
         machine = 100.0 * (self._busy() - self._busy0) / wall
         ours = sum(v for v in out.values() if v is not None)
-        out["machine"] = round(machine, 1)
+        out["machine"] = round(max(0.0, machine), 1)
         out["others"] = round(max(0.0, machine - ours), 1)
         self.result = out
         return out
