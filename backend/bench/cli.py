@@ -241,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
             results["meta"].setdefault("background_before_section", {})[section] = background
             say(
                 f"  background: machine {background['machine_busy_pct']}% busy before we start "
-                f"(load {background['load_avg_1m']}; {', '.join(background['top_processes']) or 'quiet'})"
+                f"(load {background['load_avg_1m']}; {', '.join(background['top_processes']) or 'no single process over 1%'})"
             )
             t0 = time.monotonic()
             try:
