@@ -49,6 +49,7 @@ def create_app(config: dict | None = None) -> Flask:
         cors_allowed_origins=("*" if origins == ["*"] else origins) or None,
         message_queue=app.config["REDIS_URL"] if app.config["MESSAGE_QUEUE"] else None,
         json=jsonutil,
+        serializer=jsonutil.JsonPacket,
         max_http_buffer_size=app.config["MAX_CONTENT_LENGTH"],
     )
     app.extensions[EXTENSION_KEY] = Runtime(store=Store.from_config(app.config))
