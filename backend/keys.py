@@ -66,3 +66,33 @@ class Keys:
     def legacy_clients(self) -> str:
         """Set (with a short TTL) while any web node has a client on per-event `metric` delivery."""
         return f"{self.prefix}legacy-clients"
+
+    # --- analytics (backend/analytics) -------------------------------------------------------------
+    def tag_bucket(self, resolution_s: int, start: int) -> str:
+        """Per-tag counters (top-N) of the same interval as `bucket`, kept apart so aggregates
+        never read them."""
+        return f"{self.prefix}aggtag:{resolution_s}:{start}"
+
+    @property
+    def rules(self) -> str:
+        """Hash of alert rules: rule id -> JSON."""
+        return f"{self.prefix}rules"
+
+    def alert(self, alert_id: str) -> str:
+        """Hash of one alert: field -> JSON value."""
+        return f"{self.prefix}alert:{alert_id}"
+
+    @property
+    def alerts_open(self) -> str:
+        """Sorted set of open alert ids, scored by opened_at."""
+        return f"{self.prefix}alerts:open"
+
+    @property
+    def alerts_closed(self) -> str:
+        """Sorted set of recently closed alert ids, scored by closed_at; trimmed to ALERTS_KEEP_CLOSED."""
+        return f"{self.prefix}alerts:closed"
+
+    @property
+    def alerts_by_key(self) -> str:
+        """Hash: what an open alert is about (its dedup key) -> its id; at most one open per key."""
+        return f"{self.prefix}alerts:by-key"

@@ -104,12 +104,13 @@ def connect(url: str, **kwargs) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
-def _encode_delta_args(deltas: Mapping[tuple[int, int], BucketDelta], keys: Keys, retention_s: int):
+def _encode_delta_args(deltas: Mapping[tuple[int, int], BucketDelta], key_of, retention_s: int):
+    """KEYS and ARGV of _APPLY_LUA for `deltas`; `key_of(resolution, start)` names each hash."""
     key_names: list[str] = []
     ttls: list[int] = []
     ops: list = []
     for index, ((res, start), delta) in enumerate(deltas.items(), start=1):
-        key_names.append(keys.bucket(res, start))
+        key_names.append(key_of(res, start))
         # A bucket lives for the retention after its interval ends.
         ttls.append(max(1, int(start + res + retention_s - time.time())))
         for field, value in delta.incr.items():
@@ -168,6 +169,7 @@ class Store:
         deltas: Mapping[tuple[int, int], BucketDelta],
         rejected: list[dict],
         received: int,
+        tag_deltas: Mapping[tuple[int, int], BucketDelta] | None = None,
     ) -> None:
         """One round trip for a whole batch, applied all or nothing (MULTI/EXEC), so a worker that
         dies mid-write never leaves half a batch in the aggregates. `events` is oldest first.
@@ -179,7 +181,10 @@ class Store:
             pipe.lpush(self.keys.recent, *(orjson.dumps(e) for e in events[-self.recent_max :]))
             pipe.ltrim(self.keys.recent, 0, self.recent_max - 1)
         if deltas:
-            key_names, args = _encode_delta_args(deltas, self.keys, self.retention_s)
+            key_names, args = _encode_delta_args(deltas, self.keys.bucket, self.retention_s)
+            self._apply(keys=key_names, args=args, client=pipe)
+        if tag_deltas:  # top-N counters: their own hashes, so aggregate reads never see them
+            key_names, args = _encode_delta_args(tag_deltas, self.keys.tag_bucket, self.retention_s)
             self._apply(keys=key_names, args=args, client=pipe)
         if rejected:
             pipe.lpush(self.keys.rejected, *(orjson.dumps(r) for r in rejected[-self.dead_letter_max :]))

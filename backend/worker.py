@@ -221,16 +221,17 @@ class Worker:
                     }
                 )
         try:
-            events, deltas = [], {}
+            events, deltas, tag_deltas = [], {}, {}
             if accepted:
                 first = self.store.reserve_seqs(len(accepted))
-                acc = BatchAccumulator()
+                acc = BatchAccumulator(self.config["TOP_MAX_TAG_VALUES"])
                 for offset, ev in enumerate(accepted):
                     ev.data["seq"] = first + offset
                     acc.add(ev)
                     events.append(ev.data)
                 deltas = acc.deltas()
-            self.store.write_batch(events, deltas, rejected, received=len(batch))
+                tag_deltas = acc.tag_deltas()
+            self.store.write_batch(events, deltas, rejected, received=len(batch), tag_deltas=tag_deltas)
         except (redis.ConnectionError, redis.TimeoutError):
             self._carry = batch
             raise

@@ -11,6 +11,18 @@ starting at ``start`` is one Redis hash with, per metric and per measured field:
     {metric}|{field}|mx     largest value               keep-max
     {metric}|{field}|b:KEY  values in sketch bin KEY    HINCRBY
 
+Per-tag counters (for top-N) go to a second hash per interval (``Keys.tag_bucket``), so reading an
+aggregate never pays for them. Only when the accumulator is built with ``tag_values_max > 0``::
+
+    {metric}|@{tag}={value}|c               events with that tag value        HINCRBY
+    {metric}|@{tag}={value}|e               of which status "error"            HINCRBY (absent when none)
+    {metric}|@{tag}={value}|{field}|b:KEY   sketch bins of a latency-like      HINCRBY
+                                            field (``ms`` or ``*_ms``)
+
+Tag values are free text, so ``%`` and ``|`` in them are percent-encoded (and a real value
+``__other__`` too): at most ``tag_values_max`` distinct values per (metric, tag) and minute are
+kept, per worker process; the rest are counted under ``__other__``.
+
 Every operation is an increment or a keep-min/keep-max, so applying deltas is commutative:
 several workers (or a retried batch split differently) land on the same totals, and any set of
 buckets merges into one window by the same rules. Metric and field names cannot contain "|" or
@@ -19,11 +31,14 @@ buckets merges into one window by the same rules. Metric and field names cannot 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
+from urllib.parse import unquote
 
 from backend.core.events import Event
-from backend.core.sketch import Sketch, bin_key, parse_key
+from backend.core.sketch import GAMMA, Sketch, bin_key, parse_key
 from backend.core.timefmt import iso_ms
 
 RESOLUTIONS = (1, 60)
@@ -60,7 +75,7 @@ def apply_delta(h: dict[str, int | float], delta: BucketDelta) -> None:
 # --- write side ----------------------------------------------------------------------------------
 # Running state of one (second, metric) group. Lists, not objects: attribute access on a slots
 # class costs more than indexing, and add() runs once per event.
-_COUNT, _ERRORS, _FIELDS = 0, 1, 2
+_COUNT, _ERRORS, _FIELDS, _TAGGED = 0, 1, 2, 3
 # Per field: [count, sum, min, max, {bin key: count}]
 _FC, _FS, _FMN, _FMX, _FB = 0, 1, 2, 3, 4
 
@@ -80,19 +95,137 @@ def _cached_bin_key(x: float) -> str:
     return key
 
 
+# Per-tag latency sketches are coarser than the main one: TAG_BIN_MERGE neighbouring bins become
+# one, stored under the fine key nearest its geometric middle, so Sketch reads it unchanged with
+# about TAG_ALPHA relative error. It cuts the per-tag bins (Redis writes) several fold at high
+# rates, and ranking endpoints by p95 needs no 1% accuracy.
+TAG_BIN_MERGE = 5
+TAG_ALPHA = GAMMA ** (TAG_BIN_MERGE / 2) - 1  # ~5.1%
+_coarse_keys: dict[str, str] = {}
+
+
+def coarse_bin_key(key: str) -> str:
+    """The fine bin key representing `key`'s coarse (TAG_BIN_MERGE-wide) bin."""
+    sign, index = parse_key(key)
+    if sign == 0:
+        return key
+    # coarse bin j holds fine bins TAG_BIN_MERGE*(j-1)+1 .. TAG_BIN_MERGE*j (for index > 0)
+    j = -(-index // TAG_BIN_MERGE)
+    middle = TAG_BIN_MERGE * j - TAG_BIN_MERGE // 2
+    return f"{'p' if sign > 0 else 'n'}{middle}"
+
+
+def _coarse_key(key: str) -> str:
+    if len(_coarse_keys) >= _BIN_CACHE_MAX:
+        _coarse_keys.clear()
+    coarse = _coarse_keys[key] = coarse_bin_key(key)
+    return coarse
+
+
+OTHER = "__other__"  # where tag values past the per-bucket limit are counted
+
+
+def is_latency_field(name: str) -> bool:
+    """``ms`` or ``*_ms``: the fields whose percentiles are tracked per tag value and watched for
+    anomalies."""
+    return name == "ms" or name.endswith("_ms")
+
+
+_latency_names: dict[str, bool] = {}  # field name -> is_latency_field; bounded like the others
+
+
+def _is_latency_cached(name: str) -> bool:
+    known = _latency_names.get(name)
+    if known is None:
+        if len(_latency_names) >= _BIN_CACHE_MAX:
+            _latency_names.clear()
+        known = _latency_names[name] = is_latency_field(name)
+    return known
+
+
+def encode_tag_value(value: str) -> str:
+    if value == OTHER:
+        return "%5F%5Fother__"
+    if "%" in value:
+        value = value.replace("%", "%25")
+    if "|" in value:
+        value = value.replace("|", "%7C")
+    return value
+
+
+def decode_tag_value(text: str) -> str:
+    return unquote(text) if "%" in text else text
+
+
+class TagAdmission:
+    """Which tag values get counters of their own: the first `max_values` distinct values per
+    (minute, metric, tag) are admitted, later ones go to ``__other__``. Keyed by minute, so the
+    second buckets of a minute and the minute bucket itself admit the same values and stay
+    consistent. Remembers the last few minutes only; an event older than that starts a fresh set."""
+
+    __slots__ = ("_newest", "_sets", "max_values")
+
+    KEEP_MINUTES = 5
+
+    def __init__(self, max_values: int):
+        self.max_values = max_values
+        self._sets: dict[tuple[int, str, str], set[str]] = {}
+        self._newest = 0
+
+    def admit(self, minute: int, metric: str, tag: str, value: str) -> str:
+        key = (minute, metric, tag)
+        admitted = self._sets.get(key)
+        if admitted is None:
+            if minute > self._newest:
+                self._newest = minute
+                self._prune()
+            admitted = self._sets[key] = set()
+        if value in admitted:
+            return value
+        if len(admitted) < self.max_values:
+            admitted.add(value)
+            return value
+        return OTHER
+
+    def _prune(self) -> None:
+        oldest = self._newest - self.KEEP_MINUTES * _COARSE
+        for key in [k for k in self._sets if k[0] < oldest]:
+            del self._sets[key]
+
+
+# One admission table per limit, shared by every accumulator of the process (one per batch).
+_admissions: dict[int, TagAdmission] = {}
+
+
+def shared_admission(max_values: int) -> TagAdmission:
+    admission = _admissions.get(max_values)
+    if admission is None:
+        admission = _admissions[max_values] = TagAdmission(max_values)
+    return admission
+
+
 class BatchAccumulator:
     """Pre-aggregates one batch of events into per-bucket deltas.
 
     add() only touches the finest resolution, keyed by (second, metric); coarser buckets are
     rolled up from those groups in deltas(), once per group instead of once per event. Field
     names are likewise built once per group, in deltas().
+
+    With ``tag_values_max > 0`` it also counts events, errors and latency sketches per tag value
+    (see tag_deltas()). add() then only appends the event's tags dict (and a latency field's bin
+    key) to lists; tag_deltas() counts them with Counter.update over itertools chains, which runs
+    in C, instead of a Python dict update per tag per event.
     """
 
-    __slots__ = ("_groups", "events")
+    __slots__ = ("_admission", "_groups", "_tags_on", "events")
 
-    def __init__(self) -> None:
+    def __init__(self, tag_values_max: int = 0, *, admission: TagAdmission | None = None) -> None:
         self._groups: dict[tuple[int, str], list] = {}
         self.events = 0
+        self._tags_on = tag_values_max > 0
+        if self._tags_on and admission is None:
+            admission = shared_admission(tag_values_max)
+        self._admission = admission
 
     def add(self, ev: Event) -> None:
         ts = ev.ts
@@ -102,16 +235,30 @@ class BatchAccumulator:
         key = (sec, ev.metric)
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = [0, 0, {}]
+            group = self._groups[key] = [0, 0, {}, None]
         group[_COUNT] += 1
         if ev.error:
             group[_ERRORS] += 1
         self.events += 1
+        tagged = None
+        if self._tags_on:
+            tags = ev.data.get("tags")
+            if tags:
+                tagged = group[_TAGGED]
+                if tagged is None:
+                    # [tags of events not counted through a latency field, tags of error events,
+                    #  {latency field: {coarse bin key: [tags]}}, the group's counting field]
+                    tagged = group[_TAGGED] = [[], [], {}, None]
+                if ev.error:
+                    tagged[1].append(tags)
         values = ev.fields
         if not values:
+            if tagged is not None:
+                tagged[0].append(tags)
             return
         fields = group[_FIELDS]
         bin_cache = _bin_cache
+        counted = False
         for name, x in values.items():
             bk = bin_cache.get(x)
             if bk is None:
@@ -119,15 +266,39 @@ class BatchAccumulator:
             acc = fields.get(name)
             if acc is None:
                 fields[name] = [1, x, x, x, {bk: 1}]
+            else:
+                acc[_FC] += 1
+                acc[_FS] += x
+                if x < acc[_FMN]:
+                    acc[_FMN] = x
+                elif x > acc[_FMX]:
+                    acc[_FMX] = x
+                bins = acc[_FB]
+                bins[bk] = bins.get(bk, 0) + 1
+            if tagged is None:
                 continue
-            acc[_FC] += 1
-            acc[_FS] += x
-            if x < acc[_FMN]:
-                acc[_FMN] = x
-            elif x > acc[_FMX]:
-                acc[_FMX] = x
-            bins = acc[_FB]
-            bins[bk] = bins.get(bk, 0) + 1
+            is_latency = _latency_names.get(name)
+            if is_latency is None:
+                is_latency = _is_latency_cached(name)
+            if is_latency:
+                # The group's first latency field also counts its events (tag_deltas sums its
+                # bins), which saves counting most events' tags twice.
+                if tagged[3] is None:
+                    tagged[3] = name
+                if name == tagged[3]:
+                    counted = True
+                bk = _coarse_keys.get(bk) or _coarse_key(bk)
+                by_bin = tagged[2].get(name)
+                if by_bin is None:
+                    tagged[2][name] = {bk: [tags]}
+                else:
+                    same = by_bin.get(bk)
+                    if same is None:
+                        by_bin[bk] = [tags]
+                    else:
+                        same.append(tags)
+        if tagged is not None and not counted:
+            tagged[0].append(tags)
 
     def __len__(self) -> int:
         return self.events
@@ -146,6 +317,115 @@ class BatchAccumulator:
                 _emit(delta, metric, group)
         return out
 
+    def tag_deltas(self) -> dict[tuple[int, int], BucketDelta]:
+        """Deltas of the per-tag hashes (``Keys.tag_bucket``); empty unless tags are counted.
+
+        Counts each group's (tag, value) pairs, sends values the admission table refuses to
+        ``__other__``, then rolls seconds up into minutes."""
+        if not self._tags_on:
+            return {}
+        admit = self._admission.admit
+        items = dict.items
+        seconds: dict[tuple[int, str], dict[tuple[str, str], list]] = {}
+        for (sec, metric), group in self._groups.items():
+            tagged = group[_TAGGED]
+            if tagged is None:
+                continue
+            minute = sec - sec % _COARSE
+            uncounted, error_tags, latency, count_field = tagged
+            # (tag, value) -> [events, errors, {latency field: {bin key: n}}], after admission
+            per_value: dict[tuple[str, str], list] = {}
+            admitted: dict[tuple[str, str], list] = {}  # (tag, value) as sent -> its per_value entry
+
+            for fname, by_bin in latency.items():
+                counting = fname == count_field
+                for bk, tag_dicts in by_bin.items():
+                    if len(tag_dicts) == 1:  # common at low rates: one event in this bin
+                        in_bin = dict.fromkeys(items(tag_dicts[0]), 1)
+                    else:
+                        in_bin = Counter()
+                        in_bin.update(chain.from_iterable(map(items, tag_dicts)))
+                    for pair, n in in_bin.items():
+                        acc = admitted.get(pair) or _tag_entry(
+                            pair, admitted, per_value, admit, minute, metric
+                        )
+                        if counting:
+                            acc[0] += n
+                        lat = acc[2]
+                        bins = lat.get(fname)
+                        if bins is None:
+                            lat[fname] = {bk: n}
+                        else:
+                            bins[bk] = bins.get(bk, 0) + n
+            for source, slot in ((uncounted, 0), (error_tags, 1)):
+                if not source:
+                    continue
+                counts: Counter = Counter()
+                counts.update(chain.from_iterable(map(items, source)))
+                for pair, n in counts.items():
+                    acc = admitted.get(pair) or _tag_entry(pair, admitted, per_value, admit, minute, metric)
+                    acc[slot] += n
+            seconds[(sec, metric)] = per_value
+
+        out: dict[tuple[int, int], BucketDelta] = {}
+        minutes: dict[tuple[int, str], dict[tuple[str, str], list]] = {}
+        for (sec, metric), per_value in seconds.items():
+            delta = out.get((1, sec))
+            if delta is None:
+                delta = out[(1, sec)] = BucketDelta()
+            _emit_tags(delta.incr, metric, per_value)
+            into = minutes.get((sec - sec % _COARSE, metric))
+            if into is None:
+                into = minutes[(sec - sec % _COARSE, metric)] = {}
+            for tv, (count, errors_n, lat) in per_value.items():
+                acc = into.get(tv)
+                if acc is None:
+                    acc = into[tv] = [0, 0, {}]
+                acc[0] += count
+                acc[1] += errors_n
+                if lat:
+                    _add_bins(acc[2], lat)
+        for (start, metric), per_value in minutes.items():
+            delta = out.get((_COARSE, start))
+            if delta is None:
+                delta = out[(_COARSE, start)] = BucketDelta()
+            _emit_tags(delta.incr, metric, per_value)
+        return out
+
+
+def _tag_entry(
+    pair: tuple[str, str], admitted: dict, per_value: dict, admit, minute: int, metric: str
+) -> list:
+    """The per_value entry a (tag, value) pair counts into, after admission; remembered in `admitted`."""
+    tv = (pair[0], admit(minute, metric, pair[0], pair[1]))
+    acc = per_value.get(tv)
+    if acc is None:
+        acc = per_value[tv] = [0, 0, {}]
+    admitted[pair] = acc
+    return acc
+
+
+def _add_bins(into: dict[str, dict[str, int]], lat: dict[str, dict[str, int]]) -> None:
+    for fname, bins in lat.items():
+        own = into.get(fname)
+        if own is None:
+            into[fname] = dict(bins)
+            continue
+        for bk, n in bins.items():
+            own[bk] = own.get(bk, 0) + n
+
+
+def _emit_tags(incr: dict[str, int], metric: str, per_value: dict[tuple[str, str], list]) -> None:
+    for (tag, value), (count, errors, lat) in per_value.items():
+        prefix = f"{metric}|@{tag}={encode_tag_value(value)}|"
+        incr[prefix + "c"] = count
+        if errors:
+            incr[prefix + "e"] = errors
+        for fname, bins in lat.items():
+            bin_prefix = f"{prefix}{fname}|b:"
+            for bk, n in bins.items():
+                incr[bin_prefix + bk] = n
+
 
 def _roll_up(groups: Mapping[tuple[int, str], list], res: int) -> dict[tuple[int, str], list]:
     merged: dict[tuple[int, str], list] = {}
@@ -157,6 +437,7 @@ def _roll_up(groups: Mapping[tuple[int, str], list], res: int) -> dict[tuple[int
                 group[_COUNT],
                 group[_ERRORS],
                 {name: [a[0], a[1], a[2], a[3], dict(a[4])] for name, a in group[_FIELDS].items()},
+                None,  # tag combinations are rolled up by tag_deltas()
             ]
             continue
         into[_COUNT] += group[_COUNT]
@@ -411,6 +692,96 @@ class WindowStats:
         return out
 
 
+# --- per-tag hashes ------------------------------------------------------------------------------
+_parsed_tag_names: dict[bytes | str, tuple | None] = {}
+
+
+def parse_tag_name(raw: bytes | str) -> tuple | None:
+    """(metric, tag, value, kind, field or None, bin key or None) of a per-tag hash entry, kind
+    being "c", "e" or "b"; None for a name we did not write."""
+    parsed = _parsed_tag_names.get(raw, False)
+    if parsed is not False:
+        return parsed
+    name = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
+    parts = name.split("|")
+    parsed = None
+    if len(parts) in (3, 4) and parts[0] and parts[1].startswith("@"):
+        tag, eq, encoded = parts[1][1:].partition("=")
+        if tag and eq:
+            value = decode_tag_value(encoded)
+            if len(parts) == 3 and parts[2] in ("c", "e"):
+                parsed = (parts[0], tag, value, parts[2], None, None)
+            elif len(parts) == 4 and parts[2] and parts[3].startswith("b:"):
+                try:
+                    parse_key(parts[3][2:])
+                except ValueError:
+                    pass
+                else:
+                    parsed = (parts[0], tag, value, "b", parts[2], parts[3][2:])
+    if len(_parsed_tag_names) >= _NAME_CACHE_MAX:
+        _parsed_tag_names.clear()
+    _parsed_tag_names[raw] = parsed
+    return parsed
+
+
+class TagStats:
+    """Merged per-tag counters of one tag (``by``) over any number of per-tag hashes.
+
+    ``values`` maps each tag value to [events, errors, {bin key: count}] (the bins of `field`),
+    summed over every metric, or over `metric` only. Names are resolved once per instance into
+    slots, and names of other tags, metrics or fields are skipped with one set lookup, so a
+    window of minute hashes merges at dict speed like WindowStats."""
+
+    __slots__ = ("_by", "_field", "_metric", "_skip", "_slots", "values")
+
+    def __init__(self, by: str, *, metric: str | None = None, field: str | None = None) -> None:
+        self._by = by
+        self._metric = metric
+        self._field = field
+        self.values: dict[str, list] = {}
+        self._slots: dict[bytes | str, tuple] = {}
+        self._skip: set = set()
+
+    def merge_hash(self, h: Mapping) -> None:
+        slots = self._slots
+        skip = self._skip
+        for raw, count in h.items():
+            slot = slots.get(raw)
+            if slot is None:
+                if raw in skip:
+                    continue
+                slot = self._new_slot(raw)
+                if slot is None:
+                    skip.add(raw)
+                    continue
+                slots[raw] = slot
+            try:
+                n = int(count)
+            except (TypeError, ValueError):
+                continue  # not something we wrote
+            box, i = slot
+            box[i] += n
+
+    def _new_slot(self, raw) -> tuple | None:
+        parsed = parse_tag_name(raw)
+        if parsed is None:
+            return None
+        metric, tag, value, kind, fname, bk = parsed
+        if tag != self._by or (self._metric is not None and metric != self._metric):
+            return None
+        if kind == "b" and fname != self._field:
+            return None
+        v = self.values.get(value)
+        if v is None:
+            v = self.values[value] = [0, 0, {}]
+        if kind == "c":
+            return v, 0
+        if kind == "e":
+            return v, 1
+        v[2].setdefault(bk, 0)
+        return v[2], bk
+
+
 def _merge_field(into: list, f: list) -> None:
     into[0] += f[0]
     into[1] += f[1]
@@ -524,12 +895,21 @@ def timeseries(
 
 
 __all__ = [
+    "OTHER",
     "PERCENTILES",
     "RESOLUTIONS",
+    "TAG_ALPHA",
     "BatchAccumulator",
     "BucketDelta",
+    "TagAdmission",
+    "TagStats",
     "WindowStats",
     "apply_delta",
+    "coarse_bin_key",
+    "decode_tag_value",
+    "encode_tag_value",
+    "is_latency_field",
+    "parse_tag_name",
     "plan_window",
     "timeseries",
     "timeseries_plan",
