@@ -55,8 +55,30 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions[EXTENSION_KEY] = Runtime(store=Store.from_config(app.config))
 
     from backend import sockets  # noqa: F401 - registers the Socket.IO handlers
-    from backend.api import dashboard, generator, health, ingest, metrics, openapi, telemetry
+    from backend.api import (
+        alerts,
+        dashboard,
+        generator,
+        health,
+        ingest,
+        metrics,
+        openapi,
+        rules,
+        telemetry,
+        top,
+    )
 
-    for blueprint in (health.bp, metrics.bp, ingest.bp, generator.bp, openapi.bp, telemetry.bp, dashboard.bp):
+    for blueprint in (
+        health.bp,
+        metrics.bp,
+        top.bp,
+        ingest.bp,
+        alerts.bp,
+        rules.bp,
+        generator.bp,
+        openapi.bp,
+        telemetry.bp,
+        dashboard.bp,
+    ):
         app.register_blueprint(blueprint)
     return app

@@ -121,6 +121,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    from backend.analytics.service import start_evaluator, stop_evaluator
     from backend.broadcast import Broadcaster
     from backend.extensions import socketio
     from backend.runtime import get_runtime
@@ -136,8 +137,11 @@ def cmd_worker(args) -> int:
         app.config, Broadcaster(socketio, runtime.store, message_queue=True), sleep=socketio.sleep
     )
 
+    start_evaluator(app, socketio, runtime.worker)
+
     def stop(signum, frame):
         # Only a flag: the loop finishes the batch it holds, releases the lease and returns.
+        stop_evaluator(app)
         runtime.worker.stop()
 
     signal.signal(signal.SIGTERM, stop)

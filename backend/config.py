@@ -107,6 +107,34 @@ class Config:
     GENERATOR_RATE = _float("GENERATOR_RATE", 200.0)  # events per second
     GENERATOR_PROFILE = _str("GENERATOR_PROFILE", "mixed")
 
+    # --- analytics: anomalies, rules, alerts, trends, top-N (docs/analytics.md) -----------------
+    ANALYTICS_ENABLED = _bool("ANALYTICS_ENABLED", True)  # run the evaluator where the worker runs
+    ANALYTICS_SETTLE_MS = _int("ANALYTICS_SETTLE_MS", 1000)  # ms after a second ends before it is judged
+    ANALYTICS_WINDOW_S = _int("ANALYTICS_WINDOW_S", 5)  # s of data behind every judged value
+    ANALYTICS_HISTORY_S = _int("ANALYTICS_HISTORY_S", 300)  # s of buckets replayed on activation
+    ANOMALY_ENABLED = _bool("ANOMALY_ENABLED", True)  # anomaly detection (rules work either way)
+    ANOMALY_WARNING_Z = _float("ANOMALY_WARNING_Z", 4.0)  # |z| opening a warning
+    ANOMALY_CRITICAL_Z = _float("ANOMALY_CRITICAL_Z", 6.0)  # |z| making it critical
+    ANOMALY_CLEAR_Z = _float("ANOMALY_CLEAR_Z", 2.0)  # |z| below which a value counts as normal
+    ANOMALY_SPAN_S = _int("ANOMALY_SPAN_S", 300)  # s, EWMA span of the baselines
+    ANOMALY_MIN_HISTORY_S = _int("ANOMALY_MIN_HISTORY_S", 120)  # s of baseline before judging
+    ANOMALY_FOR_S = _float("ANOMALY_FOR_S", 2)  # s anomalous before an alert opens
+    ANOMALY_MIN_EVENTS = _int("ANOMALY_MIN_EVENTS", 20)  # events per window to judge error rate, p95
+    ANOMALY_MAX_OPEN_S = _int("ANOMALY_MAX_OPEN_S", 1800)  # s after which a lasting anomaly is normal
+    ALERT_CLEAR_S = _float("ALERT_CLEAR_S", 10)  # s normal before an alert closes
+    ALERTS_KEEP_CLOSED = _int("ALERTS_KEEP_CLOSED", 500)  # closed alerts kept
+    RULES_FILE = _str("RULES_FILE", "")  # YAML/JSON rules loaded on activation (empty: none)
+    RULES_MAX = _int("RULES_MAX", 200)  # rules stored at most
+    ALERT_WEBHOOK_URL = _str("ALERT_WEBHOOK_URL", "")  # POSTed on alert open and close (empty: off)
+    ALERT_WEBHOOK_TIMEOUT_S = _float("ALERT_WEBHOOK_TIMEOUT_S", 3.0)  # s per attempt
+    ALERT_WEBHOOK_ATTEMPTS = _int("ALERT_WEBHOOK_ATTEMPTS", 4)  # attempts per notification
+    ALERT_WEBHOOK_BACKOFF_S = _float("ALERT_WEBHOOK_BACKOFF_S", 0.5)  # s before the first retry, doubling
+    ALERT_WEBHOOK_BACKOFF_MAX_S = _float("ALERT_WEBHOOK_BACKOFF_MAX_S", 5.0)  # s, backoff cap
+    ALERT_WEBHOOK_QUEUE = _int("ALERT_WEBHOOK_QUEUE", 100)  # notifications waiting; oldest dropped
+    # distinct values per tag, metric and minute with counters of their own (0: top-N off)
+    TOP_MAX_TAG_VALUES = _int("TOP_MAX_TAG_VALUES", 100)
+    TREND_MIN_CHANGE = _float("TREND_MIN_CHANGE", 0.1)  # fitted change / mean rate to call a trend
+
     # `pulseboard worker` serves Prometheus /metrics on this port (0: off). Web nodes serve /metrics
     # on their own HTTP port.
     METRICS_PORT = _int("METRICS_PORT", 0)

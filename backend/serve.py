@@ -8,6 +8,7 @@ import time
 
 from flask import Flask
 
+from backend.analytics.service import start_evaluator, stop_evaluator
 from backend.broadcast import Broadcaster, Ticker
 from backend.extensions import socketio
 from backend.runtime import get_runtime
@@ -24,6 +25,8 @@ def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
         broadcaster = Broadcaster(socketio, runtime.store, message_queue=cfg["MESSAGE_QUEUE"])
         runtime.worker = Worker(cfg, broadcaster, sleep=socketio.sleep)
         socketio.start_background_task(runtime.worker.run)
+        # Runs beside every worker, acts only while that worker holds the lease: one evaluator.
+        start_evaluator(app, socketio, runtime.worker)
     if ticker and runtime.ticker is None:
         runtime.ticker = Ticker(
             socketio,
@@ -39,6 +42,7 @@ def stop_background(app: Flask, wait_s: float = 5.0) -> None:
     """Ask the worker and the tick to stop, and give the worker up to `wait_s` to finish (write
     and broadcast) the batch it holds and release its lease, so a standby takes over at once."""
     runtime = get_runtime(app)
+    stop_evaluator(app)
     for task in (runtime.worker, runtime.ticker):
         if task is not None:
             task.stop()

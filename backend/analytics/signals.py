@@ -1,0 +1,115 @@
+"""What rules and anomaly detection look at: per-metric values over a short trailing window.
+
+The evaluator reads per-second buckets and keeps the last few (``ANALYTICS_WINDOW_S``) as
+WindowStats-shaped dicts (``metric -> [count, errors, {field: [count, sum, min, max, bins]}]``).
+A Frame merges them once and answers any signal of any metric:
+
+    rate              events per second over the window
+    error_rate        errors / events (None without events)
+    avg min max       of a measured field (None without values)
+    p50 p95 p99       of a measured field, from the merged sketch, clamped to [min, max]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from backend.core.aggregate import is_latency_field
+from backend.core.sketch import Sketch
+
+COUNT_SIGNALS = ("rate", "error_rate")
+FIELD_SIGNALS = ("avg", "min", "max", "p50", "p95", "p99")
+SIGNALS = COUNT_SIGNALS + FIELD_SIGNALS
+_QUANTILE = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+
+
+def signal_label(signal: str, field: str | None) -> str:
+    """``p95(ms)``, ``error_rate``: how a signal is written in rules and messages."""
+    return f"{signal}({field})" if field is not None else signal
+
+
+class Frame:
+    """Merged per-metric state of `seconds` consecutive per-second buckets."""
+
+    __slots__ = ("_cache", "metrics", "seconds")
+
+    def __init__(self, per_second: Iterable[dict], seconds: int):
+        if seconds <= 0:
+            raise ValueError("seconds must be > 0")
+        self.seconds = seconds
+        self.metrics: dict[str, list] = {}
+        self._cache: dict[tuple, float | None] = {}
+        for stats in per_second:
+            for name, (count, errors, fields) in stats.items():
+                m = self.metrics.get(name)
+                if m is None:
+                    m = self.metrics[name] = [0, 0, {}]
+                m[0] += count
+                m[1] += errors
+                for fname, f in fields.items():
+                    into = m[2].get(fname)
+                    if into is None:
+                        m[2][fname] = [f[0], f[1], f[2], f[3], dict(f[4])]
+                        continue
+                    into[0] += f[0]
+                    into[1] += f[1]
+                    if f[2] is not None and (into[2] is None or f[2] < into[2]):
+                        into[2] = f[2]
+                    if f[3] is not None and (into[3] is None or f[3] > into[3]):
+                        into[3] = f[3]
+                    bins = into[4]
+                    for bk, n in f[4].items():
+                        bins[bk] = bins.get(bk, 0) + n
+
+    def count(self, metric: str) -> int:
+        m = self.metrics.get(metric)
+        return m[0] if m is not None else 0
+
+    def field_count(self, metric: str, field: str) -> int:
+        m = self.metrics.get(metric)
+        f = m[2].get(field) if m is not None else None
+        return f[0] if f is not None else 0
+
+    def fields(self, metric: str) -> list[str]:
+        m = self.metrics.get(metric)
+        return sorted(m[2]) if m is not None else []
+
+    def latency_fields(self, metric: str) -> list[str]:
+        return [f for f in self.fields(metric) if is_latency_field(f)]
+
+    def value(self, metric: str, signal: str, field: str | None = None) -> float | None:
+        key = (metric, signal, field)
+        if key in self._cache:
+            return self._cache[key]
+        value = self._compute(metric, signal, field)
+        self._cache[key] = value
+        return value
+
+    def _compute(self, metric: str, signal: str, field: str | None) -> float | None:
+        m = self.metrics.get(metric)
+        if signal == "rate":
+            return (m[0] if m is not None else 0) / self.seconds
+        if m is None:
+            return None
+        if signal == "error_rate":
+            return m[1] / m[0] if m[0] else None
+        if signal not in FIELD_SIGNALS:
+            raise ValueError(f"unknown signal {signal!r}")
+        f = m[2].get(field) if field is not None else None
+        if f is None or not f[0]:
+            return None
+        count, total, lo, hi, bins = f
+        if signal == "avg":
+            return total / count
+        if signal == "min":
+            return lo
+        if signal == "max":
+            return hi
+        est = Sketch(bins).quantile(_QUANTILE[signal])
+        if est is None:
+            return None
+        if lo is not None and est < lo:
+            est = lo
+        if hi is not None and est > hi:
+            est = hi
+        return est
