@@ -19,7 +19,7 @@ from backend.core.aggregate import (
     RESOLUTIONS,
     BucketDelta,
     WindowStats,
-    _merge_field,
+    merge_field,
     plan_window,
     timeseries,
     timeseries_plan,
@@ -88,7 +88,7 @@ def _combined(a: WindowStats, b: WindowStats) -> WindowStats:
             m[0] += count
             m[1] += errors
             for fname, f in fields.items():
-                _merge_field(m[2].setdefault(fname, [0, 0.0, None, None, {}]), f)
+                merge_field(m[2].setdefault(fname, [0, 0.0, None, None, {}]), f)
     return out
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from backend.core.aggregate import is_latency_field
+from backend.core.aggregate import is_latency_field, merge_field
 from backend.core.sketch import Sketch
 
 COUNT_SIGNALS = ("rate", "error_rate")
@@ -50,16 +50,8 @@ class Frame:
                     into = m[2].get(fname)
                     if into is None:
                         m[2][fname] = [f[0], f[1], f[2], f[3], dict(f[4])]
-                        continue
-                    into[0] += f[0]
-                    into[1] += f[1]
-                    if f[2] is not None and (into[2] is None or f[2] < into[2]):
-                        into[2] = f[2]
-                    if f[3] is not None and (into[3] is None or f[3] > into[3]):
-                        into[3] = f[3]
-                    bins = into[4]
-                    for bk, n in f[4].items():
-                        bins[bk] = bins.get(bk, 0) + n
+                    else:
+                        merge_field(into, f)
 
     def count(self, metric: str) -> int:
         m = self.metrics.get(metric)

@@ -27,7 +27,7 @@ RULES: list[tuple[str, re.Pattern]] = [
     # read side (REST and the tick): window merges and the reads behind them
     (
         "read: window merge (WindowStats, timeseries)",
-        re.compile(r"^(WindowStats\.\w+|timeseries|_merge_field|_percentiles|_field_stats) \(backend/core/"),
+        re.compile(r"^(WindowStats\.\w+|timeseries|merge_field|_percentiles|_field_stats) \(backend/core/"),
     ),
     ("read: HGETALL pipeline + reply parsing (Store._hgetall_many)", re.compile(r"^Store\._hgetall_many \(")),
     # the ingest worker

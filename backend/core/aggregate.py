@@ -688,7 +688,7 @@ class WindowStats:
                 continue
             if out is None:
                 out = [0, 0.0, None, None, {}]
-            _merge_field(out, f)
+            merge_field(out, f)
         return out
 
 
@@ -782,7 +782,8 @@ class TagStats:
         return v[2], bk
 
 
-def _merge_field(into: list, f: list) -> None:
+def merge_field(into: list, f: list) -> None:
+    """Merge field state `f` ([count, sum, min, max, {bin: n}]) into `into`."""
     into[0] += f[0]
     into[1] += f[1]
     if f[2] is not None and (into[2] is None or f[2] < into[2]):
@@ -909,6 +910,7 @@ __all__ = [
     "decode_tag_value",
     "encode_tag_value",
     "is_latency_field",
+    "merge_field",
     "parse_tag_name",
     "plan_window",
     "timeseries",
