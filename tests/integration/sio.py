@@ -17,6 +17,7 @@ class Recorder:
         self.batches: list[list[dict]] = []
         self.aggregates: list[dict] = []
         self.generator: list[dict] = []
+        self.alerts: list[dict] = []
         self.sub_acks: list = []
         self.client = socketio.Client(reconnection=True, reconnection_delay=0.1, reconnection_delay_max=0.5)
         c = self.client
@@ -25,6 +26,7 @@ class Recorder:
         c.on("metrics", lambda data: self._add(self.batches, data))
         c.on("aggregate", lambda data: self._add(self.aggregates, data))
         c.on("generator", lambda data: self._add(self.generator, data))
+        c.on("alert", lambda data: self._add(self.alerts, data))
         c.on("connect", self._on_connect)
 
     def _add(self, target: list, item) -> None:

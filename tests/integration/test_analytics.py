@@ -367,9 +367,7 @@ class Traffic(threading.Thread):
 
 def alert_recorder(url: str) -> tuple[Recorder, list[dict]]:
     rec = Recorder(url)
-    alerts: list[dict] = []
-    rec.client.on("alert", lambda data: rec._add(alerts, data))
-    return rec, alerts
+    return rec, rec.alerts
 
 
 def test_generator_incident_opens_an_anomaly_alert_and_it_closes_after(server_factory, r, store, keys):

@@ -78,6 +78,45 @@ def test_three_web_nodes_two_workers_exactly_once_and_failover(server_factory, r
             c.close()
 
 
+def test_one_evaluator_across_workers_and_its_alert_survives_a_failover(server_factory, r):
+    """Two workers, one web node: only the lease holder evaluates, so a rule opens one alert; the
+    standby's evaluator takes over with the lease, adopts that alert instead of opening another,
+    and closes it when the condition ends."""
+    env = {**MQ, "ANALYTICS_SETTLE_MS": "300", "ALERT_CLEAR_S": "2", "ANOMALY_ENABLED": "false"}
+    workers = [server_factory(command="worker", env=env) for _ in range(2)]
+    web = server_factory(args=("--no-worker",), env=env)
+    first = active_worker(workers)
+    standby = next(w for w in workers if w is not first)
+    wait_for(lambda: "evaluator active" in first.log(), message="the active worker's evaluator")
+    assert "evaluator active" not in standby.log()
+    created = requests.post(web.url + "/api/rules", json={"rule": "beat: rate > 20 for 1s"}, timeout=5)
+    assert created.status_code == 201
+
+    def beat():  # ~100 events/s while the test waits
+        publish(r, web.channel, [{"metric": "beat"} for _ in range(10)])
+        return None
+
+    def opened_alerts(rec):
+        return [a for a in list(rec.alerts) if a["state"] == "open"]
+
+    with Recorder(web.url) as rec:
+        opened = wait_for(lambda: beat() or opened_alerts(rec), timeout=20, message="alert open")[0]
+        first.process.send_signal(signal.SIGKILL)
+        wait_for(lambda: beat() or "evaluator active" in standby.log(), timeout=15, message="takeover")
+        assert "1 open alert(s)" in standby.log()  # adopted from Redis
+        deadline = time.monotonic() + 3  # still firing under the new evaluator: nothing new opens
+        while time.monotonic() < deadline:
+            beat()
+            time.sleep(0.1)
+        closed = wait_for(
+            lambda: [a for a in list(rec.alerts) if a["state"] == "closed"], timeout=20, message="closed"
+        )
+    assert {a["id"] for a in opened_alerts(rec)} == {opened["id"]}  # one alert, across two evaluators
+    assert [a["id"] for a in closed] == [opened["id"]]
+    listed = requests.get(web.url + "/api/alerts?state=all", timeout=5).json()
+    assert listed["count"] == 1 and listed["alerts"][0]["state"] == "closed"
+
+
 def test_sigterm_stops_a_worker_cleanly_and_hands_over_at_once(server_factory, r):
     # A lease long enough that a takeover within it can only come from a clean release.
     env = {**MQ, "LEASE_TTL_MS": "20000"}
