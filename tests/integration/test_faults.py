@@ -70,3 +70,6 @@ def test_redis_outage_while_the_generator_publishes(server_factory, names):
             f"published to nobody (lost by Pub/Sub): {unheard.group(1) if unheard else 0}"
         )
         assert "resubscribed" in server.log()
+        # The alert evaluator noticed too, and rebuilt its state from Redis once it was back.
+        assert "analytics: Redis unavailable" in server.log()
+        wait_for(lambda: server.log().count("evaluator active") >= 2, message="evaluator re-activated")
