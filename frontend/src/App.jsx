@@ -1,4 +1,5 @@
 import { useCallback, useMemo, useState } from 'react'
+import { AlertFeed } from './components/AlertFeed.jsx'
 import { ErrorChart, LatencyChart, ThroughputChart } from './components/Charts.jsx'
 import { EventLog } from './components/EventLog.jsx'
 import { GeneratorControls } from './components/GeneratorControls.jsx'
@@ -6,9 +7,13 @@ import { Header } from './components/Header.jsx'
 import { MetricTable } from './components/MetricTable.jsx'
 import { GapNotice } from './components/Notices.jsx'
 import { StatCards } from './components/StatCards.jsx'
+import { TopPanel } from './components/TopPanel.jsx'
 import { useHealth } from './hooks/useHealth.js'
 import { connectSocket, usePulse } from './hooks/usePulse.js'
+import { useTagCatalog } from './hooks/useTagCatalog.js'
 import { useTheme } from './hooks/useTheme.js'
+import { useTrends } from './hooks/useTrends.js'
+import { openCounts } from './lib/alerts.js'
 import { defaultApi } from './lib/api.js'
 import { pickLatencyField } from './lib/latency.js'
 import { loadPrefs, savePrefs } from './lib/prefs.js'
@@ -19,6 +24,9 @@ export default function App({ io = connectSocket, api = defaultApi }) {
   const { theme, toggle: toggleTheme } = useTheme()
   const pulse = usePulse({ windowSec, io, api })
   const health = useHealth(api)
+  const trends = useTrends(api, windowSec)
+  const tagCatalog = useTagCatalog(pulse.events)
+  const openAlerts = useMemo(() => openCounts(pulse.alerts.items), [pulse.alerts])
 
   // Pause freezes what the log and charts show; the hook keeps counting underneath.
   const [frozen, setFrozen] = useState(null)
@@ -48,6 +56,7 @@ export default function App({ io = connectSocket, api = defaultApi }) {
         attempt={pulse.attempt}
         ratePerSec={pulse.ratePerSec}
         redisDown={health?.redis === 'down'}
+        openAlerts={openAlerts}
         windowSec={windowSec}
         onWindowChange={changeWindow}
         paused={paused}
@@ -59,11 +68,14 @@ export default function App({ io = connectSocket, api = defaultApi }) {
         <GapNotice gap={pulse.gap} error={pulse.backfillError} onDismiss={pulse.dismissGap} />
         <GeneratorControls api={api} live={pulse.generator} />
         <StatCards aggregate={pulse.aggregate} latency={latency} windowSec={windowSec} />
+        {/* Every row pairs a wide panel with a narrow one; the feed sits first, next to throughput. */}
         <div className="panel-grid">
           <ThroughputChart series={series} windowSec={windowSec} theme={theme} className="span-2" />
+          <AlertFeed alerts={pulse.alerts} api={api} onUpdate={pulse.upsertAlert} />
+          <MetricTable aggregate={pulse.aggregate} trends={trends} className="span-2" />
           <LatencyChart series={series} windowSec={windowSec} theme={theme} />
+          <TopPanel api={api} windowSec={windowSec} catalog={tagCatalog} className="span-2" />
           <ErrorChart series={series} windowSec={windowSec} theme={theme} />
-          <MetricTable aggregate={pulse.aggregate} className="span-2" />
         </div>
         <EventLog
           events={view.events}

@@ -158,3 +158,116 @@ def test_screenshots_for_the_readme(server_factory, page: Page):
         assert total_events(page) > 0
     finally:
         stop(generator)
+
+
+def start_generator(server, rate: int = 300) -> subprocess.Popen:
+    # No incident bursts: the alerts these tests look at come from their own rules only.
+    return subprocess.Popen(
+        generator_command(server.redis_url, "--rate", str(rate), "--seed", "7", "--burst-every", "0"),
+        cwd=ROOT,
+        env=server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def add_rule(server, rule: str, name: str) -> dict:
+    resp = server.post("/api/rules", json={"rule": rule, "name": name})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def test_rule_alert_appears_live_and_is_acknowledged(server_factory, page: Page):
+    """A rule that fires at once on the generator's traffic: its alert must reach the open page
+    over the socket, with its severity, and Acknowledge must stick (also across a reload)."""
+    server = server_factory(env={"ANALYTICS_SETTLE_MS": "300"})
+    generator = start_generator(server)
+    try:
+        open_dashboard(page, server.url)
+        feed = page.get_by_test_id("alert-feed")
+        expect(feed.get_by_test_id("open-alert-count")).to_have_text("0 open", timeout=10_000)
+        expect(feed).to_contain_text("No alerts")
+        # The rule comes after the page connected, so the alert can only arrive as a push.
+        add_rule(server, "http_request: rate > 1 for 0s severity critical", "E2E traffic")
+
+        item = feed.get_by_test_id("alert-item").filter(has_text="E2E traffic")
+        expect(item).to_have_count(1, timeout=15_000)
+        expect(item).to_have_attribute("data-state", "open")
+        expect(item).to_have_attribute("data-severity", "critical")
+        expect(item).to_have_class(re.compile(r"\bsev-critical\b"))
+        expect(item.get_by_test_id("alert-severity")).to_have_text("critical")
+        expect(feed.get_by_test_id("open-alert-count")).to_have_text("1 open")
+        expect(page.get_by_test_id("header-open-alerts")).to_have_text("1 open alert · 1 critical")
+
+        item.get_by_role("button", name="Acknowledge").click()
+        expect(item.get_by_test_id("alert-acked")).to_be_visible(timeout=10_000)
+        expect(item.get_by_role("button", name="Acknowledge")).to_have_count(0)
+        expect(item.get_by_role("alert")).to_have_count(0)  # no inline error
+        [stored] = server.get("/api/alerts?state=open").json()["alerts"]
+        assert stored["acked"] is True and stored["severity"] == "critical"
+
+        page.reload()  # the list the page loads on connect has it acknowledged too
+        item = page.get_by_test_id("alert-item").filter(has_text="E2E traffic")
+        expect(item.get_by_test_id("alert-acked")).to_be_visible(timeout=15_000)
+        expect(item).to_have_attribute("data-state", "open")
+    finally:
+        stop(generator)
+
+
+def test_acknowledge_without_the_api_key_shows_why(server_factory, page: Page):
+    server = server_factory(env={"ANALYTICS_SETTLE_MS": "300", "INGEST_API_KEY": "e2e-secret"})
+    generator = start_generator(server)
+    try:
+        resp = server.post(
+            "/api/rules",
+            json={"rule": "http_request: rate > 1 severity warning", "name": "Keyed"},
+            headers={"X-API-Key": "e2e-secret"},
+        )
+        assert resp.status_code == 201, resp.text
+        open_dashboard(page, server.url)
+        item = page.get_by_test_id("alert-item").filter(has_text="Keyed")
+        expect(item).to_have_attribute("data-severity", "warning", timeout=15_000)
+        item.get_by_role("button", name="Acknowledge").click()
+        expect(item.get_by_role("alert")).to_contain_text("requires an API key", timeout=10_000)
+        expect(item.get_by_test_id("alert-acked")).to_have_count(0)
+    finally:
+        stop(generator)
+
+
+def test_screenshot_of_the_alert_feed_for_the_docs(server_factory, page: Page):
+    """docs/dashboard-alert.png: the top of the dashboard with open critical and warning alerts,
+    a closed one, trend arrows on the counters; light theme."""
+    server = server_factory(env={"ANALYTICS_SETTLE_MS": "300"})
+    generator = start_generator(server)
+    try:
+        open_dashboard(page, server.url)
+        if page.locator("html").get_attribute("data-theme") != "light":
+            page.get_by_test_id("theme-toggle").click()
+        expect(page.locator("html")).to_have_attribute("data-theme", "light")
+        page.get_by_test_id("window-select").select_option("60")
+        # Thresholds far from the generator's levels (http p95 ~380 ms, latency p95 ~200 ms,
+        # orders ~6/s at 300 events/s), so the picture doesn't depend on luck.
+        add_rule(server, "p95(http_request.ms) > 100 for 2s severity critical", "HTTP p95 above 100 ms")
+        add_rule(server, "p95(latency.ms) > 50 for 2s", "Service latency p95 above 50 ms")
+        gone = add_rule(server, "orders: rate > 0.5", "Orders flowing")
+        feed = page.get_by_test_id("alert-feed")
+        expect(feed.locator("[data-testid=alert-item][data-state=open]")).to_have_count(3, timeout=20_000)
+        # Deleting a rule closes its alert: the feed then shows a closed (grey) one too.
+        resp = requests.delete(f"{server.url}/api/rules/{gone['id']}", timeout=5)
+        assert resp.status_code == 200, resp.text
+        expect(feed.locator("[data-testid=alert-item][data-state=closed]")).to_have_count(1, timeout=15_000)
+        expect(feed.locator("[data-state=open][data-severity=critical]")).to_have_count(1)
+        expect(feed.locator("[data-state=open][data-severity=warning]")).to_have_count(1)
+        expect(page.get_by_test_id("metric-table").get_by_test_id("trend").first).to_be_visible(
+            timeout=15_000
+        )
+        page.wait_for_function(
+            "() => Number(document.querySelector('[data-testid=total-events]').innerText.replace(/\\D/g, '')) >= 1000",
+            timeout=20_000,
+        )
+        page.evaluate("window.scrollTo(0, 0)")
+        path = DOCS / "dashboard-alert.png"
+        page.screenshot(path=str(path))
+        assert path.stat().st_size > 20_000
+    finally:
+        stop(generator)

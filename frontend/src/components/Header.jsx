@@ -33,7 +33,19 @@ function Logo() {
   )
 }
 
-export function Header({ status, attempt, ratePerSec, redisDown, windowSec, onWindowChange, paused, onTogglePause, theme, onToggleTheme }) {
+export function Header({
+  status,
+  attempt,
+  ratePerSec,
+  redisDown,
+  openAlerts = null,
+  windowSec,
+  onWindowChange,
+  paused,
+  onTogglePause,
+  theme,
+  onToggleTheme,
+}) {
   const other = theme === 'dark' ? 'light' : 'dark'
   return (
     <header className="topbar">
@@ -47,6 +59,18 @@ export function Header({ status, attempt, ratePerSec, redisDown, windowSec, onWi
           <span className="badge badge-error" title="The server reports that Redis is unreachable">
             Redis down
           </span>
+        )}
+        {openAlerts?.open > 0 && (
+          // The feed may be scrolled out of view: this is the always-visible hint, and the way there.
+          <a
+            className={`badge alert-count ${openAlerts.critical ? 'sev-critical' : 'sev-warning'}`}
+            href="#alerts"
+            data-testid="header-open-alerts"
+            title="Go to the alert feed"
+          >
+            {openAlerts.open} open alert{openAlerts.open === 1 ? '' : 's'}
+            {openAlerts.critical ? ` · ${openAlerts.critical} critical` : ''}
+          </a>
         )}
         <span className="live-rate" title="Events received by this page in the last 2 seconds">
           <span className="live-rate-value" data-testid="events-per-sec">

@@ -3,6 +3,7 @@ import { formatCount, formatPercent, formatRate, formatStat } from '../lib/forma
 import { pickStatField } from '../lib/latency.js'
 import { metricColor } from './colors.js'
 import { errorRateOf } from './StatCards.jsx'
+import { TrendArrow } from './TrendArrow.jsx'
 
 const COLUMNS = [
   { key: 'metric', label: 'Metric', numeric: false },
@@ -44,7 +45,8 @@ export function sortRows(rows, { key, dir }) {
   })
 }
 
-export const MetricTable = memo(function MetricTable({ aggregate, className = '' }) {
+/** `trends`: /api/metrics/trends' answer (or null); its arrows go next to the counts. */
+export const MetricTable = memo(function MetricTable({ aggregate, trends = null, className = '' }) {
   const [sort, setSort] = useState({ key: 'count', dir: 'desc' })
   const rows = useMemo(() => sortRows(metricRows(aggregate), sort), [aggregate, sort])
 
@@ -90,7 +92,10 @@ export const MetricTable = memo(function MetricTable({ aggregate, className = ''
                   </span>
                   {r.field && <span className="field-name">{r.field}</span>}
                 </th>
-                <td className="num">{formatCount(r.count)}</td>
+                <td className="num">
+                  {formatCount(r.count)}
+                  <TrendArrow trend={trends?.trends?.[r.metric]} windowSec={trends?.window_seconds} />
+                </td>
                 <td className="num">{formatRate(r.rate)}</td>
                 <td className={`num ${r.errorRate > 0.05 ? 'text-error' : ''}`}>{formatPercent(r.errorRate)}</td>
                 <td className="num">{formatStat(r.avg, r.field)}</td>

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from 'react'
 import { io as socketIo } from 'socket.io-client'
+import { ALERTS_LIMIT, AlertBook } from '../lib/alerts.js'
 import { defaultApi } from '../lib/api.js'
 import { EventBuffer, normalizeEvents } from '../lib/events.js'
 import { RateMeter } from '../lib/rate.js'
@@ -11,6 +12,9 @@ import { MAX_CHART_METRICS, SeriesStore, stepFor } from '../lib/series.js'
 // At 20k events/s a batch lands every ~50 ms. Handlers only write into refs (ring buffer, chart
 // buckets, counters); an interval commits one React state snapshot at most every FLUSH_MS, so
 // rendering cost is bounded by the flush rate, not the event rate.
+//
+// Alerts (`alert` events, and /api/alerts on every connect) ride the same flush, but `alerts` is a
+// new object only when an alert changed, so the alert feed doesn't re-render with every batch.
 
 export const FLUSH_MS = 100 // <= 10 commits per second
 export const SERIES_MS = 500 // charts: buckets are >= 1 s, so 2 redraws a second show everything
@@ -59,6 +63,7 @@ function snapshotOf(s) {
     backfillError: s.backfillError,
     generator: s.generator,
     windowSec: s.windowSec,
+    alerts: s.alerts,
   }
 }
 
@@ -99,6 +104,12 @@ export function usePulse({
       refreshTimer: null,
       seriesAt: 0,
       dirty: true,
+      alertBook: new AlertBook(ALERTS_LIMIT),
+      alerts: { items: [], loaded: false, error: null }, // what the feed shows
+      alertsError: null,
+      alertsLoaded: false,
+      alertsDirty: false,
+      alertsToken: 0,
     }
   }
   const apiRef = useRef(api)
@@ -203,6 +214,25 @@ export function usePulse({
       touch()
     }
 
+    // On every connect: alerts may have opened, closed or been acknowledged while we were away.
+    async function loadAlerts() {
+      const token = ++s.alertsToken
+      s.alertBook.beginLoad()
+      try {
+        const body = await apiRef.current.alerts({ state: 'all', limit: ALERTS_LIMIT })
+        if (token !== s.alertsToken || s.disposed) return
+        s.alertBook.finishLoad(body?.alerts)
+        s.alertsError = null
+      } catch (err) {
+        if (token !== s.alertsToken || s.disposed) return
+        s.alertBook.cancelLoad()
+        s.alertsError = `Could not load alerts (${err?.message ?? err}).`
+      }
+      s.alertsLoaded = true
+      s.alertsDirty = true
+      touch()
+    }
+
     function onConnect() {
       const reconnect = s.everConnected
       s.everConnected = true
@@ -211,6 +241,7 @@ export function usePulse({
       s.attempt = 0
       subscribe() // on every connect: the server forgets subscriptions with the old connection
       backfill(reconnect ? s.buffer.maxSeq : null)
+      loadAlerts()
       if (reconnect) loadSeries() // buckets missed while away come from the server
       touch()
     }
@@ -274,6 +305,13 @@ export function usePulse({
       touch()
     }
 
+    function onAlert(body) {
+      if (s.alertBook.upsert(body)) {
+        s.alertsDirty = true
+        touch()
+      }
+    }
+
     function onGenerator(body) {
       if (body && typeof body === 'object') {
         s.generator = body
@@ -303,6 +341,7 @@ export function usePulse({
     socket.on('metrics', onMetrics)
     socket.on('aggregate', onAggregate)
     socket.on('generator', onGenerator)
+    socket.on('alert', onAlert)
     manager?.on('reconnect_attempt', onReconnectAttempt)
     manager?.on('reconnect_failed', onReconnectFailed)
     window.addEventListener('offline', onBrowserOffline)
@@ -317,6 +356,7 @@ export function usePulse({
       socket.off('metrics', onMetrics)
       socket.off('aggregate', onAggregate)
       socket.off('generator', onGenerator)
+      socket.off('alert', onAlert)
       manager?.off('reconnect_attempt', onReconnectAttempt)
       manager?.off('reconnect_failed', onReconnectFailed)
       socket.disconnect()
@@ -360,6 +400,7 @@ export function usePulse({
         s.eventsReceived = s.received
         s.eventsAt = now
       }
+      if (s.alertsDirty) publishAlerts(s)
       s.rate = rate
       s.dirty = false
       setSnap(snapshotOf(s))
@@ -374,5 +415,18 @@ export function usePulse({
     setSnap(snapshotOf(s))
   }, [])
 
-  return { ...snap, dismissGap }
+  /** Applies an alert the page got by other means than the socket: the answer to an ack. */
+  const upsertAlert = useCallback((alert) => {
+    const s = ref.current
+    if (!s.alertBook.upsert(alert)) return
+    publishAlerts(s)
+    setSnap(snapshotOf(s))
+  }, [])
+
+  return { ...snap, dismissGap, upsertAlert }
+}
+
+function publishAlerts(s) {
+  s.alerts = { items: s.alertBook.sorted, loaded: s.alertsLoaded, error: s.alertsError }
+  s.alertsDirty = false
 }

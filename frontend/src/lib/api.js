@@ -42,6 +42,13 @@ export function createApi(fetchImpl = (...args) => globalThis.fetch(...args)) {
     aggregate: ({ window, metric } = {}) => request(`/api/metrics/aggregate${query({ window, metric })}`),
     timeseries: ({ window, step, metric, field } = {}) =>
       request(`/api/metrics/timeseries${query({ window, step, metric, field })}`),
+    // Reads take an optional `signal`: a poll whose answer is no longer wanted is aborted, not left running.
+    alerts: ({ state = 'all', limit } = {}, { signal } = {}) => request(`/api/alerts${query({ state, limit })}`, { signal }),
+    ackAlert: (id) => request(`/api/alerts/${encodeURIComponent(id)}/ack`, { method: 'POST' }),
+    trends: ({ window, metric } = {}, { signal } = {}) =>
+      request(`/api/metrics/trends${query({ window, metric })}`, { signal }),
+    top: ({ by, window, metric, n, order, field } = {}, { signal } = {}) =>
+      request(`/api/metrics/top${query({ by, window, metric, n, order, field })}`, { signal }),
     getGenerator: () => request('/api/generator'),
     setGenerator: (body) =>
       request('/api/generator', {

@@ -115,6 +115,34 @@ export function aggregateBody(windowSec = 60, { total = 1200, errors = 30 } = {}
   }
 }
 
+/** An alert as the server sends it (docs/analytics.md); `at` is seconds after BASE_TIME. */
+export function alertBody({ id = 'a1', at = 0, severity = 'warning', state = 'open', ...extra } = {}) {
+  const iso = (s) => new Date(BASE_TIME + s * 1000).toISOString()
+  return {
+    id,
+    kind: 'rule',
+    metric: 'http_request',
+    field: null,
+    signal: 'rate',
+    direction: 'above',
+    severity,
+    state,
+    value: 12.5,
+    threshold: 10,
+    zscore: null,
+    baseline: null,
+    rule_id: 'r-1',
+    rule: 'http_request: rate > 10 severity ' + severity,
+    opened_at: iso(at),
+    closed_at: state === 'closed' ? iso(at + 30) : null,
+    updated_at: iso(state === 'closed' ? at + 30 : at),
+    acked: false,
+    acked_at: null,
+    message: `http_request rate = 12.5 > 10 (${id})`,
+    ...extra,
+  }
+}
+
 /** An API whose every call resolves to something harmless unless overridden. */
 export function fakeApi(overrides = {}) {
   return {
@@ -124,6 +152,20 @@ export function fakeApi(overrides = {}) {
     timeseries: vi.fn(async () => ({ points: [], to: '2026-03-18T12:00:00Z' })),
     getGenerator: vi.fn(async () => ({ available: false, running: false, rate: 0, profile: 'mixed', published: 0 })),
     setGenerator: vi.fn(async (body) => ({ available: true, running: false, rate: 100, profile: 'mixed', published: 0, ...body })),
+    alerts: vi.fn(async ({ state = 'all' } = {}) => ({ count: 0, state, alerts: [] })),
+    ackAlert: vi.fn(async (id) => alertBody({ id, acked: true })),
+    trends: vi.fn(async ({ window } = {}) => ({ window_seconds: window, step_seconds: 1, trends: {} })),
+    top: vi.fn(async ({ by, window, metric = null, order = 'count', n = 10 } = {}) => ({
+      window_seconds: window,
+      metric,
+      by,
+      order,
+      field: 'ms',
+      n,
+      distinct: 0,
+      top: [],
+      other: null,
+    })),
     ...overrides,
   }
 }
