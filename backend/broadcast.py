@@ -154,7 +154,9 @@ class Ticker:
 
     def _push_generator_state(self) -> None:
         state = generator_state(self.store)
-        comparable = {k: v for k, v in state.items() if k not in {"published", "updated"}}
+        # `published` moves every second while the generator runs; one small emit per tick keeps
+        # the dashboard's count live (it showed the count at start until something else changed).
+        comparable = {k: v for k, v in state.items() if k != "updated"}
         if comparable != self._last_generator:
             self._last_generator = comparable
             self.socketio.emit("generator", state, ignore_queue=True)

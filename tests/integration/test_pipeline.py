@@ -191,6 +191,18 @@ def test_batch_client_receives_aggregate_ticks_for_its_window(live_server, r):
         wait_for(lambda: len(rec.aggregates) >= before + 2, timeout=5, message="two more ticks")
 
 
+def test_generator_state_is_pushed_as_its_published_count_moves(live_server, r, names):
+    """The built-in generator reports into a status hash about once a second; the tick pushes a
+    `generator` event when anything in it changes, the published count included."""
+    status = f"{names['KEY_PREFIX']}generator:status"
+    r.hset(status, mapping={"running": "1", "rate": "200", "profile": "mixed", "published": "100"})
+    with Recorder(live_server.url) as rec:
+        wait_for(lambda: [g for g in list(rec.generator) if g["published"] == 100], message="first state")
+        r.hset(status, "published", "300")
+        wait_for(lambda: [g for g in list(rec.generator) if g["published"] == 300], message="the count moved")
+    assert all(g["running"] and g["rate"] == 200 for g in rec.generator)
+
+
 def test_ingest_api_publishes_valid_events(live_server):
     with Recorder(live_server.url, batch_window=60) as rec:
         wait_for(lambda: rec.sub_acks, message="subscribe ack")
