@@ -121,6 +121,8 @@ class Config:
     ANOMALY_FOR_S = _float("ANOMALY_FOR_S", 2)  # s anomalous before an alert opens
     ANOMALY_MIN_EVENTS = _int("ANOMALY_MIN_EVENTS", 20)  # events per window to judge error rate, p95
     ANOMALY_MAX_OPEN_S = _int("ANOMALY_MAX_OPEN_S", 1800)  # s after which a lasting anomaly is normal
+    # tags whose values get error-rate and p95 watches of their own (comma-separated; empty: none)
+    ANOMALY_TAGS = _list("ANOMALY_TAGS", "endpoint")
     ALERT_CLEAR_S = _float("ALERT_CLEAR_S", 10)  # s normal before an alert closes
     ALERTS_KEEP_CLOSED = _int("ALERTS_KEEP_CLOSED", 500)  # closed alerts kept
     RULES_FILE = _str("RULES_FILE", "")  # YAML/JSON rules loaded on activation (empty: none)

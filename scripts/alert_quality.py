@@ -87,6 +87,13 @@ def alerts(server: Server) -> list[dict]:
     return server.http.get(server.url + "/api/alerts?state=all&limit=1000", timeout=5).json()["alerts"]
 
 
+def label(a: dict) -> str:
+    tags = a.get("tags") or {}
+    where = "".join(f"[{k}={v}]" for k, v in tags.items())
+    what = a["signal"] if not a.get("field") else f"{a['signal']}({a['field']})"
+    return f"{a['metric']}{where} {what}"
+
+
 def describe(a: dict) -> str:
     return f"{a['severity']:8} {a['message']}"
 
@@ -143,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
 
             def new_alerts(known=known):
-                return [a for a in alerts(server) if a["id"] not in known and a["metric"] == "http_request"]
+                return [a for a in alerts(server) if a["id"] not in known]
 
             found = wait_until(new_alerts, timeout=args.incident_s + 10)
             row = {"kind": kind, "endpoint": endpoint, **knob}
@@ -151,13 +158,26 @@ def main(argv: list[str] | None = None) -> int:
                 row["detected"] = False
                 print(f"{kind:8} {endpoint:20} NOT detected")
             else:
+                wall_delay = time.monotonic() - started
+                # the incident also shows in the `errors` and `latency` metrics: wait a little for
+                # every alert it opens, then report the first and which ones name the endpoint
+                time.sleep(3)
+                found = new_alerts()
                 first = min(found, key=lambda a: a["opened_at"])
+                located = [a for a in found if (a.get("tags") or {}).get("endpoint") == endpoint]
                 row.update(
+                    alerts=[describe(a) for a in found],
+                    located=bool(located),
+                    located_delay_s=round(
+                        min(parse_iso(a["opened_at"]) for a in located) - math.floor(incident.start), 2
+                    )
+                    if located
+                    else None,
                     detected=True,
                     signal=first["signal"],
                     severity=first["severity"],
                     data_delay_s=round(parse_iso(first["opened_at"]) - math.floor(incident.start), 2),
-                    wall_delay_s=round(time.monotonic() - started, 2),
+                    wall_delay_s=round(wall_delay, 2),
                 )
                 # Closing: every alert it opened closed, counted from the incident's end.
                 ids = {a["id"] for a in found}
@@ -168,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 row["closed_after_end_s"] = round(time.time() - incident.end, 1) if closed else None
                 print(
-                    f"{kind:8} {endpoint:20} {first['signal']:10} {first['severity']:8} "
+                    f"{kind:8} {endpoint:20} {label(first):42} {first['severity']:8} "
                     f"data delay {row['data_delay_s']:5.2f} s  wall {row['wall_delay_s']:5.2f} s  "
-                    f"closed {row['closed_after_end_s']} s after the end"
+                    f"closed {row['closed_after_end_s']} s after the end; "
+                    f"{len(found)} alert(s); endpoint named after {row['located_delay_s']} s"
                 )
             detections.append(row)
             time.sleep(10)  # the baselines froze during the incident; let them settle again

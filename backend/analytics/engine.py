@@ -2,6 +2,8 @@
 
 The engine owns every anomaly Watch and every rule's Hysteresis, keyed by what an alert is
 about (its dedup key): ``anomaly|<metric>|<signal>|<field>`` or ``rule|<rule id>|<metric>``.
+A "metric" here may also be a breakdown series (``http_request[endpoint=/a]``, see breakdown.py):
+those get error-rate and p95 watches, no rate watch and no rules.
 It says what changed; the evaluator gives alerts ids, stores them and pushes them out.
 
 Cost per step: O(metrics x (watched signals + rules)); the frame computes each signal once.
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backend.analytics.anomaly import ERROR_RATE, P95, RATE, AnomalySettings, Watch, WatchSpec
+from backend.analytics.breakdown import is_series, split_series
 from backend.analytics.hysteresis import Hysteresis
 from backend.analytics.rules import Rule, format_duration
 from backend.analytics.signals import Frame, signal_label
@@ -86,7 +89,8 @@ class Engine:
         out: list[Transition] = []
         if self.anomalies:
             for metric in sorted(self.last_seen):
-                self._watch(t, frame, metric, RATE, None, out)
+                if not is_series(metric):  # a tag value's rate is its share of traffic: not watched
+                    self._watch(t, frame, metric, RATE, None, out)
                 self._watch(t, frame, metric, ERROR_RATE, None, out)
                 for fname in frame.latency_fields(metric):
                     self._watch(t, frame, metric, P95, fname, out)
@@ -96,8 +100,9 @@ class Engine:
                     _, metric, _, fname = key.split("|", 3)
                     if fname not in frame.latency_fields(metric):
                         self._watch(t, frame, metric, P95, fname, out)
+        plain = [m for m in sorted(self.last_seen) if not is_series(m)]
         for rule in self.rules.values():
-            metrics = [rule.metric] if rule.metric is not None else sorted(self.last_seen)
+            metrics = [rule.metric] if rule.metric is not None else plain
             for metric in metrics:
                 self._rule(t, frame, rule, metric, out)
         return out
@@ -125,6 +130,7 @@ class Engine:
             return
         label = f"{metric} {signal_label(spec.signal, fname)}"
         unit = "/s" if spec.signal == "rate" else ""
+        base, tags = split_series(metric)
         if event == "open" or event == "escalate":
             z = watch.z
             where = "above" if z >= 0 else "below"
@@ -146,7 +152,8 @@ class Engine:
                         key,
                         {
                             "kind": "anomaly",
-                            "metric": metric,
+                            "metric": base,
+                            "tags": tags,
                             "field": fname,
                             "signal": spec.signal,
                             "direction": where,
@@ -197,6 +204,7 @@ class Engine:
                     {
                         "kind": "rule",
                         "metric": metric,
+                        "tags": None,
                         "field": rule.field,
                         "signal": rule.signal,
                         "direction": "above" if rule.op in (">", ">=") else "below",

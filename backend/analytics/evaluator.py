@@ -24,6 +24,7 @@ from pathlib import Path
 import orjson
 import redis
 
+from backend.analytics.breakdown import tag_series
 from backend.analytics.engine import Engine, Transition
 from backend.analytics.rules import rules_from_document
 from backend.analytics.settings import AnalyticsSettings
@@ -86,6 +87,8 @@ class Evaluator:
             if s.webhook_url
             else None
         )
+        # tags whose values get anomaly watches of their own (needs the top-N counters)
+        self.tags = s.anomaly_tags if s.anomalies and s.top_max_tag_values > 0 else ()
         self.engine: Engine | None = None
         self.next_second: int | None = None
         self.recent: deque[dict] = deque(maxlen=s.window_s)
@@ -169,13 +172,13 @@ class Evaluator:
         first = due - s.history_s + 1
         for chunk_start in range(first, due + 1, REPLAY_CHUNK_S):
             chunk = range(chunk_start, min(chunk_start + REPLAY_CHUNK_S, due + 1))
-            for sec, h in zip(chunk, self.analytics.second_hashes(chunk), strict=True):
+            for sec, h, th in self._seconds(chunk):
                 t = float(sec + 1)
                 while to_adopt and to_adopt[0][0] <= t:
                     opened, key, alert = to_adopt.pop(0)
                     if engine.adopt(key, opened, alert.get("severity") or "warning"):
                         pending[key] = alert
-                for tr in self._judge(engine, sec, h):
+                for tr in self._judge(engine, sec, h, th):
                     _track(pending, tr)
                     if tr.action == "close" and tr.key in stored:
                         resolved[tr.key] = tr.alert
@@ -215,8 +218,8 @@ class Evaluator:
             return
         self.sync_rules(float(self.next_second))
         seconds = range(self.next_second, due + 1)
-        for sec, h in zip(seconds, self.analytics.second_hashes(seconds), strict=True):
-            self.apply(self._judge(self.engine, sec, h))
+        for sec, h, th in self._seconds(seconds):
+            self.apply(self._judge(self.engine, sec, h, th))
             self.evaluated += 1
 
     def sync_rules(self, t: float) -> None:
@@ -226,8 +229,17 @@ class Evaluator:
         self._rules_raw = raw
         self.apply(self.engine.set_rules(self.analytics.parse_rules(raw), t))
 
-    def _judge(self, engine: Engine, sec: int, h: dict) -> list[Transition]:
-        self.recent.append(WindowStats.from_hashes([h]).metrics if h else {})
+    def _seconds(self, seconds: range):
+        """(second, bucket hash, per-tag hash or {}) for each second, in at most two round trips."""
+        hashes = self.analytics.second_hashes(seconds)
+        tagged = self.analytics.second_tag_hashes(seconds) if self.tags else [{}] * len(hashes)
+        return zip(seconds, hashes, tagged, strict=True)
+
+    def _judge(self, engine: Engine, sec: int, h: dict, th: dict) -> list[Transition]:
+        stats = WindowStats.from_hashes([h]).metrics if h else {}
+        if th:
+            stats.update(tag_series(th, self.tags))
+        self.recent.append(stats)
         self.next_second = sec + 1
         return engine.step(float(sec + 1), Frame(self.recent, self.settings.window_s))
 

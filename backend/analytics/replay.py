@@ -11,25 +11,38 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
+from backend.analytics.breakdown import tag_series
 from backend.analytics.engine import Engine, Transition
 from backend.analytics.signals import Frame
-from backend.core.aggregate import BatchAccumulator, WindowStats, apply_delta
+from backend.config import Config
+from backend.core.aggregate import BatchAccumulator, TagAdmission, WindowStats, apply_delta
 from backend.core.events import validate
 
+TAG_VALUES = Config.TOP_MAX_TAG_VALUES
 
-def second_stats(events: Iterable[dict], now: float) -> dict[int, dict]:
-    """Per-second WindowStats metrics of `events` (wire dicts), keyed by second."""
-    acc = BatchAccumulator()
+
+def second_stats(events: Iterable[dict], now: float, tags: Iterable[str] = ()) -> dict[int, dict]:
+    """Per-second WindowStats metrics of `events` (wire dicts), keyed by second, plus the
+    breakdown series of `tags` (see breakdown.py) as the evaluator adds them."""
+    tags = tuple(tags)
+    acc = BatchAccumulator(TAG_VALUES if tags else 0, admission=TagAdmission(TAG_VALUES) if tags else None)
     for obj in events:
         acc.add(validate(obj, now=now, retention_s=10**9, future_tolerance_s=10**9))
     out: dict[int, dict] = {}
     for (res, start), delta in acc.deltas().items():
-        if res != 1:
-            continue
-        h: dict = {}
-        apply_delta(h, delta)
-        out[start] = WindowStats.from_hashes([h]).metrics
+        if res == 1:
+            out[start] = WindowStats.from_hashes([_hash(delta)]).metrics
+    if tags:
+        for (res, start), delta in acc.tag_deltas().items():
+            if res == 1:
+                out.setdefault(start, {}).update(tag_series(_hash(delta), tags))
     return out
+
+
+def _hash(delta) -> dict:
+    h: dict = {}
+    apply_delta(h, delta)
+    return h
 
 
 def replay(
@@ -37,6 +50,7 @@ def replay(
     seconds: Iterable[tuple[int, list[dict]]],
     window_s: int,
     recent: deque[dict] | None = None,
+    tags: Iterable[str] = (),
 ) -> list[tuple[float, Transition]]:
     """Feed (second, that second's events) in order; returns every transition with its time.
 
@@ -46,7 +60,7 @@ def replay(
         recent = deque(maxlen=window_s)
     out = []
     for sec, events in seconds:
-        recent.append(second_stats(events, now=sec + 1).get(sec, {}))
+        recent.append(second_stats(events, now=sec + 1, tags=tags).get(sec, {}))
         t = float(sec + 1)
         for tr in engine.step(t, Frame(recent, window_s)):
             out.append((t, tr))

@@ -247,6 +247,12 @@ class AnalyticsStore:
             pipe.hgetall(self.keys.bucket(1, s))
         return pipe.execute()
 
+    def second_tag_hashes(self, seconds: Iterable[int]) -> list[dict]:
+        pipe = self.redis.pipeline(transaction=False)
+        for s in seconds:
+            pipe.hgetall(self.keys.tag_bucket(1, s))
+        return pipe.execute()
+
     def tag_window(
         self, window_s: int, *, by: str, metric: str | None, field: str | None, now: float | None = None
     ) -> tuple[int, TagStats]:

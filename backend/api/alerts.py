@@ -71,6 +71,12 @@ openapi.SCHEMAS["Alert"] = {
         "id": {"type": "string"},
         "kind": {"type": "string", "enum": ["anomaly", "rule"]},
         "metric": {"type": "string"},
+        "tags": {
+            "type": "object",
+            "nullable": True,
+            "additionalProperties": {"type": "string"},
+            "description": 'anomaly alerts on one tag value (ANOMALY_TAGS), e.g. {"endpoint": "/api/orders"}',
+        },
         "field": _STR_OR_NULL,
         "signal": {"type": "string"},
         "direction": {"type": "string", "enum": ["above", "below"]},

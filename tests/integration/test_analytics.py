@@ -421,6 +421,11 @@ def test_generator_incident_opens_an_anomaly_alert_and_it_closes_after(server_fa
 
             opened = wait_for(lambda: p95_alerts("open"), timeout=10, message="p95 alert open")[0]
             detected_after = time.monotonic() - started
+            located = wait_for(  # and the endpoint's own series names where it is
+                lambda: [a for a in list(alerts) if (a.get("tags") or {}).get("endpoint") == "/api/products"],
+                timeout=10,
+                message="an alert on the endpoint",
+            )[0]
             closed = wait_for(lambda: p95_alerts("closed"), timeout=20, message="p95 alert closed")[0]
         finally:
             traffic.stop()
@@ -429,6 +434,7 @@ def test_generator_incident_opens_an_anomaly_alert_and_it_closes_after(server_fa
     assert opened["kind"] == "anomaly" and opened["field"] == "ms" and opened["direction"] == "above"
     assert opened["zscore"] >= 4 and opened["severity"] in ("warning", "critical")
     assert opened["value"] > 2 * opened["baseline"]
+    assert located["metric"] == "http_request" and located["kind"] == "anomaly"
     assert closed["id"] == opened["id"] and closed["closed_at"] > opened["opened_at"]
     assert closed["closed_at"] >= incident_end_iso(incident.end)
     stored = server.get("/api/alerts?state=closed").json()["alerts"]

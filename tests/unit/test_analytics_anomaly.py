@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from backend.analytics.anomaly import ERROR_RATE, P95, RATE, AnomalySettings, Ewma, Watch
+from backend.analytics.breakdown import series_name
 from backend.analytics.engine import Engine, anomaly_key
 from backend.analytics.replay import replay
 from backend.analytics.settings import DEFAULTS, AnalyticsSettings
@@ -234,3 +235,58 @@ def test_incidents_open_an_alert_within_seconds_and_close_after(incident, expect
     open_tr = next(tr for _, tr in transitions if tr.key == expected_key and tr.action == "open")
     level = watch.spec.transform(open_tr.alert["value"], 10**4, 5)
     assert abs(watch.baseline.mean - baseline) < 0.1 * abs(level - baseline)
+
+
+# --- breakdown series: one tag value's error rate and p95 ---------------------------------------------
+def series_key(endpoint: str, signal: str, fname: str | None = None) -> str:
+    return anomaly_key(series_name("http_request", "endpoint", endpoint), signal, fname)
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_no_false_alarms_in_ten_minutes_with_endpoint_breakdowns(seed):
+    engine = default_engine()
+    transitions = replay(engine, traffic(seed, 120 + 600), window_s=5, tags=("endpoint",))
+    assert [(t - T0, tr.action, tr.key) for t, tr in transitions] == []
+    judged = {k for k, w in engine.watches.items() if w.baseline.n >= engine.settings.min_history_s}
+    assert series_key("/api/products", "error_rate") in judged
+    assert series_key("/api/products", "p95", "ms") in judged
+    assert not any(k.startswith("anomaly|http_request[") and "|rate|" in k for k in engine.watches)
+
+
+@pytest.mark.parametrize(
+    ("incident", "signal", "fname"),
+    [
+        (("errors", "/api/orders", 0.3, 20.0), "error_rate", None),
+        (("latency", "/api/users/me", 5.0, 20.0), "p95", "ms"),
+    ],
+)
+def test_an_incident_on_a_small_endpoint_is_caught_by_its_breakdown(incident, signal, fname):
+    """scripts/alert_quality.py found these two go unnoticed by the per-metric watches: they
+    barely move the error rate or p95 of all requests."""
+    start = 300
+    seconds = traffic(5, start + 60, (start, *incident))
+    before = [next(seconds) for _ in range(start)]
+    rest = list(seconds)
+    plain, broken_down = default_engine(), default_engine()
+    plain_recent, broken_recent = deque(maxlen=5), deque(maxlen=5)
+    assert replay(plain, before, window_s=5, recent=plain_recent) == []
+    assert replay(broken_down, before, window_s=5, recent=broken_recent, tags=("endpoint",)) == []
+    # (the generator's incidents also touch the `errors` and `latency` metrics, which may alert)
+    plain_http = [
+        tr
+        for _, tr in replay(plain, rest, window_s=5, recent=plain_recent)
+        if tr.action == "open" and tr.alert["metric"] == "http_request"
+    ]
+    assert plain_http == []
+    transitions = replay(broken_down, rest, window_s=5, recent=broken_recent, tags=("endpoint",))
+    transitions = [(t, tr) for t, tr in transitions if tr.key.startswith("anomaly|http_request")]
+    expected = series_key(incident[1], signal, fname)
+    opened = [(t - T0 - start, tr) for t, tr in transitions if tr.action == "open"]
+    # only that endpoint's series open (an error incident's 504s also lift its p95: 5-30 s each)
+    series = series_name("http_request", "endpoint", incident[1])
+    assert expected in [tr.key for _, tr in opened]
+    assert all(tr.alert["tags"] == {"endpoint": incident[1]} for _, tr in opened), opened
+    dt, tr = next((dt, tr) for dt, tr in opened if tr.key == expected)
+    assert dt <= 6
+    assert tr.alert["metric"] == "http_request" and f"{series} " in tr.alert["message"]
+    assert {t2.key for _, t2 in transitions if t2.action == "close"} == {tr.key for _, tr in opened}
