@@ -39,6 +39,12 @@ const AlertItem = memo(function AlertItem({ alert: a, busy, error, onAck }) {
         </span>
         {open ? <span className="sr-only">open alert on</span> : <span className="badge alert-closed">closed</span>}
         <span className="alert-metric">{a.metric}</span>
+        {a.tags &&
+          Object.entries(a.tags).map(([k, v]) => (
+            <span key={k} className="alert-tag" data-testid="alert-tag">
+              {k}={v}
+            </span>
+          ))}
         {a.acked && (
           <span className="badge alert-acked" data-testid="alert-acked">
             ✓ acknowledged

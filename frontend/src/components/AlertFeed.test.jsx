@@ -15,6 +15,20 @@ function feed(list) {
 const items = () => screen.getAllByTestId('alert-item')
 
 describe('AlertFeed', () => {
+  it('shows where an anomaly is when the alert names a tag value', () => {
+    render(
+      <AlertFeed
+        api={fakeApi()}
+        alerts={feed([
+          alertBody({ id: 'e', kind: 'anomaly', tags: { endpoint: '/api/orders' } }),
+          alertBody({ id: 'plain', at: 1 }),
+        ])}
+      />,
+    )
+    const tags = screen.getAllByTestId('alert-tag')
+    expect(tags.map((t) => t.textContent)).toEqual(['endpoint=/api/orders'])
+  })
+
   it('lists open alerts first, critical before warning, then closed ones, in their colours', () => {
     render(
       <AlertFeed

@@ -10,12 +10,21 @@ const time = (iso) => {
   return Number.isFinite(t) ? t : null
 }
 
+/** {tag: value} of an alert on one tag value (ANOMALY_TAGS), strings only; null otherwise. */
+function tagsOf(v) {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return null
+  const out = {}
+  for (const [k, val] of Object.entries(v)) if (typeof val === 'string') out[k] = val
+  return Object.keys(out).length ? out : null
+}
+
 export function normalizeAlert(raw) {
   if (!raw || typeof raw !== 'object' || raw.id == null || raw.id === '') return null
   return {
     id: String(raw.id),
     kind: raw.kind === 'rule' ? 'rule' : 'anomaly',
     metric: str(raw.metric) ?? 'unknown',
+    tags: tagsOf(raw.tags),
     signal: str(raw.signal),
     field: str(raw.field),
     direction: raw.direction === 'below' ? 'below' : 'above',
