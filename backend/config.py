@@ -69,6 +69,18 @@ class Config:
     # Use Flask-SocketIO's Redis message queue so several web nodes share emits (scale-out).
     MESSAGE_QUEUE = _bool("MESSAGE_QUEUE", False)
 
+    # --- ingest transport (docs/api.md, "Ingest transports") -----------------------------------
+    # pubsub: producers PUBLISH on REDIS_CHANNEL; what is published while no worker is subscribed
+    # is lost. stream: producers XADD to INGEST_STREAM and the worker reads it with a consumer group,
+    # acknowledging each batch in the transaction that stores it, so events wait out a worker or
+    # Redis restart (the latter needs Redis persistence). In stream mode the worker still listens
+    # on REDIS_CHANNEL too (best effort), so publishing producers keep working.
+    INGEST_TRANSPORT = _str("INGEST_TRANSPORT", "pubsub")  # pubsub | stream
+    INGEST_STREAM = _str("INGEST_STREAM", "metrics_stream")  # stream key producers XADD to
+    # Producers XADD with MAXLEN ~ this: the most unprocessed events the stream keeps while no worker
+    # reads it (the durability horizon: older ones are dropped). entries; 0: unbounded
+    INGEST_STREAM_MAXLEN = _int("INGEST_STREAM_MAXLEN", 1_000_000)
+
     # --- aggregation ------------------------------------------------------------------------
     RETENTION_S = _int("RETENTION_S", 3600)  # seconds of per-second buckets kept
     FUTURE_TOLERANCE_S = _int("FUTURE_TOLERANCE_S", 300)  # events further ahead are rejected

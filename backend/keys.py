@@ -52,6 +52,12 @@ class Keys:
         """Pub/Sub channel announcing generator state changes to the web nodes."""
         return f"{self.prefix}generator:events"
 
+    def generator_sent(self, run: str) -> str:
+        """How many events generator run `run` has XADDed, set in the transaction of each batch, so
+        after a dropped connection it can tell whether its last batch went through (stream
+        transport). Expires an hour after the last batch."""
+        return f"{self.prefix}generator:sent:{run}"
+
     @property
     def worker_lease(self) -> str:
         """Lease key held by the active worker when several are running."""

@@ -124,6 +124,10 @@ def _encode_delta_args(deltas: Mapping[tuple[int, int], BucketDelta], key_of, re
     return key_names, ttls + ops
 
 
+class LeaseLost(Exception):
+    """A fenced write found the worker lease held by someone else (or expired): nothing was written."""
+
+
 class Store:
     def __init__(
         self, client: redis.Redis, keys: Keys, *, recent_max: int, retention_s: int, dead_letter_max: int
@@ -170,13 +174,40 @@ class Store:
         rejected: list[dict],
         received: int,
         tag_deltas: Mapping[tuple[int, int], BucketDelta] | None = None,
+        *,
+        ack: tuple[str, str, list[bytes]] | None = None,
+        fence: tuple[str, str] | None = None,
     ) -> None:
         """One round trip for a whole batch, applied all or nothing (MULTI/EXEC), so a worker that
         dies mid-write never leaves half a batch in the aggregates. `events` is oldest first.
 
         Only the newest `recent_max` events (and dead letters) of a batch are serialized and pushed:
-        at high rates the rest would be trimmed off by the same round trip anyway."""
+        at high rates the rest would be trimmed off by the same round trip anyway.
+
+        `ack` (stream, group, entry ids): XACK those stream entries in the same transaction, so
+        they are acknowledged exactly when their events are stored. `fence` (lease key, token):
+        WATCH the lease and write only if it is still ours, raising LeaseLost otherwise. Without
+        it a worker that stalled past its lease could store entries that its successor, having
+        re-read them as pending, stores again. Costs two more round trips (WATCH, GET)."""
         pipe = self.redis.pipeline(transaction=True)
+        try:
+            if fence is not None:
+                lease_key, token = fence
+                pipe.watch(lease_key)
+                if pipe.get(lease_key) != token.encode():
+                    raise LeaseLost(f"the lease {lease_key!r} is no longer {token!r}")
+                pipe.multi()
+            self._queue_batch(pipe, events, deltas, rejected, received, tag_deltas)
+            if ack is not None:
+                stream, group, ids = ack
+                pipe.xack(stream, group, *ids)
+            pipe.execute()
+        except redis.WatchError as exc:
+            raise LeaseLost(f"the lease {fence[0]!r} changed during the write") from exc
+        finally:
+            pipe.reset()
+
+    def _queue_batch(self, pipe, events, deltas, rejected, received, tag_deltas) -> None:
         if events:
             pipe.lpush(self.keys.recent, *(orjson.dumps(e) for e in events[-self.recent_max :]))
             pipe.ltrim(self.keys.recent, 0, self.recent_max - 1)
@@ -197,7 +228,6 @@ class Store:
             pipe.hincrby(self.keys.stats, "rejected", len(rejected))
         pipe.hincrby(self.keys.stats, "received", received)
         pipe.hincrby(self.keys.stats, "accepted", len(events))
-        pipe.execute()
 
     def acquire_lease(self, token: str, ttl_ms: int) -> bool:
         """Take the worker lease if free (or already ours); also marks a worker alive."""
@@ -346,4 +376,4 @@ class Store:
         }
 
 
-__all__ = ["RESOLUTIONS", "Store", "connect"]
+__all__ = ["RESOLUTIONS", "LeaseLost", "Store", "connect"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-EVENTS_RECEIVED = Counter("pulseboard_events_received_total", "Messages read from the channel")
+EVENTS_RECEIVED = Counter("pulseboard_events_received_total", "Messages read from the channel or the stream")
 EVENTS_ACCEPTED = Counter("pulseboard_events_accepted_total", "Events validated, stored and broadcast")
 EVENTS_REJECTED = Counter("pulseboard_events_rejected_total", "Messages dead-lettered", ["reason"])
 BATCH_SIZE = Histogram(
@@ -24,6 +24,17 @@ REDIS_RECONNECTS = Counter(
 SUBSCRIBER_LAG = Gauge(
     "pulseboard_subscriber_lag_seconds",
     "Age of the newest event in the last batch when it was processed (event ts to now)",
+)
+STREAM_PENDING = Gauge(
+    "pulseboard_stream_pending_entries",
+    "Stream entries delivered to the worker and not yet acknowledged (INGEST_TRANSPORT=stream)",
+)
+STREAM_LAG = Gauge(
+    "pulseboard_stream_lag_entries",
+    "Stream entries not yet read by the worker's consumer group (INGEST_TRANSPORT=stream)",
+)
+STREAM_LENGTH = Gauge(
+    "pulseboard_stream_length_entries", "Entries in the ingest stream (INGEST_TRANSPORT=stream)"
 )
 
 

@@ -35,7 +35,12 @@ def up(args) -> int:
         start_background(app, worker=True)
         if not args.no_generator:
             generator = subprocess.Popen(
-                generator_command(url, "--rate", str(args.rate), "--profile", args.profile),
+                generator_command(
+                    url,
+                    *("--rate", str(args.rate), "--profile", args.profile),
+                    # the server's transport, whatever the child would read from its environment
+                    *("--transport", app.config["INGEST_TRANSPORT"]),
+                ),
                 preexec_fn=die_with_parent,
             )
         print(

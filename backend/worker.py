@@ -1,4 +1,4 @@
-"""The ingest worker: one Pub/Sub subscriber that validates, stores, aggregates and broadcasts.
+"""The ingest worker: one consumer that validates, stores, aggregates and broadcasts.
 
 Exactly one worker consumes the channel at a time: a worker subscribes only while it holds a
 lease in Redis (renewed every second, LEASE_TTL_MS long); the others wait as hot standbys and
@@ -10,6 +10,12 @@ Redis round trips and two Socket.IO emits, whatever the batch size. A message th
 goes to the dead-letter list; an unexpected error in one message is logged and dead-lettered too,
 so no single message can stop the loop. When Redis drops the connection (restart, slow-subscriber
 kill) the loop reconnects with capped exponential backoff and reprocesses the batch it held.
+
+With INGEST_TRANSPORT=stream the worker also reads a Redis Stream as a consumer group
+(backend/ingest_stream.py) and stays subscribed to the channel: a batch then mixes stream entries
+and Pub/Sub messages, and its MULTI/EXEC also acknowledges its stream entries, fenced by the
+lease. The stream entries of a failed batch are not carried: they are still pending in Redis and
+are re-read from there, which is what makes them count once whether or not the EXEC went through.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import socket
 import time
 import uuid
@@ -28,12 +35,17 @@ from backend import telemetry
 from backend.core.aggregate import BatchAccumulator
 from backend.core.events import Rejection, parse_event
 from backend.core.timefmt import iso_ms
-from backend.store import Store, connect
+from backend.ingest_stream import GROUP, Entry, StreamReader, check_transport
+from backend.store import LeaseLost, Store, connect
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_RAW_BYTES = 1024  # how much of a rejected message is kept
 HEARTBEAT_EVERY_S = 1.0
+GATHER_PAUSE_S = 0.005  # a batch is written once nothing more arrived for this long
+# Stream transport: how long the armed XREADGROUP blocks. An idle worker re-sends it about this
+# often; the wait itself ends as soon as an entry or a Pub/Sub message arrives.
+STREAM_BLOCK_MS = 1000
 
 
 def _truncate(raw) -> str:
@@ -56,6 +68,15 @@ class Worker:
         self.flush_s = config["FLUSH_INTERVAL_MS"] / 1000.0
         self.max_batch = config["MAX_BATCH"]
         self.per_event = config["WORKER_STRATEGY"] == "per_event"
+        self.transport = check_transport(config["INGEST_TRANSPORT"])
+        self.stream = (
+            StreamReader(self.store.redis, config["INGEST_STREAM"], self.sub_client)
+            if self.transport == "stream"
+            else None
+        )
+        if self.stream is not None and self.per_event:
+            log.warning("WORKER_STRATEGY=per_event applies to the pubsub transport only; batching")
+            self.per_event = False
         self.backoff_min = config["RECONNECT_MIN_S"]
         self.backoff_max = config["RECONNECT_MAX_S"]
         self.subscribed = False
@@ -66,6 +87,7 @@ class Worker:
         self.batches = 0
         self._stopping = False
         self._carry: list | None = None  # a batch whose write failed, retried after reconnect
+        self._written = False  # whether process() got as far as storing its batch
         self._last_heartbeat = 0.0
 
     def stop(self) -> None:
@@ -91,6 +113,8 @@ class Worker:
                     self.role = "active"
                     pubsub = self.sub_client.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(self.channel)
+                    if self.stream is not None:
+                        self.stream.activate()  # the group exists; pending entries come first
                     self.subscribed = True
                     if failures:
                         self.reconnects += 1
@@ -99,12 +123,18 @@ class Worker:
                             "worker resubscribed to %r after %d failed attempt(s)", self.channel, failures
                         )
                     else:
-                        log.info("worker %s active, subscribed to %r", self.token, self.channel)
+                        log.info(
+                            "worker %s active, subscribed to %r%s",
+                            self.token,
+                            self.channel,
+                            f" and reading stream {self.stream.key!r}" if self.stream else "",
+                        )
                     failures, backoff = 0, self.backoff_min
                     if self._carry:
                         batch, self._carry = self._carry, None
                         self.process(batch)
-                    while not self._stopping and self.pump(pubsub) is not None:
+                    pump = self.pump if self.stream is None else self.pump_stream
+                    while not self._stopping and pump(pubsub) is not None:
                         pass
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                     self.subscribed = False  # before the backoff sleep: readiness must see it now
@@ -120,6 +150,8 @@ class Worker:
                     backoff = min(backoff * 2, self.backoff_max)
                 finally:
                     self.subscribed = False
+                    if self.stream is not None:
+                        self.stream.close()  # entries an armed read was given stay pending
                     if pubsub is not None:
                         try:
                             pubsub.close()
@@ -138,9 +170,23 @@ class Worker:
             return True
         self._last_heartbeat = now
         if self.store.renew_lease(self.token, self.lease_ttl_ms):
+            if self.stream is not None:
+                self._stream_housekeeping()
             return True
         log.warning("worker %s lost its lease; going back to standby", self.token)
         return False
+
+    def _stream_housekeeping(self) -> None:
+        try:
+            info = self.stream.housekeeping(stuck_after_ms=self.lease_ttl_ms)
+        except redis.ResponseError as exc:  # e.g. WRONGTYPE: figures are not worth a restart
+            log.warning("cannot read the stream's figures: %s", exc)
+            return
+        if info:
+            telemetry.STREAM_LENGTH.set(info["length"])
+            telemetry.STREAM_PENDING.set(info["pending"])
+            if info["lag"] is not None:
+                telemetry.STREAM_LAG.set(info["lag"])
 
     @staticmethod
     def _next_message(pubsub, timeout: float):
@@ -188,14 +234,135 @@ class Worker:
         self.process(batch, started=now)
         return len(batch)
 
+    def _drain(self, pubsub, limit: int) -> list:
+        """Pub/Sub messages already waiting, without blocking."""
+        out = []
+        while len(out) < limit:
+            message = self._next_message(pubsub, 0)
+            if message is None:
+                break
+            out.append(message["data"])
+        return out
+
+    def _wait(self, pubsub, timeout: float) -> None:
+        """Until a Pub/Sub message or the armed stream read's reply arrives, at most `timeout`."""
+        conn = pubsub.connection
+        if (conn is not None and conn.can_read(timeout=0)) or self.stream.ready():
+            return  # already here (possibly buffered in the parser, where no select can see it)
+        socks = [sock for sock in (conn and conn._sock, self.stream.socket) if sock is not None]
+        if not socks:
+            self.sleep(timeout)
+            return
+        # selectors is green under eventlet and gevent (monkey-patched), epoll under threading.
+        with selectors.DefaultSelector() as selector:
+            for sock in socks:
+                selector.register(sock, selectors.EVENT_READ)
+            selector.select(timeout)
+
+    def pump_stream(self, pubsub) -> int | None:
+        """The stream transport's pump: stream entries and Pub/Sub messages in one batch.
+
+        First this consumer's pending entries, page by page (a previous lease holder's, or ours
+        from before a reconnect). Then: wait, for at most one flush interval, on the Pub/Sub
+        socket and an armed XREADGROUP BLOCK together, so no busy loop and no polling delay for
+        either source. Once something arrived, the batch keeps gathering from both while more
+        arrives within GATHER_PAUSE_S, up to one flush interval or MAX_BATCH, as pump() does.
+        Returns as pump() does."""
+        stream = self.stream
+        messages: list = []
+        try:
+            if stream.replaying:
+                entries = stream.read_pending(self.max_batch)
+            else:
+                stream.arm(self.max_batch, STREAM_BLOCK_MS)
+                self._wait(pubsub, self.flush_s)
+                entries = stream.take()
+            now = time.monotonic()
+            if not self._keep_lease(now):
+                return None
+            messages = self._drain(pubsub, self.max_batch - len(entries))
+            if not entries and not messages:
+                self.sleep(0)  # under eventlet a quiet consumer must not hog the hub
+                return 0
+            deadline = now + self.flush_s
+            # A replayed page of pending entries is written as it is: it is already a full read.
+            while not stream.replaying and len(entries) + len(messages) < self.max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                stream.arm(self.max_batch - len(entries) - len(messages), STREAM_BLOCK_MS)
+                self._wait(pubsub, min(GATHER_PAUSE_S, left))
+                more = stream.take()
+                more_messages = self._drain(pubsub, self.max_batch - len(entries) - len(messages) - len(more))
+                if not more and not more_messages:
+                    break
+                entries += more
+                messages += more_messages
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Stream entries read so far stay pending in Redis; Pub/Sub messages exist only here.
+            if messages:
+                self._carry = messages
+            raise
+        # Ask for the next entries now, so that Redis gathers them while we process these.
+        stream.arm(self.max_batch, STREAM_BLOCK_MS)
+        try:
+            self.process(messages, started=now, entries=entries)
+        except LeaseLost as exc:
+            log.warning(
+                "worker %s lost its lease mid-batch (%s); nothing written, back to standby", self.token, exc
+            )
+            return None
+        except redis.RedisError:
+            raise  # Redis trouble: back off and retry; the entries are still pending
+        except Exception as exc:
+            if not entries or self._written:
+                raise  # (once written, the entries are stored and acknowledged: nothing to undo)
+            # A bug of ours that this batch triggers would trigger again on every re-read of its
+            # pending entries and stall the stream for good: dead-letter them instead.
+            log.exception("a batch of %d stream entries failed; dead-lettering it", len(entries))
+            self._dead_letter_batch(entries, messages, exc)
+        return len(entries) + len(messages)
+
+    def _dead_letter_batch(self, entries: list[Entry], messages: list, exc: Exception) -> None:
+        now = iso_ms(time.time())
+        detail = f"{type(exc).__name__}: {exc}"
+        rejected = [
+            {"raw": _truncate(raw), "reason": "internal_error", "detail": detail, "time": now}
+            for raw in [e.raw for e in entries] + messages
+        ]
+        try:
+            self.store.write_batch(
+                [],
+                {},
+                rejected,
+                received=len(rejected),
+                ack=(self.stream.key, GROUP, [e.id for e in entries]),
+                fence=(self.store.keys.worker_lease, self.token),
+            )
+        except LeaseLost:
+            return  # the new lease holder re-reads them
+        self.rejected += len(rejected)
+        telemetry.EVENTS_RECEIVED.inc(len(rejected))
+        telemetry.EVENTS_REJECTED.labels("internal_error").inc(len(rejected))
+
     # --- one batch -----------------------------------------------------------------------------
-    def process(self, batch: list, started: float | None = None) -> None:
-        """Validate, store and broadcast one batch. `started`: monotonic time its first message was read."""
+    def process(self, batch: list, started: float | None = None, entries: list[Entry] = ()) -> None:
+        """Validate, store and broadcast one batch: `batch` is raw Pub/Sub messages, `entries`
+        stream entries, acknowledged by the write. `started`: monotonic time its first item was read."""
         now = time.time()
         cfg = self.config
         accepted = []
         rejected = []
-        for raw in batch:
+        self._written = False
+        raws = batch
+        if entries:
+            raws = [e.raw for e in entries if e.problem is None] + list(batch)
+            rejected = [
+                {"raw": _truncate(e.raw), "reason": "invalid_entry", "detail": e.problem, "time": iso_ms(now)}
+                for e in entries
+                if e.problem is not None
+            ]
+        for raw in raws:
             try:
                 accepted.append(
                     parse_event(
@@ -231,19 +398,32 @@ class Worker:
                     events.append(ev.data)
                 deltas = acc.deltas()
                 tag_deltas = acc.tag_deltas()
-            self.store.write_batch(events, deltas, rejected, received=len(batch), tag_deltas=tag_deltas)
+            received = len(batch) + len(entries)
+            if entries:
+                self.store.write_batch(
+                    events,
+                    deltas,
+                    rejected,
+                    received=received,
+                    tag_deltas=tag_deltas,
+                    ack=(self.stream.key, GROUP, [e.id for e in entries]),
+                    fence=(self.store.keys.worker_lease, self.token),
+                )
+            else:
+                self.store.write_batch(events, deltas, rejected, received=received, tag_deltas=tag_deltas)
         except (redis.ConnectionError, redis.TimeoutError):
-            self._carry = batch
+            self._carry = list(batch) or None  # stream entries are re-read from Redis instead
             raise
+        self._written = True
         self.batches += 1
         self.processed += len(events)
         self.rejected += len(rejected)
         if events:
             self.broadcaster.publish(events)
             telemetry.SUBSCRIBER_LAG.set(max(0.0, now - max(ev.ts for ev in accepted)))
-        telemetry.EVENTS_RECEIVED.inc(len(batch))
+        telemetry.EVENTS_RECEIVED.inc(received)
         telemetry.EVENTS_ACCEPTED.inc(len(events))
-        telemetry.BATCH_SIZE.observe(len(batch))
+        telemetry.BATCH_SIZE.observe(received)
         for item in rejected:
             telemetry.EVENTS_REJECTED.labels(item["reason"]).inc()
         if started is not None:
@@ -292,4 +472,6 @@ class Worker:
             "processed": self.processed,
             "rejected": self.rejected,
             "batches": self.batches,
+            "transport": self.transport,
+            **({"stream": dict(self.stream.info)} if self.stream is not None else {}),
         }

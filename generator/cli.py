@@ -1,7 +1,7 @@
 """`pulseboard generate`: publish simulated traffic to Redis until stopped.
 
     pulseboard generate [--rate 200] [--duration 0] [--profile mixed] [--redis-url URL]
-                        [--seed N] [--burst-every 120] [--count 0]
+                        [--seed N] [--burst-every 120] [--count 0] [--transport pubsub|stream]
 
 The lead's CLI attaches this with ``add_arguments(subparser)`` and calls ``run(args)``; it also
 runs on its own as ``python -m generator.cli``. SIGINT/SIGTERM stop it after the current batch
@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 
 from backend.config import Config
+from backend.ingest_stream import TRANSPORTS
 from generator.publisher import MAX_RATE, Generator, Summary
 from generator.traffic import DEFAULT_BURST_EVERY_S, PROFILES
 
@@ -79,13 +80,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--count", type=_non_negative(int), default=0, help="stop after this many events; 0 means no limit"
     )
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default=None,
+        help="pubsub: PUBLISH on REDIS_CHANNEL; stream: XADD to INGEST_STREAM, keeping what a Redis "
+        f"outage holds up (default: INGEST_TRANSPORT, {Config.INGEST_TRANSPORT})",
+    )
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pulseboard generate",
-        description="Publish realistic simulated traffic to Redis Pub/Sub.",
+        description="Publish realistic simulated traffic to Redis (Pub/Sub or the ingest stream).",
     )
     return add_arguments(parser)
 
@@ -103,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             profile=args.profile,
             seed=args.seed,
             burst_every_s=args.burst_every,
+            transport=args.transport,
         )
     except ValueError as exc:  # also a malformed REDIS_URL, which redis-py reports as ValueError
         print(f"pulseboard generate: {exc}", file=sys.stderr)

@@ -1,4 +1,12 @@
-"""Publish simulated traffic to Redis Pub/Sub at a steady rate, steerable from the dashboard.
+"""Publish simulated traffic to Redis at a steady rate, steerable from the dashboard.
+
+Two transports (INGEST_TRANSPORT, or ``--transport``): ``pubsub`` PUBLISHes each event on the
+channel, best effort, as the original design did; ``stream`` XADDs each tick's events to the ingest
+stream in one MULTI/EXEC. In stream mode a Redis outage costs nothing the generator can hold: it
+keeps producing into a bounded backlog (BACKLOG_S of events, oldest dropped and counted) and
+sends it after reconnecting. Each batch's transaction also records how many events the run has
+sent, so after a connection drops mid-batch the generator can tell whether that batch went
+through, and neither loses nor duplicates it.
 
 The policy -- how many events are due (:class:`Pacer`), how long to back off
 (:func:`backoff_delay`), how to read the control hash (:func:`parse_control`) -- is pure and
@@ -13,20 +21,22 @@ Control protocol (the web API is the other side):
   and ``profile``. Invalid fields are logged and ignored. If the hash is gone (e.g. Redis restarted
   empty), it writes its current state back so the dashboard has something to edit.
 * About once a second it refreshes ``Keys.generator_status`` (running, rate, profile, published,
-  pid, updated, plus state, incident, reconnects) with a 5 s TTL, so the hash vanishing means the
-  generator is gone. Whenever running/rate/profile or the incident changes it also publishes the
+  pid, updated, plus state, incident, reconnects, unheard, transport, backlog, dropped) with a 5 s
+  TTL, so the hash vanishing means the generator is gone. Whenever running/rate/profile or the incident changes it also publishes the
   status as JSON on ``Keys.generator_events``: ``{"type": "status", "running": bool, ...}``.
 * On a clean stop it deletes the status hash and publishes a last status with state "stopped".
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -36,6 +46,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from backend.config import Config
+from backend.ingest_stream import check_transport, xadd_all
 from backend.keys import Keys
 from generator.traffic import DAY_S, DEFAULT_BURST_EVERY_S, PROFILES, TrafficModel
 
@@ -48,6 +59,10 @@ MAX_LAG_S = 1.0  # further behind schedule than this, skip the backlog instead o
 CONTROL_INTERVAL_S = 1.0
 STATUS_TTL_S = 5
 BEHIND_WARN_EVERY_S = 30.0  # a rate we can't reach would otherwise warn every second
+BACKLOG_S = 10.0  # stream transport: seconds of events kept while Redis is unreachable
+BACKLOG_MAX_EVENTS = 200_000  # ... but never more than this many (memory)
+ACCRUE_EVERY_S = 0.05  # stream transport: how often events are produced into the backlog during an outage
+SENT_MARKER_TTL_S = 3600
 
 # What "Redis went away" looks like through redis-py (its TimeoutError is not the builtin one).
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
@@ -74,6 +89,10 @@ class Pacer:
         self.anchor = now
         self.sent = 0  # since anchor
         self.skipped = 0  # lifetime events dropped by lag resets
+
+    def owed(self, now: float) -> int:
+        """Events due by `now` and not sent, uncapped (what an outage did not send)."""
+        return max(0, math.floor((now - self.anchor) * self.rate + 1e-6) - self.sent)
 
     def due(self, now: float) -> int:
         """How many events to send now (at most max_batch; 0 if not yet due)."""
@@ -181,6 +200,9 @@ class Summary:
     skipped: int  # events the pacer skipped because we fell behind schedule
     target_rate: float
     unheard: int = 0  # published while nobody subscribed (PUBLISH returned 0): Pub/Sub dropped them
+    not_sent: int = 0  # pubsub: fell due while Redis was down, never produced (not made up later)
+    dropped: int = 0  # stream: produced during an outage but pushed out of the full backlog
+    unsent: int = 0  # stream: still in the backlog when the generator stopped (Redis down)
 
     @property
     def rate(self) -> float:
@@ -193,6 +215,9 @@ class Summary:
                 (self.lost, "lost in failed batches"),
                 (self.skipped, "skipped"),
                 (self.unheard, "published with no subscriber"),
+                (self.not_sent, "not sent while Redis was down"),
+                (self.dropped, "dropped from the full backlog"),
+                (self.unsent, "unsent at exit"),
             )
             if n
         )
@@ -206,7 +231,8 @@ class Summary:
 
 
 class Generator:
-    """Publishes a TrafficModel's events to `channel` at `rate` events/s until stopped.
+    """Publishes a TrafficModel's events to `channel` (or, with transport="stream", to `stream`)
+    at `rate` events/s until stopped.
 
     Runs in the calling thread: ``run(stop_event, duration_s)``; set `stop_event` from another
     thread (or a signal handler's thread) to stop after the current batch. Counters (`published`,
@@ -233,6 +259,10 @@ class Generator:
         socket_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
+        transport: str | None = None,
+        stream: str | None = None,
+        stream_maxlen: int | None = None,
+        backlog_s: float = BACKLOG_S,
     ):
         if not redis_url:
             raise ValueError("set REDIS_URL or use `pulseboard up`")
@@ -244,12 +274,20 @@ class Generator:
             raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
         self.redis_url = redis_url
         self.channel = channel or Config.REDIS_CHANNEL
+        self.transport = check_transport(transport or Config.INGEST_TRANSPORT)
+        self.stream = stream or Config.INGEST_STREAM
+        self.stream_maxlen = Config.INGEST_STREAM_MAXLEN if stream_maxlen is None else stream_maxlen
         self.keys = keys or Keys.from_config(Config.as_dict())
         self.state = ControlState(running=True, rate=rate, profile=profile)
         # A fresh id prefix per run even with a seed: consumers may drop ids they have seen.
+        run_id = secrets.token_hex(4)
         self.model = TrafficModel(
-            profile, seed=seed, burst_every_s=burst_every_s, day_s=day_s, id_prefix=f"{secrets.token_hex(4)}-"
+            profile, seed=seed, burst_every_s=burst_every_s, day_s=day_s, id_prefix=f"{run_id}-"
         )
+        self._sent_key = self.keys.generator_sent(run_id)
+        self.backlog: deque[bytes] = deque()  # stream: produced, not yet confirmed in Redis
+        self.backlog_s = backlog_s
+        self._inflight = 0  # stream: events of the batch whose EXEC may or may not have run
         self.tick_s = tick_s
         self.max_batch = max_batch
         self.control_interval_s = control_interval_s
@@ -271,6 +309,9 @@ class Generator:
         self.reconnects = 0
         self.lost = 0
         self.unheard = 0
+        self.not_sent = 0
+        self.dropped = 0
+        self._dropped_warned = 0
         self.connected = False
         self._pid = os.getpid()
         self._control_seeded = False
@@ -305,17 +346,34 @@ class Generator:
         next_control = start
         last_batch = -math.inf
         skipped_seen, behind_warned = 0, -math.inf
+        durable = self.transport == "stream"
         log.info(
-            "generator publishing %s traffic at %g events/s on %r (%s)",
+            "generator publishing %s traffic at %g events/s %s (%s)",
             self.state.profile,
             self.state.rate,
-            self.channel,
+            f"to stream {self.stream!r}" if durable else f"on {self.channel!r}",
             self.redis_url,
         )
+
+        def due(now: float) -> int:
+            n = pacer.due(now)
+            if max_events is not None:
+                n = min(n, max_events - self._produced())
+            return n
+
+        def accrue() -> None:
+            # Stream transport, Redis down: the events still happen; keep them for later.
+            if self.state.running:
+                while (n := due(clock())) > 0:
+                    self._accrue(n, pacer.rate)
+                    pacer.record(n)
+
         try:
             while not stop.is_set():
                 now = clock()
-                if now >= end or (max_events is not None and self.published >= max_events):
+                if now >= end or (
+                    max_events is not None and self._produced() >= max_events and not self.backlog
+                ):
                     break
                 try:
                     if not self._control_seeded:
@@ -325,7 +383,7 @@ class Generator:
                         self._refresh_status()
                         next_control = now + self.control_interval_s
                     if self.state.running:
-                        n = pacer.due(now)
+                        n = due(now)
                         if pacer.skipped != skipped_seen:
                             skipped_seen = pacer.skipped
                             if now - behind_warned >= BEHIND_WARN_EVERY_S:
@@ -335,21 +393,29 @@ class Generator:
                                     pacer.rate,
                                     pacer.skipped,
                                 )
-                        if max_events is not None:
-                            n = min(n, max_events - self.published)
                         if n > 0:
-                            self._publish_batch(n, pacer.rate)
-                            pacer.record(n)
+                            if durable:
+                                self._accrue(n, pacer.rate)
+                                pacer.record(n)
+                                self._flush_backlog()
+                            else:
+                                self._publish_batch(n, pacer.rate)
+                                pacer.record(n)
                             last_batch = now
                             if self._incident_changed():
                                 self._refresh_status()
+                    if self.backlog:  # left over from an outage, or produced while paused
+                        self._flush_backlog()
                 except REDIS_DOWN as exc:
                     self.connected = False
-                    if not self._reconnect(stop, exc):
+                    if not self._reconnect(stop, exc, on_wait=accrue if durable else None):
                         break
                     now = clock()
-                    pacer.reset(now)  # events that fell due during the outage are not made up
-                    self._last_wall = None  # nor back-dated into it
+                    if not durable:
+                        if self.state.running:
+                            self.not_sent += pacer.owed(now)
+                        pacer.reset(now)  # events that fell due during the outage are not made up
+                        self._last_wall = None  # nor back-dated into it
                     next_control = now
                     continue
                 now = clock()
@@ -360,22 +426,95 @@ class Generator:
                     stop.wait(wake - now)
         finally:
             elapsed = clock() - start
+            if self.backlog:
+                self._last_flush()
             self._announce_stop()
         summary = Summary(
-            self.published, elapsed, self.reconnects, self.lost, pacer.skipped, self.state.rate, self.unheard
+            self.published,
+            elapsed,
+            self.reconnects,
+            self.lost,
+            pacer.skipped,
+            self.state.rate,
+            self.unheard,
+            not_sent=self.not_sent,
+            dropped=self.dropped,
+            unsent=len(self.backlog),
         )
         log.debug("%s", summary.line())
         return summary
 
+    def _produced(self) -> int:
+        """Events made so far: in stream mode those sent, waiting in the backlog or dropped from it."""
+        return self.published + len(self.backlog) + self.dropped
+
+    # -- stream transport ----------------------------------------------------------------------------
+
+    def _accrue(self, n: int, rate: float) -> None:
+        """Produce `n` events into the backlog; past its bound the oldest are dropped and counted."""
+        self.backlog.extend(map(orjson.dumps, self._make_events(n, rate)))
+        cap = max(self.max_batch, min(BACKLOG_MAX_EVENTS, int(rate * self.backlog_s)))
+        overflow = len(self.backlog) - cap
+        if overflow > 0:
+            # The oldest go, except a batch in flight: that one may already be in Redis.
+            inflight = [self.backlog.popleft() for _ in range(self._inflight)]
+            for _ in range(overflow):
+                self.backlog.popleft()
+            self.backlog.extendleft(reversed(inflight))
+            self.dropped += overflow
+            if self.dropped >= 2 * self._dropped_warned:  # 1, 2, 4, ... not once per tick
+                self._dropped_warned = self.dropped
+                log.warning("backlog full (%d events): dropped %d oldest so far", cap, self.dropped)
+
+    def _flush_backlog(self) -> None:
+        """XADD the backlog, oldest first, max_batch events per MULTI/EXEC."""
+        while self.backlog:
+            chunk = list(itertools.islice(self.backlog, self.max_batch))
+            pipe = self.client.pipeline(transaction=True)
+            xadd_all(pipe, self.stream, chunk, self.stream_maxlen)
+            pipe.set(self._sent_key, self.published + len(chunk), ex=SENT_MARKER_TTL_S)
+            self._inflight = len(chunk)
+            pipe.execute()  # REDIS_DOWN: the chunk stays in the backlog, _inflight says it may be in
+            self._confirm(len(chunk))
+
+    def _confirm(self, n: int) -> None:
+        for _ in range(n):
+            self.backlog.popleft()
+        self.published += n
+        self._inflight = 0
+        self.connected = True
+
+    def _resolve_inflight(self) -> None:
+        """After a reconnect: did the batch in flight when the connection dropped go through?
+        Its transaction set the marker to the count including it, all or nothing. (If Redis lost
+        its data, the marker is gone and so is anything the batch added: it is sent again.)"""
+        if self._inflight:
+            sent = self.client.get(self._sent_key)
+            if sent is not None and int(sent) >= self.published + self._inflight:
+                self._confirm(self._inflight)
+            self._inflight = 0
+
+    def _last_flush(self) -> None:
+        """On stop: send what the backlog holds if Redis answers; what it cannot is counted unsent."""
+        try:
+            self._resolve_inflight()
+            self._flush_backlog()
+        except REDIS_DOWN as exc:
+            log.warning("stopping with %d events unsent: %s", len(self.backlog), exc)
+
     # -- pieces --------------------------------------------------------------------------------------
 
-    def _publish_batch(self, n: int, rate: float) -> None:
+    def _make_events(self, n: int, rate: float) -> list[dict]:
         wall = self._wallclock()
         # Spread timestamps over the interval the batch stands for, so per-second charts are
         # smooth instead of showing 100 spikes a second.
         t0 = self._last_wall if self._last_wall is not None else wall - n / rate
         t0 = min(wall, max(t0, wall - 1.0))
-        events = self.model.events(n, t0, wall)
+        self._last_wall = wall
+        return self.model.events(n, t0, wall)
+
+    def _publish_batch(self, n: int, rate: float) -> None:
+        events = self._make_events(n, rate)
         pipe = self.client.pipeline(transaction=False)
         publish = pipe.publish
         channel = self.channel
@@ -388,7 +527,6 @@ class Generator:
             # Some of the batch may have reached Redis before it went away; we can't tell which.
             self.lost += n
             raise
-        self._last_wall = wall
         self.published += n
         # PUBLISH answers how many subscribers got the message; 0 means it is gone for good.
         self.unheard += receivers.count(0)
@@ -466,6 +604,9 @@ class Generator:
             "published": self.published,
             "reconnects": self.reconnects,
             "unheard": self.unheard,
+            "transport": self.transport,
+            "backlog": len(self.backlog),
+            "dropped": self.dropped,
             "pid": self._pid,
             "updated": self._wallclock(),
             "incident": incident.as_dict() if incident is not None else None,
@@ -485,6 +626,9 @@ class Generator:
             "incident": f"{incident['kind']}:{incident['endpoint']}" if incident else "",
             "reconnects": str(status["reconnects"]),
             "unheard": str(status["unheard"]),
+            "transport": status["transport"],
+            "backlog": str(status["backlog"]),
+            "dropped": str(status["dropped"]),
         }
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.keys.generator_status, mapping=fields)
@@ -506,17 +650,31 @@ class Generator:
         except (*REDIS_DOWN, redis.RedisError) as exc:
             log.warning("could not announce generator stop: %s", exc)
 
-    def _reconnect(self, stop: threading.Event, exc: BaseException) -> bool:
+    def _wait(self, stop: threading.Event, delay: float, on_wait: Callable[[], None] | None) -> bool:
+        """stop.wait(delay), calling `on_wait` every ACCRUE_EVERY_S meanwhile. True if stopped."""
+        if on_wait is None:
+            return stop.wait(delay)
+        until = self._clock() + delay
+        while (left := until - self._clock()) > 0:
+            if stop.wait(min(left, ACCRUE_EVERY_S)):
+                return True
+            on_wait()
+        return stop.is_set()
+
+    def _reconnect(
+        self, stop: threading.Event, exc: BaseException, on_wait: Callable[[], None] | None = None
+    ) -> bool:
         """Wait for Redis with capped exponential backoff. False if stopped while waiting."""
         started = self._clock()
         attempt = 0
         while True:
             delay = backoff_delay(attempt, self.backoff_min_s, self.backoff_max_s)
             log.warning("redis unavailable (%s); reconnect attempt %d in %.2fs", exc, attempt + 1, delay)
-            if stop.wait(delay):
+            if self._wait(stop, delay, on_wait):
                 return False
             try:
                 self.client.ping()
+                self._resolve_inflight()
             except REDIS_DOWN as again:
                 exc = again
                 attempt += 1

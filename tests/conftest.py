@@ -49,12 +49,13 @@ def r(redis_url):
 
 @pytest.fixture
 def names():
-    """A channel and key prefix of this test's own."""
+    """A channel, stream and key prefix of this test's own."""
     token = uuid.uuid4().hex[:8]
     return {
         "REDIS_CHANNEL": f"test:{token}:metrics",
         "KEY_PREFIX": f"test:{token}:",
         "RECENT_KEY": f"test:{token}:recent",
+        "INGEST_STREAM": f"test:{token}:stream",
     }
 
 
@@ -83,6 +84,10 @@ class LiveServer:
     @property
     def channel(self) -> str:
         return self.env["REDIS_CHANNEL"]
+
+    @property
+    def stream(self) -> str:
+        return self.env["INGEST_STREAM"]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -21,3 +21,25 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last value: {last!r})")
+
+
+def wait_settled(
+    value: Callable[[], T],
+    done: Callable[[T], bool] = lambda _: False,
+    quiet_s: float = 1.0,
+    timeout: float = 15.0,
+    message: str = "a settled value",
+) -> T:
+    """Poll `value` until `done(value)` or it stayed unchanged for `quiet_s`: for a count that
+    stops growing once nothing more is coming (e.g. Pub/Sub after its producer stopped)."""
+    last, since = value(), time.monotonic()
+
+    def check():
+        nonlocal last, since
+        current = value()
+        if current != last:
+            last, since = current, time.monotonic()
+        return done(current) or time.monotonic() - since >= quiet_s
+
+    wait_for(check, timeout=timeout, message=message)
+    return value()

@@ -2,7 +2,8 @@
 
 A request is either accepted whole (202, every event published) or rejected whole (400 with
 the reason for each bad item, nothing published), so a client can fix and resend without
-working out which half got through.
+working out which half got through. With INGEST_TRANSPORT=stream the events are XADDed to the
+ingest stream instead, in one MULTI/EXEC: a 202 then means every event is queued durably.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from backend.api.params import require_api_key
 from backend.core.events import Rejection, validate
 from backend.errors import ApiError
 from backend.extensions import limiter
+from backend.ingest_stream import xadd_all
 from backend.runtime import get_runtime
 
 bp = Blueprint("ingest", __name__, url_prefix="/api")
@@ -69,8 +71,12 @@ def ingest():
         )
 
     store = get_runtime().store
-    pipe = store.redis.pipeline(transaction=False)
-    for event in accepted:
-        pipe.publish(cfg["REDIS_CHANNEL"], orjson.dumps(event))
+    if cfg["INGEST_TRANSPORT"] == "stream":
+        pipe = store.redis.pipeline(transaction=True)
+        xadd_all(pipe, cfg["INGEST_STREAM"], map(orjson.dumps, accepted), cfg["INGEST_STREAM_MAXLEN"])
+    else:
+        pipe = store.redis.pipeline(transaction=False)
+        for event in accepted:
+            pipe.publish(cfg["REDIS_CHANNEL"], orjson.dumps(event))
     pipe.execute()
     return jsonify({"accepted": len(accepted), "ids": [e["id"] for e in accepted]}), 202

@@ -26,7 +26,7 @@ from backend.procs import stop as stop_process
 
 @dataclass
 class Names:
-    """A channel and key prefix of one benchmark section's own."""
+    """A channel, stream and key prefix of one benchmark section's own."""
 
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
@@ -42,8 +42,17 @@ class Names:
     def recent(self) -> str:
         return f"bench:{self.token}:recent"
 
+    @property
+    def stream(self) -> str:
+        return f"bench:{self.token}:stream"
+
     def env(self) -> dict:
-        return {"REDIS_CHANNEL": self.channel, "KEY_PREFIX": self.prefix, "RECENT_KEY": self.recent}
+        return {
+            "REDIS_CHANNEL": self.channel,
+            "KEY_PREFIX": self.prefix,
+            "RECENT_KEY": self.recent,
+            "INGEST_STREAM": self.stream,
+        }
 
 
 class Redis:

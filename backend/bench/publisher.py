@@ -1,9 +1,12 @@
-"""Publisher helper: pipelined PUBLISH, either a pre-encoded burst or paced at a rate.
+"""Publisher helper: pipelined PUBLISH (or, with --stream, XADD), a pre-encoded burst or paced.
 
 The pipelines are written as raw RESP on a plain socket (see RawConnection), so that the
 publisher takes as little CPU as possible from the server it is measuring.
 
-    python -m backend.bench.publisher --redis-url URL --channel CH --tag TAG --pub P
+    python -m backend.bench.publisher --redis-url URL --channel CH --tag TAG --pub P [--stream KEY]
+
+With ``--stream KEY`` every event is ``XADD KEY MAXLEN ~ N * event <json>`` instead of a PUBLISH
+on the channel, for measuring the server with INGEST_TRANSPORT=stream.
 
 Commands (JSON lines on stdin):
   {"cmd": "prepare", "mode": "burst", "count": N, "step": S}
@@ -36,12 +39,29 @@ def pack_publish(channel: bytes, payloads: list[bytes]) -> bytes:
     return b"".join(b"%s$%d\r\n%s\r\n" % (head, len(p), p) for p in payloads)
 
 
+def pack_xadd(stream: bytes, maxlen: int, payloads: list[bytes]) -> bytes:
+    """XADD commands in RESP (MAXLEN ~ maxlen unless 0, field "event"), ready to write as one pipeline."""
+    if maxlen > 0:
+        n = b"%d" % maxlen
+        head = b"*8\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$6\r\nMAXLEN\r\n$1\r\n~\r\n$%d\r\n%s\r\n" % (
+            len(stream),
+            stream,
+            len(n),
+            n,
+        )
+    else:
+        head = b"*5\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n" % (len(stream), stream)
+    head += b"$1\r\n*\r\n$5\r\nevent\r\n"
+    return b"".join(b"%s$%d\r\n%s\r\n" % (head, len(p), p) for p in payloads)
+
+
 class RawConnection:
     """A Redis connection that writes pre-packed pipelines and counts the replies.
 
     redis-py's Pipeline costs a few microseconds of Python per command, and on a 2-core machine
     every microsecond the publisher spends is taken from the consumer being measured. PUBLISH
-    replies are integers (":<receivers>\r\n"); we only count them and check none is an error.
+    replies are integers (":<receivers>\r\n"), XADD replies bulk strings ("$15\r\n<id>\r\n": two
+    lines each); we only count reply lines and check none is an error.
     """
 
     def __init__(self, url: str):
@@ -55,6 +75,7 @@ class RawConnection:
         self.pipeline(b"*2\r\n$6\r\nSELECT\r\n$%d\r\n%s\r\n" % (len(db), db.encode()), 1)
 
     def pipeline(self, packed: bytes, n: int) -> None:
+        """Send `packed` and wait for `n` reply lines."""
         self.sock.sendall(packed)
         seen = 0
         while True:
@@ -70,9 +91,26 @@ class RawConnection:
 
 
 class Publisher:
-    def __init__(self, redis_url: str, channel: str, tag: str, pub: int, seed: int):
+    def __init__(
+        self,
+        redis_url: str,
+        channel: str,
+        tag: str,
+        pub: int,
+        seed: int,
+        stream: str | None = None,
+        maxlen: int = 1_000_000,
+    ):
         self.conn = RawConnection(redis_url)
         self.channel = channel
+        if stream:
+            key = stream.encode()
+            self.pack = lambda payloads: pack_xadd(key, maxlen, payloads)
+            self.lines_per_event = 2
+        else:
+            key = channel.encode()
+            self.pack = lambda payloads: pack_publish(key, payloads)
+            self.lines_per_event = 1
         self.tag = tag
         self.pub = pub
         self.templates = Templates(seed=seed + pub)
@@ -87,9 +125,11 @@ class Publisher:
                 self.templates.encode(i, now, f"{self.tag}{make_key(step, self.pub, i)}", None)
                 for i in range(count)
             ]
-            channel = self.channel.encode()
             chunks = [
-                (pack_publish(channel, payloads[i : i + BURST_BATCH]), len(payloads[i : i + BURST_BATCH]))
+                (
+                    self.pack(payloads[i : i + BURST_BATCH]),
+                    len(payloads[i : i + BURST_BATCH]) * self.lines_per_event,
+                )
                 for i in range(0, count, BURST_BATCH)
             ]
             self.plan = {"mode": "burst", "chunks": chunks, "count": count}
@@ -116,7 +156,7 @@ class Publisher:
         return self._result(count, first, last, 0.0)
 
     def _paced(self, rate: float, count: int, step: int) -> dict:
-        channel, tag, pub, encode = self.channel.encode(), self.tag, self.pub, self.templates.encode
+        tag, pub, encode, pack = self.tag, self.pub, self.templates.encode, self.pack
         sent = 0
         max_behind = 0.0
         start = time.perf_counter()
@@ -138,7 +178,7 @@ class Publisher:
             payloads = [
                 encode(i, wall, f"{tag}{make_key(step, pub, i)}", wall) for i in range(sent, sent + owed)
             ]
-            self.conn.pipeline(pack_publish(channel, payloads), owed)
+            self.conn.pipeline(pack(payloads), owed * self.lines_per_event)
             sent += owed
             last = time.time()
         return self._result(sent, first, last, max_behind)
@@ -163,8 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", required=True)
     parser.add_argument("--pub", type=int, default=0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--stream", default=None, help="XADD to this stream instead of PUBLISH")
+    parser.add_argument("--maxlen", type=int, default=1_000_000, help="XADD MAXLEN ~ (with --stream)")
     args = parser.parse_args(argv)
-    publisher = Publisher(args.redis_url, args.channel, args.tag, args.pub, args.seed)
+    publisher = Publisher(
+        args.redis_url, args.channel, args.tag, args.pub, args.seed, stream=args.stream, maxlen=args.maxlen
+    )
     reply({"ready": True})
     for cmd in commands():
         try:

@@ -78,7 +78,8 @@ def section(name: str, r: dict, opts) -> str:
     if "error" in r:
         return f"  {name}: ERROR {r['error']}"
     if name == "ingest":
-        return _ingest_table([("eventlet", r)])
+        # "bare sub" is a bare Pub/Sub subscriber, or with the stream transport a bare consumer group
+        return _ingest_table([(f"eventlet/{r.get('transport', 'pubsub')}", r)])
     if name in ("fanout",):
         steps = [dict(s, clients=run["clients"]) for run in r["runs"] for s in run["steps"]]
         return table(STEP_HEADERS, _step_rows(steps))

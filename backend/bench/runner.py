@@ -53,6 +53,19 @@ class Bench:
     def env(self) -> dict | None:
         return None
 
+    @property
+    def stream_transport(self) -> bool:
+        """--server-env INGEST_TRANSPORT=stream: the publishers XADD to the section's stream."""
+        return dict(self.opts.server_env).get("INGEST_TRANSPORT", "pubsub") == "stream"
+
+    def _stream_args(self, names: Names) -> list[str]:
+        if not self.stream_transport:
+            return []
+        from backend.config import Config
+
+        maxlen = dict(self.opts.server_env).get("INGEST_STREAM_MAXLEN") or Config.INGEST_STREAM_MAXLEN
+        return ["--stream", names.stream, "--maxlen", str(maxlen)]
+
     def publishers(self, names: Names, n: int) -> list[Helper]:
         helpers = []
         for pub in range(n):
@@ -70,6 +83,7 @@ class Bench:
                         str(pub),
                         "--seed",
                         str(self.opts.seed),
+                        *self._stream_args(names),
                     ],
                     log_path=self.log_dir / f"publisher-{pub}.log",
                     name=f"publisher-{pub}",
@@ -143,6 +157,7 @@ def ingest(
     pubs = bench.publishers(names, publishers)
     out: dict = {
         "async_mode": async_mode,
+        "transport": "stream" if bench.stream_transport else "pubsub",
         "events": events,
         "publishers": publishers,
         "event_bytes_avg": None,
@@ -150,10 +165,16 @@ def ingest(
     }
     server = None
     try:
-        # --- the bare subscriber, alone on the channel --------------------------------------
+        # --- the bare subscriber, alone on the channel (or a bare consumer group on the stream) --
         bare = Helper(
             "backend.bench.subscriber",
-            ["--redis-url", bench.redis.url, "--channel", names.channel],
+            [
+                "--redis-url",
+                bench.redis.url,
+                "--channel",
+                names.channel,
+                *(["--stream", names.stream] if bench.stream_transport else []),
+            ],
             log_path=bench.log_dir / "subscriber.log",
             name="subscriber",
         )
@@ -181,6 +202,7 @@ def ingest(
         }
 
         # --- the server's worker --------------------------------------------------------------
+        bench.redis.client.delete(names.stream)  # the bare reader's entries are not the worker's
         server = bench.server(names, async_mode=async_mode, label="ingest")
         rss_before = server.rss()
         step = bench.next_step()

@@ -1,6 +1,9 @@
 """Bare subscriber helper: the raw limit of a redis-py (hiredis) Pub/Sub reader on this machine.
 
-    python -m backend.bench.subscriber --redis-url URL --channel CH
+    python -m backend.bench.subscriber --redis-url URL --channel CH [--stream KEY]
+
+With ``--stream`` it is instead the bare limit of a durable stream consumer: XREADGROUP of up to
+5000 entries (the worker's MAX_BATCH) and one XACK of them per read, nothing else.
 
 It reads the channel the way the worker does (``PubSub.get_message``) and does nothing else with
 a message than count it. After ``{"cmd": "count", "expected": N, "timeout": T}`` it reads until it
@@ -53,12 +56,59 @@ def count(pubsub, expected: int, idle_timeout: float) -> dict:
     }
 
 
+STREAM_COUNT = 5000
+
+
+def count_stream(client, stream: str, expected: int, idle_timeout: float) -> dict:
+    n = 0
+    first = last = None
+    idle_since = time.monotonic()
+    while n < expected:
+        reply = client.xreadgroup("bare", "bare", {stream: ">"}, count=STREAM_COUNT, block=100)
+        entries = reply[0][1] if reply else []
+        if not entries:
+            if time.monotonic() - idle_since > idle_timeout:
+                break
+            continue
+        if n == 0:
+            first = time.time()
+        client.xack(stream, "bare", *(entry_id for entry_id, _ in entries))
+        n += len(entries)
+        last = time.time()
+        idle_since = time.monotonic()
+    elapsed = (last - first) if (first is not None and last is not None and n > 1) else None
+    return {
+        "received": n,
+        "first_recv": first,
+        "last_recv": last,
+        "elapsed_s": round(elapsed, 4) if elapsed else None,
+        "rate": round((n - 1) / elapsed, 1) if elapsed else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend.bench.subscriber")
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--channel", required=True)
+    parser.add_argument("--stream", default=None, help="read this stream with a consumer group instead")
     args = parser.parse_args(argv)
     client = redis.Redis.from_url(args.redis_url, socket_timeout=None)
+    if args.stream:
+        client.xgroup_create(args.stream, "bare", id="$", mkstream=True)
+        reply({"ready": True})
+        for cmd in commands():
+            try:
+                if cmd["cmd"] == "count":
+                    reply(
+                        count_stream(
+                            client, args.stream, int(cmd["expected"]), float(cmd.get("timeout", 10.0))
+                        )
+                    )
+                elif cmd["cmd"] == "quit":
+                    break
+            except Exception as exc:
+                reply({"error": f"{type(exc).__name__}: {exc}"})
+        return 0
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(args.channel)
     # Wait for the subscribe confirmation so that "ready" means the channel is really ours.

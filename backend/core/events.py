@@ -39,6 +39,7 @@ REASONS = (
     "invalid_id",
     "unknown_keys",
     "internal_error",  # not raised here: the worker's label for a bug while validating
+    "invalid_entry",  # not raised here: a stream entry with no event field, or trimmed unread
 )
 
 METRIC_MAX = 100

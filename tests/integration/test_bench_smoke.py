@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path):
+@pytest.mark.parametrize("transport", ["pubsub", "stream"])
+def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path, transport):
     out = tmp_path / "bench.json"
     # Note the CLI takes sections and sizes only; everything else (Redis, server, clients) it
     # starts itself on loopback and stops again.
@@ -33,6 +34,8 @@ def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path):
             "--step-seconds", "2",
             "--drain-seconds", "10",
             "--client-procs", "1",
+            # the stream transport: the publishers XADD and the bare reader is a consumer group
+            "--server-env", f"INGEST_TRANSPORT={transport}",
             "--json", str(out),
         ],
         cwd=ROOT,
@@ -52,6 +55,7 @@ def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path):
     ingest = results["ingest"]
     assert "error" not in ingest, ingest.get("traceback")
     assert ingest["events"] == 2000
+    assert ingest["transport"] == transport
     # The worker really took every event: the server's own counters say so.
     assert ingest["worker"]["completed"] is True
     assert ingest["worker"]["accepted"] == 2000

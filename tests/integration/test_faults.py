@@ -7,12 +7,13 @@ import signal
 import subprocess
 import time
 
+import redis
 import requests
 
 from backend.embedded_redis import EmbeddedRedis
 from backend.procs import generator_command
 from tests.conftest import ROOT
-from tests.helpers import wait_for
+from tests.helpers import wait_for, wait_settled
 from tests.integration.sio import Recorder
 
 OUTAGE_S = 2.0  # how long Redis stays down: the scenario, not a wait
@@ -73,3 +74,129 @@ def test_redis_outage_while_the_generator_publishes(server_factory, names):
         # The alert evaluator noticed too, and rebuilt its state from Redis once it was back.
         assert "analytics: Redis unavailable" in server.log()
         wait_for(lambda: server.log().count("evaluator active") >= 2, message="evaluator re-activated")
+
+
+def _outage_run(server_factory, names, transport: str, appendonly: bool = True) -> dict:
+    """The generator at 500 events/s through a Redis outage of OUTAGE_S, on one transport.
+
+    With `appendonly` Redis keeps an append-only file, so its restart keeps what it had
+    acknowledged (the stream, the consumer group's pending entries, the worker's counters).
+    Without persistence a restarted Redis has forgotten everything, the stream included, and no
+    transport can get that back: then only what clients received is left to count."""
+    with EmbeddedRedis(appendonly=appendonly) as own_redis:
+        env = {"INGEST_TRANSPORT": transport}
+        server = server_factory(redis_url=own_redis.url, env=env)
+        command = generator_command(
+            own_redis.url, "--rate", "500", "--seed", "3", "--burst-every", "0", "--transport", transport
+        )
+        generator = subprocess.Popen(
+            command, cwd=ROOT, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            with Recorder(server.url, batch_window=60) as rec:
+                wait_for(lambda: len(rec.batched_events()) >= 500, timeout=15, message="traffic flowing")
+                own_redis.stop()
+                down_at = time.monotonic()
+                wait_for(lambda: server.get("/api/ready").status_code == 503, message="readiness 503")
+                time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
+                received_before = len(rec.batched_events())
+                own_redis.start()
+                wait_for(
+                    lambda: server.get("/api/ready").status_code == 200, timeout=15, message="readiness 200"
+                )
+                wait_for(
+                    lambda: len(rec.batched_events()) >= received_before + 1500,
+                    timeout=20,
+                    message="clients receiving again",
+                )
+                generator.send_signal(signal.SIGTERM)
+                out, _ = generator.communicate(timeout=15)
+                assert generator.returncode == 0, out
+                summary = out.strip().splitlines()[-1]
+                published = int(re.search(r"published (\d+) events", summary).group(1))
+                client = redis.Redis.from_url(own_redis.url)
+
+                def accepted() -> int:
+                    return int(client.hget(f"{names['KEY_PREFIX']}stats", "accepted") or 0)
+
+                # The worker drains what reached Redis; Pub/Sub has nothing more to come once the
+                # generator is gone, so "unchanged for a second" is the end there.
+                wait_settled(lambda: len(rec.batched_events()), lambda n: n >= published)
+                wait_settled(accepted, lambda n: n >= published, timeout=30, message="worker drained")
+                wait_settled(lambda: len(rec.batched_events()), lambda n: n >= accepted())
+                time.sleep(0.3)  # room for a late duplicate to show up
+                ids = [e["id"] for e in rec.batched_events()]
+                stats = {k.decode(): int(v) for k, v in client.hgetall(f"{names['KEY_PREFIX']}stats").items()}
+                client.close()
+        finally:
+            if generator.poll() is None:
+                generator.kill()
+                generator.communicate(timeout=15)
+
+    def count(what: str) -> int:
+        found = re.search(rf"(\d+) {what}", summary)
+        return int(found.group(1)) if found else 0
+
+    return {
+        "transport": transport,
+        "appendonly": appendonly,
+        "summary": summary,
+        "published": published,
+        "accepted": stats.get("accepted", 0),
+        "rejected": stats.get("rejected", 0),
+        "lost_in_failed_batches": count("lost in failed batches"),
+        "not_sent": count("not sent while Redis was down"),
+        "no_subscriber": count("published with no subscriber"),
+        "dropped": count("dropped from the full backlog"),
+        "unsent": count("unsent at exit"),
+        "client_ids": ids,
+    }
+
+
+def test_events_lost_in_a_redis_outage_pubsub_vs_stream(server_factory, names):
+    """Side by side, same scenario: what a Redis outage costs each transport.
+
+    Lost = what the generator sent but the worker never stored (published + lost in failed
+    batches - accepted), plus what it produced and never sent (Pub/Sub: events that fell due while
+    Redis was down are not made up; stream: backlog overflow or left at exit)."""
+    runs = {t: _outage_run(server_factory, names, t) for t in ("pubsub", "stream")}
+    lines = []
+    for t, run in runs.items():
+        assert len(run["client_ids"]) == len(set(run["client_ids"])), f"{t}: duplicates reached clients"
+        undelivered = run["published"] + run["lost_in_failed_batches"] - run["accepted"]
+        never_sent = run["not_sent"] + run["dropped"] + run["unsent"]
+        run["lost"] = undelivered + never_sent
+        lines.append(
+            f"  {t:6}: generator published {run['published']}, worker accepted {run['accepted']}; lost "
+            f"{run['lost']} = {undelivered} sent but not stored (of which {run['lost_in_failed_batches']} "
+            f"in failed batches, {run['no_subscriber']} published with no subscriber) + {never_sent} never "
+            f"sent ({run['not_sent']} fell due while Redis was down, {run['dropped']} dropped from the "
+            f"backlog, {run['unsent']} unsent at exit)"
+        )
+    # The same stream run on a Redis without persistence: the restart wipes the stream and every
+    # counter, so the clients' unique events are the only record left.
+    bare = _outage_run(server_factory, names, "stream", appendonly=False)
+    received = len(set(bare["client_ids"]))
+    lines.append(
+        f"  stream, no persistence: generator published {bare['published']}, clients received {received} "
+        f"unique ({len(bare['client_ids']) - received} duplicates): lost {bare['published'] - received} "
+        "(entries in Redis and not yet processed when it died), dropped "
+        f"{bare['dropped']}, unsent {bare['unsent']}"
+    )
+    print(
+        f"\nRedis killed for {OUTAGE_S}s at 500 events/s (append-only file on unless said):\n"
+        + "\n".join(lines)
+    )
+    for run in runs.values():
+        assert run["rejected"] == 0, run["summary"]
+    stream = runs["stream"]
+    # Everything the generator reports as delivered was stored exactly once ...
+    assert stream["accepted"] == stream["published"], stream["summary"]
+    assert stream["lost_in_failed_batches"] == 0 and stream["not_sent"] == 0
+    # ... and it held the outage's events instead of dropping them (10 s backlog > a 2 s outage).
+    assert stream["dropped"] == 0 and stream["unsent"] == 0, stream["summary"]
+    assert stream["lost"] == 0
+    ids = stream["client_ids"]
+    assert len(ids) == len(set(ids))  # no duplicates reached the clients
+    # Pub/Sub: the outage's events are simply gone (the figure varies with timing).
+    assert runs["pubsub"]["lost"] > 0, runs["pubsub"]["summary"]
