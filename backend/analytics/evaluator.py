@@ -230,10 +230,9 @@ class Evaluator:
         self.apply(self.engine.set_rules(self.analytics.parse_rules(raw), t))
 
     def _seconds(self, seconds: range):
-        """(second, bucket hash, per-tag hash or {}) for each second, in at most two round trips."""
-        hashes = self.analytics.second_hashes(seconds)
-        tagged = self.analytics.second_tag_hashes(seconds) if self.tags else [{}] * len(hashes)
-        return zip(seconds, hashes, tagged, strict=True)
+        """(second, bucket hash, per-tag hash or {}) for each second, in one round trip."""
+        pairs = self.analytics.second_hashes(seconds, tags=bool(self.tags))
+        return ((sec, h, th) for sec, (h, th) in zip(seconds, pairs, strict=True))
 
     def _judge(self, engine: Engine, sec: int, h: dict, th: dict) -> list[Transition]:
         stats = WindowStats.from_hashes([h]).metrics if h else {}

@@ -44,7 +44,7 @@ MAX_CLEAR_S = 86400
 MAX_NAME = 200
 MAX_TEXT = 500
 MAX_ABS_THRESHOLD = 1e15
-ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+ID_RE = NAME_RE  # rule ids are spelled like field and tag names
 
 _SCOPE = re.compile(r"\s*(\S+?):\s+")
 _EXPR = re.compile(

@@ -89,7 +89,7 @@ class AnalyticsSettings:
                 max_open_s=float(get("ANOMALY_MAX_OPEN_S")),
                 window_s=window_s,
             ),
-            anomaly_tags=tuple(_names(get("ANOMALY_TAGS"))),
+            anomaly_tags=tuple(get("ANOMALY_TAGS")),
             clear_s=float(get("ALERT_CLEAR_S")),
             keep_closed=max(1, int(get("ALERTS_KEEP_CLOSED"))),
             rules_file=str(get("RULES_FILE") or ""),
@@ -103,9 +103,3 @@ class AnalyticsSettings:
             top_max_tag_values=max(0, int(get("TOP_MAX_TAG_VALUES"))),
             trend_min_change=float(get("TREND_MIN_CHANGE")),
         )
-
-
-def _names(value) -> list[str]:
-    """A list setting, from Config (a list) or a test's plain comma-separated string."""
-    items = value.split(",") if isinstance(value, str) else value
-    return [item.strip() for item in items if item and item.strip()]

@@ -241,17 +241,18 @@ class AnalyticsStore:
         return {a["key"]: a for a in alerts if a.get("state") == "open" and "key" in a}
 
     # --- bucket reads ----------------------------------------------------------------------------
-    def second_hashes(self, seconds: Iterable[int]) -> list[dict]:
+    def second_hashes(self, seconds: Iterable[int], *, tags: bool = False) -> list[tuple[dict, dict]]:
+        """(bucket hash, per-tag hash) of each per-second bucket, in one round trip; the per-tag
+        hash is only read with `tags` ({} otherwise)."""
         pipe = self.redis.pipeline(transaction=False)
         for s in seconds:
             pipe.hgetall(self.keys.bucket(1, s))
-        return pipe.execute()
-
-    def second_tag_hashes(self, seconds: Iterable[int]) -> list[dict]:
-        pipe = self.redis.pipeline(transaction=False)
-        for s in seconds:
-            pipe.hgetall(self.keys.tag_bucket(1, s))
-        return pipe.execute()
+            if tags:
+                pipe.hgetall(self.keys.tag_bucket(1, s))
+        replies = pipe.execute()
+        if tags:
+            return list(zip(replies[::2], replies[1::2], strict=True))
+        return [(h, {}) for h in replies]
 
     def tag_window(
         self, window_s: int, *, by: str, metric: str | None, field: str | None, now: float | None = None

@@ -58,7 +58,7 @@ def delete_rule(rule_id: str):
 
 
 # --- OpenAPI -----------------------------------------------------------------------------------
-_ID = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,64}$"}
+_ID = {"type": "string", "pattern": f"^{ID_RE.pattern}$"}
 _COMMON = {
     "id": {**_ID, "description": "optional; a new id is made when absent, an existing id is replaced"},
     "name": {"type": "string", "maxLength": MAX_NAME, "description": "default: the rule text"},
@@ -71,12 +71,7 @@ _COMMON = {
     },
 }
 _STRUCTURED = {
-    "metric": {
-        "type": "string",
-        "nullable": True,
-        "pattern": r"^[A-Za-z0-9_.:-]{1,100}$",
-        "description": "scope; null or absent: every metric",
-    },
+    "metric": {**openapi.NAME, "nullable": True, "description": "scope; null or absent: every metric"},
     "op": {"type": "string", "enum": [">", ">=", "<", "<="]},
     "for_s": {"type": "number", "minimum": 0, "maximum": MAX_FOR_S},
     **_COMMON,

@@ -46,6 +46,11 @@ def count(pubsub, expected: int, idle_timeout: float) -> dict:
                 n += 1
         last = time.time()
         idle_since = time.monotonic()
+    return _result(n, first, last)
+
+
+def _result(n: int, first: float | None, last: float | None) -> dict:
+    """What a count reports: messages received, the first and last receipt, and the rate between."""
     elapsed = (last - first) if (first is not None and last is not None and n > 1) else None
     return {
         "received": n,
@@ -76,14 +81,7 @@ def count_stream(client, stream: str, expected: int, idle_timeout: float) -> dic
         n += len(entries)
         last = time.time()
         idle_since = time.monotonic()
-    elapsed = (last - first) if (first is not None and last is not None and n > 1) else None
-    return {
-        "received": n,
-        "first_recv": first,
-        "last_recv": last,
-        "elapsed_s": round(elapsed, 4) if elapsed else None,
-        "rate": round((n - 1) / elapsed, 1) if elapsed else None,
-    }
+    return _result(n, first, last)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,34 +19,42 @@ from tests.integration.sio import Recorder
 OUTAGE_S = 2.0  # how long Redis stays down: the scenario, not a wait
 
 
+def _start_generator(own_redis: EmbeddedRedis, server, *extra: str) -> subprocess.Popen:
+    """The real generator at 500 events/s, incidents off, against `own_redis`."""
+    return subprocess.Popen(
+        generator_command(own_redis.url, "--rate", "500", "--seed", "3", "--burst-every", "0", *extra),
+        cwd=ROOT,
+        env=server.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _redis_outage(own_redis: EmbeddedRedis, server, rec: Recorder) -> tuple[int, float, float]:
+    """Once traffic flows, stop Redis for OUTAGE_S (readiness 503, liveness still 200), start it
+    again and wait until the server is ready. Returns (events the client had before the restart,
+    when Redis came back (monotonic), seconds from then until ready)."""
+    wait_for(lambda: len(rec.batched_events()) >= 500, timeout=15, message="traffic flowing")
+    own_redis.stop()
+    down_at = time.monotonic()
+    wait_for(lambda: server.get("/api/ready").status_code == 503, message="readiness 503")
+    assert server.get("/api/health").status_code == 200  # alive, just not ready
+    time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
+    received_before = len(rec.batched_events())
+    own_redis.start()
+    up_at = time.monotonic()
+    wait_for(lambda: server.get("/api/ready").status_code == 200, timeout=15, message="readiness 200")
+    return received_before, up_at, time.monotonic() - up_at
+
+
 def test_redis_outage_while_the_generator_publishes(server_factory, names):
     with EmbeddedRedis() as own_redis:
         server = server_factory(redis_url=own_redis.url)
-        generator = subprocess.Popen(
-            generator_command(own_redis.url, "--rate", "500", "--seed", "3", "--burst-every", "0"),
-            cwd=ROOT,
-            env=server.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        generator = _start_generator(own_redis, server)
         try:
             with Recorder(server.url, batch_window=60) as rec:
-                wait_for(lambda: len(rec.batched_events()) >= 500, timeout=15, message="traffic flowing")
-
-                own_redis.stop()
-                down_at = time.monotonic()
-                wait_for(lambda: server.get("/api/ready").status_code == 503, message="readiness 503")
-                assert server.get("/api/health").status_code == 200  # alive, just not ready
-                time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
-                received_before = len(rec.batched_events())
-
-                own_redis.start()
-                up_at = time.monotonic()
-                wait_for(
-                    lambda: server.get("/api/ready").status_code == 200, timeout=15, message="readiness 200"
-                )
-                ready_after_s = time.monotonic() - up_at
+                received_before, up_at, ready_after_s = _redis_outage(own_redis, server, rec)
                 wait_for(
                     lambda: len(rec.batched_events()) >= received_before + 500,
                     timeout=20,
@@ -86,24 +94,10 @@ def _outage_run(server_factory, names, transport: str, appendonly: bool = True) 
     with EmbeddedRedis(appendonly=appendonly) as own_redis:
         env = {"INGEST_TRANSPORT": transport}
         server = server_factory(redis_url=own_redis.url, env=env)
-        command = generator_command(
-            own_redis.url, "--rate", "500", "--seed", "3", "--burst-every", "0", "--transport", transport
-        )
-        generator = subprocess.Popen(
-            command, cwd=ROOT, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        generator = _start_generator(own_redis, server, "--transport", transport)
         try:
             with Recorder(server.url, batch_window=60) as rec:
-                wait_for(lambda: len(rec.batched_events()) >= 500, timeout=15, message="traffic flowing")
-                own_redis.stop()
-                down_at = time.monotonic()
-                wait_for(lambda: server.get("/api/ready").status_code == 503, message="readiness 503")
-                time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
-                received_before = len(rec.batched_events())
-                own_redis.start()
-                wait_for(
-                    lambda: server.get("/api/ready").status_code == 200, timeout=15, message="readiness 200"
-                )
+                received_before, _, _ = _redis_outage(own_redis, server, rec)
                 wait_for(
                     lambda: len(rec.batched_events()) >= received_before + 1500,
                     timeout=20,
