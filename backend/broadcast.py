@@ -1,10 +1,17 @@
-"""Socket.IO fan-out: batched `metrics`, legacy per-event `metric`, and the once-a-second tick.
+"""Socket.IO fan-out of stored batches, and the once-a-second tick.
 
 Rooms: every client starts in `legacy` (the original design's one `metric` message per event).
 A client that sends `subscribe {"mode": "batch", "window": W}` moves to `batch` and `win:W`.
+
+A stored batch reaches the clients in one of two ways (backend/fanout.py delivers it):
+- the worker runs in this web process and no other node serves clients: directly;
+- otherwise (MESSAGE_QUEUE, e.g. the worker in a process of its own): the worker's write
+  script PUBLISHes the batch on one channel, and every web node's FanoutListener delivers it to
+  its own clients. One message per batch, not per event or per client.
+
 The tick computes each distinct window once per second, not once per client, and pushes it to
-that window's room. The tick runs in every web process (it only reads Redis), so with several
-nodes each serves its own clients; events reach all nodes through the Socket.IO message queue.
+that window's room. It runs in every web process (it only reads Redis), so with several nodes
+each serves its own clients.
 """
 
 from __future__ import annotations
@@ -14,14 +21,16 @@ import time
 
 import redis
 
-from backend.store import Store
+from backend.core.events import numbered
+from backend.fanout import BATCH_ROOM, LEGACY_ROOM, Fanout
+from backend.store import Store, connect
 
 log = logging.getLogger(__name__)
 
-LEGACY_ROOM = "legacy"
-BATCH_ROOM = "batch"
 WINDOW_ROOM_PREFIX = "win:"
-LEGACY_PRESENCE_TTL_S = 3
+LISTEN_WAIT_S = 1.0  # longest wait for a fan-out message before checking for a stop
+
+__all__ = ["BATCH_ROOM", "LEGACY_ROOM", "Broadcaster", "FanoutListener", "Ticker", "window_room"]
 
 
 def window_room(window_s: int) -> str:
@@ -33,55 +42,107 @@ def local_rooms(socketio) -> dict:
     return socketio.server.manager.rooms.get("/", {})
 
 
-def room_has_members(socketio, room: str) -> bool:
-    return bool(local_rooms(socketio).get(room))
-
-
 class Broadcaster:
-    """Emits processed batches. With a message queue the rooms live on other nodes, so presence
-    of legacy clients is read from a Redis key the nodes refresh instead of the local rooms."""
+    """The worker's side: where stored batches go.
 
-    def __init__(self, socketio, store: Store, *, message_queue: bool):
+    `channel` set: the store's write script publishes each batch there (for every web node's
+    FanoutListener) and publish() has nothing left to do. Otherwise publish() hands the batch
+    to this process's Fanout."""
+
+    def __init__(self, fanout: Fanout | None, *, channel: str | None):
+        self.fanout = fanout
+        self.channel = channel
+
+    def publish(self, encoded: list[bytes]) -> None:
+        if self.channel is None and self.fanout is not None:
+            self.fanout.deliver(encoded)
+
+
+class FanoutListener:
+    """A web node's side of the fan-out channel: the batches any worker stored, to our clients.
+
+    Takes every message already waiting and delivers them as one batch (natural batching
+    again: the busier the node, the fewer, larger deliveries). Reconnects by itself."""
+
+    def __init__(self, socketio, fanout: Fanout, redis_url: str, channel: str, *, backoff_max_s: float):
         self.socketio = socketio
-        self.store = store
-        self.message_queue = message_queue
-        self._legacy_checked = 0.0
-        self._legacy_remote = False
+        self.fanout = fanout
+        self.redis_url = redis_url
+        self.channel = channel
+        self.backoff_max_s = backoff_max_s
+        self.running = False
+        self.subscribed = False
+        self._stopping = False
 
-    def _has_legacy(self) -> bool:
-        if room_has_members(self.socketio, LEGACY_ROOM):
-            return True
-        if not self.message_queue:
-            return False
-        now = time.monotonic()
-        if now - self._legacy_checked > 1.0:
-            self._legacy_checked = now
-            try:
-                self._legacy_remote = bool(self.store.redis.exists(self.store.keys.legacy_clients))
-            except redis.RedisError:
-                self._legacy_remote = True  # unknown: deliver rather than drop
-        return self._legacy_remote
+    def stop(self) -> None:
+        self._stopping = True
 
-    def publish(self, events: list[dict]) -> None:
-        if self.message_queue or room_has_members(self.socketio, BATCH_ROOM):
-            self.socketio.emit("metrics", events, to=BATCH_ROOM)
-        if self._has_legacy():
-            for event in events:
-                self.socketio.emit("metric", event, to=LEGACY_ROOM)
+    def run(self) -> None:
+        self.running = True
+        backoff = 0.05
+        client = connect(self.redis_url, socket_timeout=None)
+        try:
+            while not self._stopping:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                try:
+                    pubsub.subscribe(self.channel)
+                    self.subscribed = True
+                    backoff = 0.05
+                    while not self._stopping:
+                        self._pump(pubsub)
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    if self.subscribed:
+                        log.warning("fan-out listener lost Redis (%s); resubscribing", exc)
+                    self.subscribed = False
+                    self.socketio.sleep(backoff)
+                    backoff = min(backoff * 2, self.backoff_max_s)
+                except Exception:
+                    self.subscribed = False
+                    log.exception("fan-out listener error; restarting")
+                    self.socketio.sleep(backoff)
+                    backoff = min(backoff * 2, self.backoff_max_s)
+                finally:
+                    self.subscribed = False
+                    try:
+                        pubsub.close()
+                    except Exception:
+                        log.debug("error closing the fan-out subscription", exc_info=True)
+        finally:
+            self.running = False
+            client.close()
+
+    def _pump(self, pubsub) -> None:
+        conn = pubsub.connection
+        if conn is None or not conn.can_read(timeout=LISTEN_WAIT_S):
+            self.socketio.sleep(0)
+            return
+        encoded: list[bytes] = []
+        while True:
+            message = pubsub.get_message(timeout=None)
+            if message is not None and message.get("type") == "message":
+                encoded += decode_fanout_message(message["data"])
+            if not conn.can_read(timeout=0):
+                break
+        if encoded:
+            self.fanout.deliver(encoded)
+
+
+def decode_fanout_message(data: bytes) -> list[bytes]:
+    """`<first seq>\n<event JSON without seq>\n...` (the write script's message) -> wire events."""
+    head, _, rest = data.partition(b"\n")
+    if not rest:
+        return []
+    return numbered(int(head), rest.split(b"\n"))
 
 
 class Ticker:
     """Once a second: aggregates per window room, generator state, legacy presence."""
 
-    def __init__(
-        self, socketio, store: Store, *, interval_s: float, message_queue: bool, max_pending: int = 100
-    ):
+    def __init__(self, socketio, store: Store, *, interval_s: float, fanout: Fanout | None = None):
         self.socketio = socketio
-        self.max_pending = max_pending
-        self.dropped_slow_clients = 0
+        self.fanout = fanout
         self.store = store
         self.interval_s = interval_s
-        self.message_queue = message_queue
         self.running = False
         self._stopping = False
         self._last_generator: dict | None = None
@@ -104,12 +165,11 @@ class Ticker:
             self.running = False
 
     def tick(self) -> None:
-        self._drop_slow_clients()
+        if self.fanout is not None:
+            self.fanout.drop_slow_clients()
         try:
             self._push_aggregates()
             self._push_generator_state()
-            if self.message_queue and room_has_members(self.socketio, LEGACY_ROOM):
-                self.store.redis.set(self.store.keys.legacy_clients, "1", ex=LEGACY_PRESENCE_TTL_S)
             if self._redis_down:
                 log.info("ticker: Redis is back")
             self._redis_down = False
@@ -119,23 +179,6 @@ class Ticker:
             self._redis_down = True
         except Exception:
             log.exception("ticker error")
-
-    def _drop_slow_clients(self) -> None:
-        """Disconnect clients that stopped reading: their send queue would otherwise grow forever.
-
-        Closing leaves the client's rooms at once, so nothing more is queued for it; what is already
-        queued (at most max_pending packets) is freed when the blocked TCP send times out."""
-        for eio_sid, sock in list(self.socketio.server.eio.sockets.items()):
-            if sock.closed:
-                continue  # already dropped: its writer unblocks when the TCP send times out
-            pending = sock.queue.qsize()
-            if pending > self.max_pending:
-                self.dropped_slow_clients += 1
-                log.warning("dropping slow client %s: %d packets waiting to be sent", eio_sid, pending)
-                try:
-                    sock.close(wait=False, abort=True)
-                except Exception:
-                    log.debug("error closing slow client %s", eio_sid, exc_info=True)
 
     def windows(self) -> list[int]:
         out = []

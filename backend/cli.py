@@ -106,12 +106,25 @@ def _app(args, **overrides):
 
 
 def cmd_serve(args) -> int:
-    from backend.serve import interrupt_on_sigterm, serve, start_background, stop_background
+    from backend.runtime import get_runtime
+    from backend.serve import (
+        interrupt_on_sigterm,
+        serve,
+        start_background,
+        start_worker_process,
+        stop_background,
+        worker_in_own_process,
+    )
 
     interrupt_on_sigterm()
-    app = _app(args, RUN_WORKER=not args.no_worker)
-    start_background(app, worker=not args.no_worker)
+    worker = not args.no_worker and Config.RUN_WORKER
+    own_process = worker and worker_in_own_process(Config.as_dict())
+    # A worker in a process of its own hands batches over through Redis (the fan-out channel).
+    app = _app(args, RUN_WORKER=worker, **({"MESSAGE_QUEUE": True} if own_process else {}))
     try:
+        if own_process:
+            get_runtime(app).worker_process = start_worker_process(app, args.async_mode)
+        start_background(app, worker=worker and not own_process)
         serve(app, args.host, args.port)
     except KeyboardInterrupt:
         pass
@@ -134,7 +147,7 @@ def cmd_worker(args) -> int:
         start_http_server(app.config["METRICS_PORT"], addr=app.config["HOST"])
     runtime = get_runtime(app)
     runtime.worker = Worker(
-        app.config, Broadcaster(socketio, runtime.store, message_queue=True), sleep=socketio.sleep
+        app.config, Broadcaster(None, channel=runtime.store.keys.fanout), sleep=socketio.sleep
     )
 
     start_evaluator(app, socketio, runtime.worker)

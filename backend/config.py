@@ -64,7 +64,9 @@ class Config:
     REDIS_URL = _str("REDIS_URL", "")
     REDIS_CHANNEL = _str("REDIS_CHANNEL", "metrics_channel")
     RECENT_KEY = _str("RECENT_KEY", "metrics:recent")
-    RECENT_MAX = _int("RECENT_MAX", 500)  # events
+    RECENT_MAX = _int("RECENT_MAX", 500)  # events in the global recent list
+    # events kept per metric beside the global list (0: off); bounded in metrics by MAX_METRICS
+    RECENT_PER_METRIC = _int("RECENT_PER_METRIC", 100)
     KEY_PREFIX = _str("KEY_PREFIX", "pulseboard:")
     # Use Flask-SocketIO's Redis message queue so several web nodes share emits (scale-out).
     MESSAGE_QUEUE = _bool("MESSAGE_QUEUE", False)
@@ -85,14 +87,25 @@ class Config:
     RETENTION_S = _int("RETENTION_S", 3600)  # seconds of per-second buckets kept
     FUTURE_TOLERANCE_S = _int("FUTURE_TOLERANCE_S", 300)  # events further ahead are rejected
     DEAD_LETTER_MAX = _int("DEAD_LETTER_MAX", 1000)  # rejected items kept
+    # distinct metric names accepted, ever (per KEY_PREFIX); events of further names are
+    # dead-lettered as too_many_metrics. Bounds buckets, queries and the dashboard.
+    MAX_METRICS = _int("MAX_METRICS", 1000)
 
     # --- worker ------------------------------------------------------------------------------
     RUN_WORKER = _bool("RUN_WORKER", True)  # all-in-one: the web process also runs the worker
+    # Where `serve`/`up` run that worker: "process" (a child process of its own, supervised, so
+    # ingest has its own core and no web request can starve it), "thread" (inside the web
+    # process) or "auto" (process when the machine has more than one core).
+    WORKER_MODE = _str("WORKER_MODE", "auto")
     FLUSH_INTERVAL_MS = _int("FLUSH_INTERVAL_MS", 50)  # longest an event waits before broadcast
     MAX_BATCH = _int("MAX_BATCH", 5000)  # events per pipelined write
-    # A client with more packets than this waiting to be sent (it stopped reading) is dropped,
-    # so one stuck client cannot make the server buffer without bound. packets
-    SLOW_CLIENT_MAX_PENDING = _int("SLOW_CLIENT_MAX_PENDING", 100)
+    # Clients that stopped reading are dropped, so one stuck client cannot make a node buffer
+    # without bound (Redis's client-output-buffer-limit model): bytes queued for a client over
+    # the hard limit, or over the soft limit for SLOW_CLIENT_SOFT_S while its socket takes no
+    # more (time the node itself is behind does not count).
+    SLOW_CLIENT_HARD_BYTES = _int("SLOW_CLIENT_HARD_BYTES", 32 * 1024 * 1024)  # bytes
+    SLOW_CLIENT_SOFT_BYTES = _int("SLOW_CLIENT_SOFT_BYTES", 1024 * 1024)  # bytes
+    SLOW_CLIENT_SOFT_S = _float("SLOW_CLIENT_SOFT_S", 3.0)  # seconds
     AGGREGATE_TICK_MS = _int("AGGREGATE_TICK_MS", 1000)  # how often `aggregate` is pushed
     RECONNECT_MIN_S = _float("RECONNECT_MIN_S", 0.1)  # first backoff after Redis drops us
     RECONNECT_MAX_S = _float("RECONNECT_MAX_S", 5.0)  # backoff cap

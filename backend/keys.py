@@ -23,6 +23,16 @@ class Keys:
         """INCRBY counter handing out event sequence numbers (unique across restarts)."""
         return f"{self.prefix}seq"
 
+    def recent_metric(self, metric: str) -> str:
+        """The newest RECENT_PER_METRIC events of one metric, newest first (expires RETENTION_S
+        after its last write), so `recent?metric=` answers for quiet metrics too."""
+        return f"{self.prefix}recent:{metric}"
+
+    @property
+    def metrics(self) -> str:
+        """Set of the metric names accepted so far: the cardinality bound (MAX_METRICS) counts it."""
+        return f"{self.prefix}metrics"
+
     @property
     def rejected(self) -> str:
         """Dead-letter list, newest first: JSON {raw, reason, time}."""
@@ -64,14 +74,20 @@ class Keys:
         return f"{self.prefix}worker:lease"
 
     @property
+    def workers(self) -> str:
+        """Hash: worker token -> its JSON status, reported about once a second (for /api/health)."""
+        return f"{self.prefix}workers"
+
+    @property
     def worker_heartbeat(self) -> str:
         """Refreshed about once a second by a running worker; expires when none runs."""
         return f"{self.prefix}worker:heartbeat"
 
     @property
-    def legacy_clients(self) -> str:
-        """Set (with a short TTL) while any web node has a client on per-event `metric` delivery."""
-        return f"{self.prefix}legacy-clients"
+    def fanout(self) -> str:
+        """Pub/Sub channel the worker's write script publishes each stored batch on, for every web
+        node to deliver to its own clients (MESSAGE_QUEUE): `<first seq>\\n<event>\\n<event>...`."""
+        return f"{self.prefix}fanout"
 
     # --- analytics (backend/analytics) -------------------------------------------------------------
     def tag_bucket(self, resolution_s: int, start: int) -> str:

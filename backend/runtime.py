@@ -16,6 +16,9 @@ class Runtime:
     store: Store
     worker: object | None = None  # backend.worker.Worker when this process runs one
     ticker: object | None = None  # backend.broadcast.Ticker when this process serves sockets
+    fanout: object | None = None  # backend.fanout.Fanout when this process serves sockets
+    worker_process: object | None = None  # backend.serve.WorkerProcess supervising a child worker
+    listener: object | None = None  # backend.broadcast.FanoutListener with MESSAGE_QUEUE
 
 
 def get_runtime(app: Flask | None = None) -> Runtime:

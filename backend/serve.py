@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
 import time
 
 from flask import Flask
 
 from backend.analytics.service import start_evaluator, stop_evaluator
-from backend.broadcast import Broadcaster, Ticker
+from backend.broadcast import Broadcaster, FanoutListener, Ticker
 from backend.extensions import socketio
+from backend.fanout import Fanout
+from backend.procs import die_with_parent, pulseboard_command, stop
 from backend.runtime import get_runtime
 from backend.worker import Worker
 
@@ -18,11 +22,29 @@ log = logging.getLogger(__name__)
 
 
 def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
-    """Start the ingest worker and/or the tick, once per process."""
+    """Start the ingest worker and/or the web side (fan-out, tick), once per process."""
     runtime = get_runtime(app)
     cfg = app.config
+    remote = cfg["MESSAGE_QUEUE"] or not ticker  # batches reach clients through Redis
+    if ticker and runtime.fanout is None:
+        runtime.fanout = Fanout(
+            socketio,
+            soft_bytes=cfg["SLOW_CLIENT_SOFT_BYTES"],
+            soft_s=cfg["SLOW_CLIENT_SOFT_S"],
+            hard_bytes=cfg["SLOW_CLIENT_HARD_BYTES"],
+        )
+        runtime.fanout.install()
+        if remote:
+            runtime.listener = FanoutListener(
+                socketio,
+                runtime.fanout,
+                cfg["REDIS_URL"],
+                runtime.store.keys.fanout,
+                backoff_max_s=cfg["RECONNECT_MAX_S"],
+            )
+            socketio.start_background_task(runtime.listener.run)
     if worker and runtime.worker is None:
-        broadcaster = Broadcaster(socketio, runtime.store, message_queue=cfg["MESSAGE_QUEUE"])
+        broadcaster = Broadcaster(runtime.fanout, channel=runtime.store.keys.fanout if remote else None)
         runtime.worker = Worker(cfg, broadcaster, sleep=socketio.sleep)
         socketio.start_background_task(runtime.worker.run)
         # Runs beside every worker, acts only while that worker holds the lease: one evaluator.
@@ -32,8 +54,7 @@ def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
             socketio,
             runtime.store,
             interval_s=cfg["AGGREGATE_TICK_MS"] / 1000.0,
-            message_queue=cfg["MESSAGE_QUEUE"],
-            max_pending=cfg["SLOW_CLIENT_MAX_PENDING"],
+            fanout=runtime.fanout,
         )
         socketio.start_background_task(runtime.ticker.run)
 
@@ -42,8 +63,10 @@ def stop_background(app: Flask, wait_s: float = 5.0) -> None:
     """Ask the worker and the tick to stop, and give the worker up to `wait_s` to finish (write
     and broadcast) the batch it holds and release its lease, so a standby takes over at once."""
     runtime = get_runtime(app)
+    if runtime.worker_process is not None:
+        runtime.worker_process.stop()  # SIGTERM: it finishes its batch and releases the lease
     stop_evaluator(app)
-    for task in (runtime.worker, runtime.ticker):
+    for task in (runtime.worker, runtime.ticker, runtime.listener):
         if task is not None:
             task.stop()
     worker = runtime.worker
@@ -69,3 +92,59 @@ def serve(app: Flask, host: str, port: int) -> None:
     if socketio.async_mode == "threading":
         kwargs["allow_unsafe_werkzeug"] = True  # werkzeug's server: for development and tests
     socketio.run(app, **kwargs)
+
+
+def worker_in_own_process(cfg) -> bool:
+    mode = cfg["WORKER_MODE"]
+    if mode not in ("auto", "process", "thread"):
+        raise ValueError(f"WORKER_MODE must be auto, process or thread, got {mode!r}")
+    return mode == "process" or (mode == "auto" and (os.cpu_count() or 1) > 1)
+
+
+class WorkerProcess:
+    """The ingest worker as a supervised child process (`pulseboard worker`).
+
+    Restarted when it exits (backoff up to RECONNECT_MAX_S); a restarted worker takes its dead
+    predecessor's lease over at once (same host, process gone). Dies with us (PR_SET_PDEATHSIG)."""
+
+    def __init__(self, cfg, async_mode: str):
+        self.env = {
+            **os.environ,
+            "REDIS_URL": cfg["REDIS_URL"],
+            "MESSAGE_QUEUE": "true",
+            "ASYNC_MODE": async_mode,
+        }
+        self.backoff_max_s = cfg["RECONNECT_MAX_S"]
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+        self._stopping = False
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            pulseboard_command("worker"), env=self.env, preexec_fn=die_with_parent
+        )
+        log.info("started the ingest worker process (pid %d)", self.process.pid)
+
+    def supervise(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            socketio.sleep(0.2)
+            if self._stopping or self.process is None or self.process.poll() is None:
+                continue
+            log.warning("the ingest worker process exited with %s; restarting it", self.process.returncode)
+            socketio.sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max_s)
+            if not self._stopping:
+                self.restarts += 1
+                self.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        stop(self.process)
+
+
+def start_worker_process(app: Flask, async_mode: str) -> WorkerProcess:
+    supervisor = WorkerProcess(app.config, async_mode)
+    supervisor.start()
+    socketio.start_background_task(supervisor.supervise)
+    return supervisor

@@ -24,36 +24,129 @@ from backend.core.aggregate import (
     timeseries,
     timeseries_plan,
 )
+from backend.core.events import numbered
 from backend.core.timefmt import iso_ms
 from backend.keys import Keys
 
-# KEYS: the bucket hashes. ARGV[1..#KEYS]: each key's TTL in seconds. Then groups of four:
-# key index, op (i = HINCRBY, f = HINCRBYFLOAT, n = keep min, x = keep max), field, value.
-# Min/max compare as doubles but store the caller's exact text, so they stay exact.
-_APPLY_LUA = """
-local nkeys = #KEYS
-for i = nkeys + 1, #ARGV, 4 do
-  local k = KEYS[tonumber(ARGV[i])]
+# The whole batch in one script: one round trip, applied all or nothing (a script runs to the end
+# once Redis has it, whatever happens to the worker that sent it), sequence numbers included.
+#
+# KEYS: 1 recent list, 2 dead-letter list, 3 stats hash, 4 seq counter, 5 lease, 6 stream,
+#       7 known-metrics set, then the per-metric recent lists, then the bucket hashes.
+# ARGV: a header of counts, then sections in this order (see _BatchArgs):
+#   [1] fence token ('' = no fence)  [2] events in the batch  [3] seq seed  [4] recent max
+#   [5] dead-letter max  [6] received  [7] stream group  [8] retention-ish TTL of metric lists
+#   [9] #pieces  [10] #metric lists  [11] #dead letters  [12] #reasons  [13] #acks  [14] #buckets
+#   [15] #new metrics  [16] per-metric recent max  [17] fan-out channel ('' = none)
+#   [18] the batch's events' JSON without seq, newline-separated, published on [17] after the
+#        first seq and a newline: web nodes number the events themselves (first + offset)
+#   pieces: (offset in batch, event JSON without its leading '{') ...  (oldest first)
+#   metric lists: (#pieces of this list, piece index ...) per list, KEYS order
+#   dead letters (JSON) ... ; reasons: (reason, count) ... ; ack ids ... ; new metric names ...
+#   buckets: TTLs (one per bucket), then groups of four: bucket index, op, field, value
+#     (op: i = HINCRBY, f = HINCRBYFLOAT, n = keep min, x = keep max)
+# Returns the batch's first seq, or -1 when the fence token no longer holds the lease.
+_WRITE_BATCH_LUA = """
+local token = ARGV[1]
+if token ~= '' and redis.call('GET', KEYS[5]) ~= token then
+  return -1
+end
+local nevents = tonumber(ARGV[2])
+local first = 0
+if nevents > 0 then
+  -- A new counter starts at the clock (microseconds), so seqs keep increasing even when Redis
+  -- loses its data: clients deduplicating by seq would otherwise drop new events as seen.
+  redis.call('SET', KEYS[4], ARGV[3], 'NX')
+  first = redis.call('INCRBY', KEYS[4], nevents) - nevents + 1
+end
+local npieces, nlists, ndead = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local nreasons, nacks, nbuckets = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local nnew = tonumber(ARGV[15])
+local i = 19
+local pieces = {}
+for p = 1, npieces do
+  pieces[p] = '{"seq":' .. string.format('%d', first + tonumber(ARGV[i])) .. ',' .. ARGV[i + 1]
+  i = i + 2
+end
+local function push(key, items, limit)
+  for c = 1, #items, 1000 do
+    redis.call('LPUSH', key, unpack(items, c, math.min(c + 999, #items)))
+  end
+  redis.call('LTRIM', key, 0, limit - 1)
+end
+if npieces > 0 then
+  local recent_max = tonumber(ARGV[4])
+  local from = math.max(1, npieces - recent_max + 1)
+  local newest = {}
+  for p = from, npieces do newest[#newest + 1] = pieces[p] end
+  push(KEYS[1], newest, recent_max)
+end
+local per_metric = tonumber(ARGV[16])
+for l = 1, nlists do
+  local n = tonumber(ARGV[i])
+  local items = {}
+  for p = 1, n do items[p] = pieces[tonumber(ARGV[i + p])] end
+  i = i + n + 1
+  local key = KEYS[7 + l]
+  push(key, items, per_metric)
+  redis.call('EXPIRE', key, ARGV[8])
+end
+if ndead > 0 then
+  local items = {}
+  for d = 1, ndead do items[d] = ARGV[i + d - 1] end
+  i = i + ndead
+  push(KEYS[2], items, tonumber(ARGV[5]))
+end
+local rejected = 0
+for r = 1, nreasons do
+  local n = tonumber(ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[3], 'rejected:' .. ARGV[i], n)
+  rejected = rejected + n
+  i = i + 2
+end
+if rejected > 0 then redis.call('HINCRBY', KEYS[3], 'rejected', rejected) end
+redis.call('HINCRBY', KEYS[3], 'received', ARGV[6])
+redis.call('HINCRBY', KEYS[3], 'accepted', nevents)
+for c = 0, nacks - 1, 1000 do
+  redis.call('XACK', KEYS[6], ARGV[7], unpack(ARGV, i + c, i + math.min(c + 999, nacks - 1)))
+end
+i = i + nacks
+for c = 0, nnew - 1, 1000 do
+  redis.call('SADD', KEYS[7], unpack(ARGV, i + c, i + math.min(c + 999, nnew - 1)))
+end
+i = i + nnew
+local base = 7 + nlists
+local ttl_at = i
+i = i + nbuckets
+while i <= #ARGV do
+  local k = KEYS[base + tonumber(ARGV[i])]
   local op = ARGV[i + 1]
   local f = ARGV[i + 2]
   local v = ARGV[i + 3]
   if op == 'i' then
     redis.call('HINCRBY', k, f, v)
   elseif op == 'f' then
-    -- pcall: a sum that would overflow to infinity leaves that one sum as it was instead of
-    -- aborting the script halfway through the batch (scripts do not roll back).
-    redis.pcall('HINCRBYFLOAT', k, f, v)
+    -- A sum that would overflow a double: mark it instead of aborting the batch halfway (a
+    -- script does not roll back); readers then report the sum as infinite.
+    local r = redis.pcall('HINCRBYFLOAT', k, f, v)
+    if type(r) == 'table' and r.err then
+      redis.call('HSET', k, f, 'inf')
+    end
   else
     local cur = redis.call('HGET', k, f)
     if not cur or (op == 'n' and tonumber(v) < tonumber(cur)) or (op == 'x' and tonumber(v) > tonumber(cur)) then
       redis.call('HSET', k, f, v)
     end
   end
+  i = i + 4
 end
-for i = 1, nkeys do
-  redis.call('EXPIRE', KEYS[i], ARGV[i])
+for b = 1, nbuckets do
+  redis.call('EXPIRE', KEYS[base + b], ARGV[ttl_at + b - 1])
 end
-return nkeys
+if ARGV[17] ~= '' and nevents > 0 then
+  redis.call('PUBLISH', ARGV[17], string.format('%d', first) .. '\\n' .. ARGV[18])
+end
+return first
 """
 
 # Compare-and-extend / compare-and-delete, so a worker can never renew or drop another's lease.
@@ -61,6 +154,15 @@ _RENEW_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Take the lease over from a holder known to be dead (compare-and-set on its token).
+_TAKEOVER_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
@@ -104,15 +206,17 @@ def connect(url: str, **kwargs) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
-def _encode_delta_args(deltas: Mapping[tuple[int, int], BucketDelta], key_of, retention_s: int):
-    """KEYS and ARGV of _APPLY_LUA for `deltas`; `key_of(resolution, start)` names each hash."""
+def _encode_deltas(deltas: Mapping[tuple[int, int], BucketDelta], key_of, retention_s: int, base: int):
+    """Bucket key names, their TTLs and the ops of the write script for `deltas`; bucket indexes
+    start after `base` (the buckets already encoded); `key_of(resolution, start)` names each hash."""
     key_names: list[str] = []
     ttls: list[int] = []
     ops: list = []
-    for index, ((res, start), delta) in enumerate(deltas.items(), start=1):
+    now = time.time()
+    for index, ((res, start), delta) in enumerate(deltas.items(), start=base + 1):
         key_names.append(key_of(res, start))
         # A bucket lives for the retention after its interval ends.
-        ttls.append(max(1, int(start + res + retention_s - time.time())))
+        ttls.append(max(1, int(start + res + retention_s - now)))
         for field, value in delta.incr.items():
             ops += (index, "i", field, value)
         for field, value in delta.incr_float.items():
@@ -121,7 +225,7 @@ def _encode_delta_args(deltas: Mapping[tuple[int, int], BucketDelta], key_of, re
             ops += (index, "n", field, repr(float(value)))
         for field, value in delta.maxs.items():
             ops += (index, "x", field, repr(float(value)))
-    return key_names, ttls + ops
+    return key_names, ttls, ops
 
 
 class LeaseLost(Exception):
@@ -130,19 +234,28 @@ class LeaseLost(Exception):
 
 class Store:
     def __init__(
-        self, client: redis.Redis, keys: Keys, *, recent_max: int, retention_s: int, dead_letter_max: int
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        recent_max: int,
+        retention_s: int,
+        dead_letter_max: int,
+        recent_per_metric: int = 0,
     ):
         self.redis = client
         self.keys = keys
         self.recent_max = recent_max
         self.retention_s = retention_s
         self.dead_letter_max = dead_letter_max
-        self._apply = client.register_script(_APPLY_LUA)
+        self.recent_per_metric = recent_per_metric
+        self._write = client.register_script(_WRITE_BATCH_LUA)
         self._aggregate_cache: dict[tuple, dict] = {}
         self._timeseries_cache: dict[tuple, tuple[float, dict]] = {}
         self._closed_minutes: dict[tuple[int, int], tuple[float, WindowStats]] = {}
         self._renew = client.register_script(_RENEW_LUA)
         self._release = client.register_script(_RELEASE_LUA)
+        self._takeover = client.register_script(_TAKEOVER_LUA)
 
     @classmethod
     def from_config(cls, config: Mapping, client: redis.Redis | None = None) -> Store:
@@ -152,6 +265,7 @@ class Store:
             recent_max=config["RECENT_MAX"],
             retention_s=config["RETENTION_S"],
             dead_letter_max=config["DEAD_LETTER_MAX"],
+            recent_per_metric=config["RECENT_PER_METRIC"],
         )
 
     # --- write side ------------------------------------------------------------------------
@@ -177,57 +291,102 @@ class Store:
         *,
         ack: tuple[str, str, list[bytes]] | None = None,
         fence: tuple[str, str] | None = None,
-    ) -> None:
-        """One round trip for a whole batch, applied all or nothing (MULTI/EXEC), so a worker that
-        dies mid-write never leaves half a batch in the aggregates. `events` is oldest first.
+        new_metrics: Iterable[str] = (),
+        fanout_channel: str | None = None,
+    ) -> list[bytes]:
+        """Store a batch in one round trip (one script: all or nothing) and number its events.
 
-        Only the newest `recent_max` events (and dead letters) of a batch are serialized and pushed:
-        at high rates the rest would be trimmed off by the same round trip anyway.
+        `events` is oldest first; each gets its `seq`, and the return value is their JSON text
+        with it, oldest first, encoded once here for the recent lists and for the broadcast.
+        Only the newest `recent_max` events of the batch (and of each metric, `recent_per_metric`)
+        go to Redis: the rest would be trimmed off by the same script anyway.
 
-        `ack` (stream, group, entry ids): XACK those stream entries in the same transaction, so
-        they are acknowledged exactly when their events are stored. `fence` (lease key, token):
-        WATCH the lease and write only if it is still ours, raising LeaseLost otherwise. Without
-        it a worker that stalled past its lease could store entries that its successor, having
-        re-read them as pending, stores again. Costs two more round trips (WATCH, GET)."""
-        pipe = self.redis.pipeline(transaction=True)
-        try:
-            if fence is not None:
-                lease_key, token = fence
-                pipe.watch(lease_key)
-                if pipe.get(lease_key) != token.encode():
-                    raise LeaseLost(f"the lease {lease_key!r} is no longer {token!r}")
-                pipe.multi()
-            self._queue_batch(pipe, events, deltas, rejected, received, tag_deltas)
-            if ack is not None:
-                stream, group, ids = ack
-                pipe.xack(stream, group, *ids)
-            pipe.execute()
-        except redis.WatchError as exc:
-            raise LeaseLost(f"the lease {fence[0]!r} changed during the write") from exc
-        finally:
-            pipe.reset()
-
-    def _queue_batch(self, pipe, events, deltas, rejected, received, tag_deltas) -> None:
-        if events:
-            pipe.lpush(self.keys.recent, *(orjson.dumps(e) for e in events[-self.recent_max :]))
-            pipe.ltrim(self.keys.recent, 0, self.recent_max - 1)
-        if deltas:
-            key_names, args = _encode_delta_args(deltas, self.keys.bucket, self.retention_s)
-            self._apply(keys=key_names, args=args, client=pipe)
+        `ack` (stream, group, entry ids): XACK those stream entries in the same script, so they
+        are acknowledged exactly when their events are stored. `fence` (lease key, token): write
+        only while the lease is still ours, raising LeaseLost otherwise: a worker that stalled past
+        its lease must not store entries that its successor, having re-read them, stores again.
+        `new_metrics`: names to add to the known-metrics set (the cardinality bound).
+        `fanout_channel`: publish the batch there from the same script, for the web nodes
+        (backend/fanout.py), instead of returning it; returns [] then."""
+        for e in events:
+            e.pop("seq", None)  # numbered below, once stored
+        bodies = [orjson.dumps(e) for e in events]
+        n = len(events)
+        # Which events Redis needs: the newest recent_max overall, and the newest of each metric.
+        wanted: dict[int, None] = dict.fromkeys(range(max(0, n - self.recent_max), n))
+        lists: dict[str, list[int]] = {}
+        if self.recent_per_metric:
+            for offset in range(n - 1, -1, -1):
+                group = lists.setdefault(events[offset]["metric"], [])
+                if len(group) < self.recent_per_metric:
+                    group.append(offset)
+                    wanted[offset] = None
+        order = sorted(wanted)
+        index_of = {offset: i for i, offset in enumerate(order, start=1)}
+        args: list = []
+        for offset in order:
+            args += (offset, bodies[offset][1:])
+        list_keys = []
+        for metric, offsets in lists.items():
+            list_keys.append(self.keys.recent_metric(metric))
+            args.append(len(offsets))
+            args += (index_of[o] for o in reversed(offsets))  # oldest first: LPUSH leaves newest on top
+        dead = [orjson.dumps(r) for r in rejected[-self.dead_letter_max :]]
+        args += dead
+        reasons: dict[str, int] = {}
+        for item in rejected:
+            reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
+        for reason, count in reasons.items():
+            args += (reason, count)
+        stream, group_name, ids = ack if ack is not None else (self.keys.seq, "", [])
+        args += ids
+        new_metrics = list(new_metrics)
+        args += new_metrics
+        bucket_keys, ttls, ops = _encode_deltas(deltas, self.keys.bucket, self.retention_s, 0)
         if tag_deltas:  # top-N counters: their own hashes, so aggregate reads never see them
-            key_names, args = _encode_delta_args(tag_deltas, self.keys.tag_bucket, self.retention_s)
-            self._apply(keys=key_names, args=args, client=pipe)
-        if rejected:
-            pipe.lpush(self.keys.rejected, *(orjson.dumps(r) for r in rejected[-self.dead_letter_max :]))
-            pipe.ltrim(self.keys.rejected, 0, self.dead_letter_max - 1)
-            reasons: dict[str, int] = {}
-            for item in rejected:
-                reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
-            for reason, count in reasons.items():
-                pipe.hincrby(self.keys.stats, f"rejected:{reason}", count)
-            pipe.hincrby(self.keys.stats, "rejected", len(rejected))
-        pipe.hincrby(self.keys.stats, "received", received)
-        pipe.hincrby(self.keys.stats, "accepted", len(events))
+            tag_keys, tag_ttls, tag_ops = _encode_deltas(
+                tag_deltas, self.keys.tag_bucket, self.retention_s, len(bucket_keys)
+            )
+            bucket_keys += tag_keys
+            ttls += tag_ttls
+            ops += tag_ops
+        header = [
+            fence[1] if fence is not None else "",
+            n,
+            int(time.time() * 1_000_000),
+            self.recent_max,
+            self.dead_letter_max,
+            received,
+            group_name,
+            self.retention_s,
+            len(order),
+            len(lists),
+            len(dead),
+            len(reasons),
+            len(ids),
+            len(bucket_keys),
+            len(new_metrics),
+            self.recent_per_metric,
+            fanout_channel or "",
+            b"\n".join(bodies) if fanout_channel else "",
+        ]
+        keys = [
+            self.keys.recent,
+            self.keys.rejected,
+            self.keys.stats,
+            self.keys.seq,
+            fence[0] if fence is not None else self.keys.worker_lease,
+            stream,
+            self.keys.metrics,
+            *list_keys,
+            *bucket_keys,
+        ]
+        first = int(self._write(keys=keys, args=header + args + ttls + ops))
+        if first < 0:
+            raise LeaseLost(f"the lease {fence[0]!r} is no longer {fence[1]!r}")
+        for offset, event in enumerate(events):
+            event["seq"] = first + offset
+        return [] if fanout_channel else numbered(first, bodies)
 
     def acquire_lease(self, token: str, ttl_ms: int) -> bool:
         """Take the worker lease if free (or already ours); also marks a worker alive."""
@@ -243,6 +402,36 @@ class Store:
             )
         )
 
+    def lease_holder(self) -> str | None:
+        holder = self.redis.get(self.keys.worker_lease)
+        return holder.decode() if holder is not None else None
+
+    def take_over_lease(self, dead_token: str, token: str, ttl_ms: int) -> bool:
+        """Replace `dead_token` (a holder known to be dead) by ours, if it still holds the lease."""
+        return bool(self._takeover(keys=[self.keys.worker_lease], args=[dead_token, token, ttl_ms]))
+
+    def report_worker(self, token: str, status: dict) -> None:
+        """Publish a worker's status for /api/health (any node); stale entries are pruned by readers."""
+        self.redis.hset(self.keys.workers, token, orjson.dumps({**status, "reported": time.time()}))
+
+    def workers(self, stale_after_s: float) -> list[dict]:
+        """The workers that reported within `stale_after_s`; forgets the others."""
+        raw = self.redis.hgetall(self.keys.workers)
+        now = time.time()
+        out, stale = [], []
+        for token, body in raw.items():
+            try:
+                status = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                status = {}
+            if now - float(status.get("reported", 0)) > stale_after_s:
+                stale.append(token)
+            else:
+                out.append(status)
+        if stale:
+            self.redis.hdel(self.keys.workers, *stale)
+        return sorted(out, key=lambda w: (w.get("role") != "active", w.get("token", "")))
+
     def release_lease(self, token: str) -> None:
         self._release(keys=[self.keys.worker_lease], args=[token])
 
@@ -257,8 +446,19 @@ class Store:
             return False
 
     def recent(self, limit: int, metric: str | None = None, after: int | None = None) -> list[dict]:
-        raw = self.redis.lrange(self.keys.recent, 0, self.recent_max - 1 if (metric or after) else limit - 1)
-        out: list[dict] = []
+        """Newest first. For one metric, its own list (which holds quiet metrics' events long
+        after the global list moved on) together with what the global list has of it."""
+        if metric is not None and self.recent_per_metric:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lrange(self.keys.recent_metric(metric), 0, self.recent_per_metric - 1)
+            pipe.lrange(self.keys.recent, 0, self.recent_max - 1)
+            own, everything = pipe.execute()
+            raw = own + everything
+        else:
+            raw = self.redis.lrange(
+                self.keys.recent, 0, self.recent_max - 1 if (metric or after) else limit - 1
+            )
+        out: dict[object, dict] = {}
         for item in raw:
             try:
                 event = orjson.loads(item)
@@ -268,12 +468,14 @@ class Store:
                 continue
             if metric is not None and event.get("metric") != metric:
                 continue
-            if after is not None and not (isinstance(event.get("seq"), int) and event["seq"] > after):
+            seq = event.get("seq")
+            if after is not None and not (isinstance(seq, int) and seq > after):
                 continue
-            out.append(event)
-            if len(out) >= limit:
-                break
-        return out
+            out.setdefault(seq if isinstance(seq, int) else id(event), event)
+        events = list(out.values())
+        if metric is not None and self.recent_per_metric:
+            events.sort(key=lambda e: e["seq"] if isinstance(e.get("seq"), int) else -1, reverse=True)
+        return events[:limit]
 
     def rejected(self, limit: int) -> list[dict]:
         return [orjson.loads(item) for item in self.redis.lrange(self.keys.rejected, 0, limit - 1)]

@@ -19,7 +19,15 @@ log = logging.getLogger(__name__)
 
 def up(args) -> int:
     from backend import create_app
-    from backend.serve import interrupt_on_sigterm, serve, start_background, stop_background
+    from backend.runtime import get_runtime
+    from backend.serve import (
+        interrupt_on_sigterm,
+        serve,
+        start_background,
+        start_worker_process,
+        stop_background,
+        worker_in_own_process,
+    )
 
     interrupt_on_sigterm()
     embedded = None
@@ -31,8 +39,17 @@ def up(args) -> int:
             embedded = EmbeddedRedis().start()
             url = embedded.url
             log.info("started embedded Redis at %s (%s)", url, embedded.binary)
-        app = create_app({"ASYNC_MODE": args.async_mode, "REDIS_URL": url})
-        start_background(app, worker=True)
+        own_process = worker_in_own_process(Config.as_dict())
+        app = create_app(
+            {
+                "ASYNC_MODE": args.async_mode,
+                "REDIS_URL": url,
+                **({"MESSAGE_QUEUE": True} if own_process else {}),
+            }
+        )
+        if own_process:  # ingest on a core of its own (docs/benchmarks.md: one process vs two)
+            get_runtime(app).worker_process = start_worker_process(app, args.async_mode)
+        start_background(app, worker=not own_process)
         if not args.no_generator:
             generator = subprocess.Popen(
                 generator_command(

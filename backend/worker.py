@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_RAW_BYTES = 1024  # how much of a rejected message is kept
 HEARTBEAT_EVERY_S = 1.0
-GATHER_PAUSE_S = 0.005  # a batch is written once nothing more arrived for this long
+IDLE_WAIT_S = 0.5  # longest wait for a message before the loop renews its lease anyway
 # Stream transport: how long the armed XREADGROUP blocks. An idle worker re-sends it about this
 # often; the wait itself ends as soon as an entry or a Pub/Sub message arrives.
 STREAM_BLOCK_MS = 1000
@@ -52,6 +52,26 @@ def _truncate(raw) -> str:
     if isinstance(raw, bytes):
         return raw[:DEAD_LETTER_RAW_BYTES].decode("utf-8", errors="replace")
     return str(raw)[:DEAD_LETTER_RAW_BYTES]
+
+
+def _dead_local_process(token: str) -> bool:
+    """Whether a worker token names a process of this host that no longer exists."""
+    host, _, rest = token.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # e.g. EPERM: it exists, as another user
+    return False
+
+
+def dead_letter(raw, reason: str, detail: str, now: float) -> dict:
+    """The dead-letter record of one rejected message: what it was (truncated), why, when."""
+    return {"raw": _truncate(raw), "reason": reason, "detail": detail, "time": iso_ms(now)}
 
 
 class Worker:
@@ -65,7 +85,6 @@ class Worker:
         self.lease_ttl_ms = config["LEASE_TTL_MS"]
         self.role = "starting"
         self.channel = config["REDIS_CHANNEL"]
-        self.flush_s = config["FLUSH_INTERVAL_MS"] / 1000.0
         self.max_batch = config["MAX_BATCH"]
         self.per_event = config["WORKER_STRATEGY"] == "per_event"
         self.transport = check_transport(config["INGEST_TRANSPORT"])
@@ -89,6 +108,10 @@ class Worker:
         self._carry: list | None = None  # a batch whose write failed, retried after reconnect
         self._written = False  # whether process() got as far as storing its batch
         self._last_heartbeat = 0.0
+        self._last_report = 0.0
+        self.max_metrics = config["MAX_METRICS"]
+        self.known_metrics: set[str] = set()
+        self._new_metrics: list[str] = []  # admitted by the batch in hand, written with it
 
     def stop(self) -> None:
         self._stopping = True
@@ -102,15 +125,17 @@ class Worker:
             while not self._stopping:
                 pubsub = None
                 try:
-                    if not self.store.acquire_lease(self.token, self.lease_ttl_ms):
+                    if not self._acquire_lease():
                         # Another worker is active: stay a hot standby and poll for the lease.
                         if self.role != "standby":
                             log.info("worker %s is standby: another worker holds the lease", self.token)
                         self.role = "standby"
+                        self._report(time.monotonic())
                         failures, backoff = 0, self.backoff_min
                         self.sleep(self.lease_ttl_ms / 3000.0)
                         continue
                     self.role = "active"
+                    self.load_known_metrics()
                     pubsub = self.sub_client.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(self.channel)
                     if self.stream is not None:
@@ -164,12 +189,40 @@ class Worker:
             with contextlib.suppress(redis.RedisError):  # if Redis is gone, the lease expires by itself
                 self.store.release_lease(self.token)
 
+    def _acquire_lease(self) -> bool:
+        """Take the lease if it is free, ours, or held by a dead process of this host: a worker
+        restarted after a crash (or a supervised one) takes over at once instead of waiting out
+        its predecessor's lease. (Tokens are host:pid:nonce; hosts must have unique names per
+        PID namespace, as containers do by default.)"""
+        if self.store.acquire_lease(self.token, self.lease_ttl_ms):
+            return True
+        holder = self.store.lease_holder()
+        if holder is None or not _dead_local_process(holder):
+            return False
+        if self.store.take_over_lease(holder, self.token, self.lease_ttl_ms):
+            log.warning(
+                "worker %s took over the lease of %s, a process of this host that is gone", self.token, holder
+            )
+            return True
+        return False
+
+    def _report(self, now: float) -> None:
+        """Our status for /api/health on any node, about once a second."""
+        if now - self._last_report < HEARTBEAT_EVERY_S:
+            return
+        self._last_report = now
+        try:
+            self.store.report_worker(self.token, self.status())
+        except redis.RedisError as exc:
+            log.debug("cannot report the worker's status: %s", exc)
+
     def _keep_lease(self, now: float) -> bool:
         """Renew the lease and the heartbeat about once a second; False when the lease is lost."""
         if now - self._last_heartbeat < HEARTBEAT_EVERY_S:
             return True
         self._last_heartbeat = now
         if self.store.renew_lease(self.token, self.lease_ttl_ms):
+            self._report(now)
             if self.stream is not None:
                 self._stream_housekeeping()
             return True
@@ -204,11 +257,16 @@ class Worker:
         return pubsub.get_message(timeout=None)
 
     def pump(self, pubsub) -> int | None:
-        """Wait up to one flush interval for a message, drain what is waiting, process it.
+        """Wait for a message, take whatever else is already waiting, process it all.
+
+        Natural batching: nothing waits on a timer for more events while some are in hand. At
+        low rates a batch is one event, stored and emitted one round trip after it arrived;
+        under load, messages pile up while the previous batch is written and the next batch
+        grows by itself (up to MAX_BATCH).
 
         Returns how many messages it processed, or None when this worker lost its lease and
         must stop consuming (another worker is active now)."""
-        message = self._next_message(pubsub, self.flush_s)
+        message = self._next_message(pubsub, IDLE_WAIT_S)
         now = time.monotonic()
         if not self._keep_lease(now):
             return None
@@ -216,21 +274,11 @@ class Worker:
             # Yield even when idle: under eventlet a quiet subscriber must not hog the hub.
             self.sleep(0)
             return 0
-        batch = [message["data"]]
         if self.per_event:
             self.process_per_event(message["data"])
             return 1
-        deadline = now + self.flush_s
-        while len(batch) < self.max_batch:
-            message = self._next_message(pubsub, 0)
-            if message is None:
-                if time.monotonic() >= deadline:
-                    break
-                # Nothing buffered: give the socket a moment rather than flushing tiny batches.
-                message = self._next_message(pubsub, min(0.005, max(0.0, deadline - time.monotonic())))
-                if message is None:
-                    break
-            batch.append(message["data"])
+        batch = [message["data"]]
+        batch += self._drain(pubsub, self.max_batch - 1)
         self.process(batch, started=now)
         return len(batch)
 
@@ -263,11 +311,9 @@ class Worker:
         """The stream transport's pump: stream entries and Pub/Sub messages in one batch.
 
         First this consumer's pending entries, page by page (a previous lease holder's, or ours
-        from before a reconnect). Then: wait, for at most one flush interval, on the Pub/Sub
-        socket and an armed XREADGROUP BLOCK together, so no busy loop and no polling delay for
-        either source. Once something arrived, the batch keeps gathering from both while more
-        arrives within GATHER_PAUSE_S, up to one flush interval or MAX_BATCH, as pump() does.
-        Returns as pump() does."""
+        from before a reconnect). Then: wait on the Pub/Sub socket and an armed XREADGROUP BLOCK
+        together, so no busy loop and no polling delay for either source, and take what both
+        have, without waiting for more (natural batching, as pump() does). Returns as pump() does."""
         stream = self.stream
         messages: list = []
         try:
@@ -275,7 +321,7 @@ class Worker:
                 entries = stream.read_pending(self.max_batch)
             else:
                 stream.arm(self.max_batch, STREAM_BLOCK_MS)
-                self._wait(pubsub, self.flush_s)
+                self._wait(pubsub, IDLE_WAIT_S)
                 entries = stream.take()
             now = time.monotonic()
             if not self._keep_lease(now):
@@ -284,20 +330,6 @@ class Worker:
             if not entries and not messages:
                 self.sleep(0)  # under eventlet a quiet consumer must not hog the hub
                 return 0
-            deadline = now + self.flush_s
-            # A replayed page of pending entries is written as it is: it is already a full read.
-            while not stream.replaying and len(entries) + len(messages) < self.max_batch:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                stream.arm(self.max_batch - len(entries) - len(messages), STREAM_BLOCK_MS)
-                self._wait(pubsub, min(GATHER_PAUSE_S, left))
-                more = stream.take()
-                more_messages = self._drain(pubsub, self.max_batch - len(entries) - len(messages) - len(more))
-                if not more and not more_messages:
-                    break
-                entries += more
-                messages += more_messages
         except (redis.ConnectionError, redis.TimeoutError):
             # Stream entries read so far stay pending in Redis; Pub/Sub messages exist only here.
             if messages:
@@ -324,11 +356,10 @@ class Worker:
         return len(entries) + len(messages)
 
     def _dead_letter_batch(self, entries: list[Entry], messages: list, exc: Exception) -> None:
-        now = iso_ms(time.time())
+        now = time.time()
         detail = f"{type(exc).__name__}: {exc}"
         rejected = [
-            {"raw": _truncate(raw), "reason": "internal_error", "detail": detail, "time": now}
-            for raw in [e.raw for e in entries] + messages
+            dead_letter(raw, "internal_error", detail, now) for raw in [e.raw for e in entries] + messages
         ]
         try:
             self.store.write_batch(
@@ -357,11 +388,7 @@ class Worker:
         raws = batch
         if entries:
             raws = [e.raw for e in entries if e.problem is None] + list(batch)
-            rejected = [
-                {"raw": _truncate(e.raw), "reason": "invalid_entry", "detail": e.problem, "time": iso_ms(now)}
-                for e in entries
-                if e.problem is not None
-            ]
+            rejected = [dead_letter(e.raw, "invalid_entry", e.problem, now) for e in entries if e.problem]
         for raw in raws:
             try:
                 accepted.append(
@@ -374,52 +401,42 @@ class Worker:
                     )
                 )
             except Rejection as rej:
-                rejected.append(
-                    {"raw": _truncate(raw), "reason": rej.reason, "detail": rej.detail, "time": iso_ms(now)}
-                )
+                rejected.append(dead_letter(raw, rej.reason, rej.detail, now))
             except Exception as exc:
                 log.exception("unexpected error validating a message")
-                rejected.append(
-                    {
-                        "raw": _truncate(raw),
-                        "reason": "internal_error",
-                        "detail": f"{type(exc).__name__}: {exc}",
-                        "time": iso_ms(now),
-                    }
-                )
+                rejected.append(dead_letter(raw, "internal_error", f"{type(exc).__name__}: {exc}", now))
+        accepted = self._admit_metrics(accepted, rejected, now)
+        received = len(batch) + len(entries)
         try:
-            events, deltas, tag_deltas = [], {}, {}
-            if accepted:
-                first = self.store.reserve_seqs(len(accepted))
-                acc = BatchAccumulator(self.config["TOP_MAX_TAG_VALUES"])
-                for offset, ev in enumerate(accepted):
-                    ev.data["seq"] = first + offset
-                    acc.add(ev)
-                    events.append(ev.data)
-                deltas = acc.deltas()
-                tag_deltas = acc.tag_deltas()
-            received = len(batch) + len(entries)
-            if entries:
-                self.store.write_batch(
-                    events,
-                    deltas,
-                    rejected,
-                    received=received,
-                    tag_deltas=tag_deltas,
-                    ack=(self.stream.key, GROUP, [e.id for e in entries]),
-                    fence=(self.store.keys.worker_lease, self.token),
-                )
-            else:
-                self.store.write_batch(events, deltas, rejected, received=received, tag_deltas=tag_deltas)
+            acc = BatchAccumulator(self.config["TOP_MAX_TAG_VALUES"])
+            for ev in accepted:
+                acc.add(ev)
+            events = [ev.data for ev in accepted]
+            encoded = self.store.write_batch(
+                events,
+                acc.deltas() if accepted else {},
+                rejected,
+                received=received,
+                tag_deltas=acc.tag_deltas() if accepted else None,
+                ack=(self.stream.key, GROUP, [e.id for e in entries]) if entries else None,
+                fence=(self.store.keys.worker_lease, self.token) if entries else None,
+                new_metrics=self._new_metrics,
+                fanout_channel=self.broadcaster.channel,
+            )
         except (redis.ConnectionError, redis.TimeoutError):
             self._carry = list(batch) or None  # stream entries are re-read from Redis instead
+            self._forget_new_metrics()
             raise
+        except BaseException:
+            self._forget_new_metrics()
+            raise
+        self._new_metrics = []
         self._written = True
         self.batches += 1
         self.processed += len(events)
         self.rejected += len(rejected)
         if events:
-            self.broadcaster.publish(events)
+            self.broadcaster.publish(encoded)
             telemetry.SUBSCRIBER_LAG.set(max(0.0, now - max(ev.ts for ev in accepted)))
         telemetry.EVENTS_RECEIVED.inc(received)
         telemetry.EVENTS_ACCEPTED.inc(len(events))
@@ -428,6 +445,39 @@ class Worker:
             telemetry.EVENTS_REJECTED.labels(item["reason"]).inc()
         if started is not None:
             telemetry.BROADCAST_LATENCY.observe(time.monotonic() - started)
+
+    def _admit_metrics(self, accepted: list, rejected: list, now: float) -> list:
+        """Keep the number of distinct metric names under MAX_METRICS: past it, events of a new
+        name are dead-lettered (`too_many_metrics`), so a producer inventing names cannot make
+        every bucket, query and dashboard grow without bound. Names are admitted for good
+        (the set in Redis is shared by every worker and survives restarts)."""
+        known = self.known_metrics
+        kept = []
+        for ev in accepted:
+            if ev.metric not in known:
+                if len(known) >= self.max_metrics:
+                    rejected.append(
+                        dead_letter(
+                            orjson.dumps(ev.data),
+                            "too_many_metrics",
+                            f"{self.max_metrics} metric names exist (MAX_METRICS); {ev.metric!r} is not one",
+                            now,
+                        )
+                    )
+                    continue
+                known.add(ev.metric)
+                self._new_metrics.append(ev.metric)
+            kept.append(ev)
+        return kept
+
+    def _forget_new_metrics(self) -> None:
+        """The write failed: the names it would have added are not admitted (yet)."""
+        for name in self._new_metrics:
+            self.known_metrics.discard(name)
+        self._new_metrics = []
+
+    def load_known_metrics(self) -> None:
+        self.known_metrics = {m.decode() for m in self.store.redis.smembers(self.store.keys.metrics)}
 
     def process_per_event(self, raw) -> None:
         """The original design's strategy, for the benchmark's side-by-side run only: every event
@@ -442,25 +492,16 @@ class Worker:
             )
         except Rejection as rej:
             self.store.write_batch(
-                [],
-                {},
-                [
-                    {
-                        "raw": _truncate(raw),
-                        "reason": rej.reason,
-                        "detail": rej.detail,
-                        "time": iso_ms(time.time()),
-                    }
-                ],
-                received=1,
+                [], {}, [dead_letter(raw, rej.reason, rej.detail, time.time())], received=1
             )
             self.rejected += 1
             return
         ev.data["seq"] = self.store.reserve_seqs(1)
-        self.store.redis.lpush(self.store.keys.recent, orjson.dumps(ev.data))
+        encoded = orjson.dumps(ev.data)
+        self.store.redis.lpush(self.store.keys.recent, encoded)
         self.store.redis.ltrim(self.store.keys.recent, 0, self.store.recent_max - 1)
         self.processed += 1
-        self.broadcaster.publish([ev.data])
+        self.broadcaster.publish([encoded])
 
     def status(self) -> dict:
         return {

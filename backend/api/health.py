@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
+import redis
 from flask import Blueprint, jsonify
 
 from backend.core.timefmt import iso_ms
 from backend.runtime import get_runtime
 
 bp = Blueprint("health", __name__, url_prefix="/api")
+
+WORKER_STALE_S = 5.0  # a worker that has not reported for this long is left out (and forgotten)
 
 
 def _now_iso() -> str:
@@ -20,9 +24,17 @@ def _now_iso() -> str:
 def health():
     """Liveness: the process answers. Always 200; says whether Redis answers too."""
     runtime = get_runtime()
-    body = {"status": "ok", "time": _now_iso(), "redis": "ok" if runtime.store.ping() else "down"}
+    redis_ok = runtime.store.ping()
+    body = {"status": "ok", "time": _now_iso(), "redis": "ok" if redis_ok else "down"}
+    workers = []
+    if redis_ok:
+        with contextlib.suppress(redis.RedisError):
+            workers = runtime.store.workers(stale_after_s=WORKER_STALE_S)
+    body["workers"] = workers
     if runtime.worker is not None:
-        body["worker"] = runtime.worker.status()
+        body["worker"] = runtime.worker.status()  # this process's own, even while Redis is down
+    elif workers:
+        body["worker"] = workers[0]  # the active one when there is one (sorted first)
     return jsonify(body)
 
 

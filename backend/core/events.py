@@ -386,3 +386,11 @@ __all__ = [
     "parse_event",
     "validate",
 ]
+
+
+def numbered(first: int, bodies: list[bytes]) -> list[bytes]:
+    """Events' JSON objects (without `seq`) given seqs first, first + 1, ...: the wire form.
+
+    Splicing the number in front of the encoded object saves decoding and re-encoding events
+    that were encoded once already."""
+    return [b'{"seq":%d,%s' % (first + offset, body[1:]) for offset, body in enumerate(bodies)]

@@ -185,7 +185,7 @@ def _stuck_client(url: str) -> subprocess.Popen:
 
 
 def test_a_client_that_stops_reading_is_dropped_and_does_not_slow_others(server_factory, r):
-    server = server_factory(env={"SLOW_CLIENT_MAX_PENDING": "50"})
+    server = server_factory(env={"SLOW_CLIENT_SOFT_BYTES": "262144", "SLOW_CLIENT_SOFT_S": "1"})
     stuck = _stuck_client(server.url)
     try:
         with Recorder(server.url, batch_window=60) as rec:

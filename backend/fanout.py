@@ -1,0 +1,242 @@
+"""Delivery of stored batches to this process's Socket.IO clients, encoded once per batch.
+
+The worker hands over each batch as its events' JSON text (encoded once, in the store). Here a
+batch becomes one `metrics` packet for batch clients and one `metric` packet per event for
+per-event clients (the original design's contract): both from the same batch, so neither kind
+of client can miss what the other got.
+
+Per-client cost is what limits fan-out on one core. Under eventlet, a websocket client's frames
+are packed once per batch (a server's frames are unmasked, so every client gets the same
+bytes) and queued as one item, which its writer sends with one `sendall`: a batch of N events
+costs a per-event client one queue item and one system call instead of N of each. Clients on
+other transports (long-polling, the threading and gevent servers' websockets) get ordinary
+Engine.IO packets.
+
+Slow clients are judged Redis-style (`client-output-buffer-limit`): bytes queued for a client
+over a hard limit, or over a soft limit for longer than a grace time, drop it. Time counts only
+while the client's socket is not writable, i.e. while the client, not this server, is behind: a
+server that fell behind its own queues (a CPU hiccup) drops nobody.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import struct
+import time
+
+from engineio import packet as eio_packet
+
+log = logging.getLogger(__name__)
+
+LEGACY_ROOM = "legacy"
+BATCH_ROOM = "batch"
+NAMESPACE = "/"
+
+
+class FrameBlob(bytes):
+    """Ready-to-send websocket frames: the patched websocket writes them as they are."""
+
+    __slots__ = ()
+
+
+class FramesPacket:
+    """A queue item carrying several pre-packed Engine.IO messages for one websocket client.
+
+    It stands in for an engineio Packet in the client's send queue (its writer calls encode()
+    and hands the result to the websocket), so it carries the attributes engineio reads."""
+
+    __slots__ = ("blob", "count")
+    packet_type = eio_packet.MESSAGE
+    binary = False
+    data = "<frames>"
+
+    def __init__(self, blob: FrameBlob, count: int):
+        self.blob = blob
+        self.count = count
+
+    def encode(self, b64=False):
+        return self.blob
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One final, unmasked websocket text frame (RFC 6455 5.2) holding `payload`."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
+
+
+def batch_text(encoded: list[bytes]) -> bytes:
+    """The Socket.IO EVENT packet text of `metrics` (a list of events)."""
+    return b'2["metrics",[' + b",".join(encoded) + b"]]"
+
+
+def event_texts(encoded: list[bytes]) -> list[bytes]:
+    """The Socket.IO EVENT packet texts of one `metric` per event."""
+    return [b'2["metric",' + e + b"]" for e in encoded]
+
+
+class Fanout:
+    """This process's delivery of batches, and its view of which clients read what it sends."""
+
+    def __init__(self, socketio, *, soft_bytes: int, soft_s: float, hard_bytes: int):
+        self.socketio = socketio
+        self.soft_bytes = soft_bytes
+        self.soft_s = soft_s
+        self.hard_bytes = hard_bytes
+        self.framed: dict[str, object] = {}  # eio sid -> eventlet websocket taking FrameBlobs
+        self._over_since: dict[str, float] = {}
+        self.dropped_slow_clients = 0
+        self.delivered_batches = 0
+
+    # --- the websocket hook ----------------------------------------------------------------
+    def install(self) -> None:
+        """Under eventlet, wrap Engine.IO's websocket class so that our frames go out as they are."""
+        eio = self.socketio.server.eio
+        if eio.async_mode != "eventlet":
+            return
+        base = eio._async["websocket"]
+        fanout = self
+
+        class FramingWebSocketWSGI(base):
+            def __init__(self, handler, server):
+                super().__init__(fanout._wrap_handler(handler), server)
+
+        eio._async = {**eio._async, "websocket": FramingWebSocketWSGI}
+
+    def _wrap_handler(self, handler):
+        sid = getattr(getattr(handler, "__self__", None), "sid", None)
+
+        def framing_handler(ws):
+            if sid is None or ws._get_permessage_deflate_enc() is not None:
+                return handler(ws)  # compressed frames are per connection: no shared bytes
+            plain_send = ws.send
+
+            def send(message, **kwargs):
+                if type(message) is FrameBlob:
+                    ws._send(message)
+                else:
+                    plain_send(message, **kwargs)
+
+            ws.send = send
+            self.framed[sid] = ws
+            try:
+                return handler(ws)
+            finally:
+                self.framed.pop(sid, None)
+                self._over_since.pop(sid, None)
+
+        return framing_handler
+
+    # --- delivery --------------------------------------------------------------------------
+    def deliver(self, encoded: list[bytes]) -> None:
+        """Send one stored batch (events' JSON, oldest first) to this process's clients."""
+        if not encoded:
+            return
+        server = self.socketio.server
+        rooms = server.manager.rooms.get(NAMESPACE, {})
+        if rooms.get(BATCH_ROOM):
+            self._send_room(server, BATCH_ROOM, [batch_text(encoded)])
+        if rooms.get(LEGACY_ROOM):
+            self._send_room(server, LEGACY_ROOM, event_texts(encoded))
+        self.delivered_batches += 1
+
+    def _send_room(self, server, room: str, texts: list[bytes]) -> None:
+        eio = server.eio
+        frames = None
+        packets = None
+        for _sid, eio_sid in server.manager.get_participants(NAMESPACE, room):
+            sock = eio.sockets.get(eio_sid)
+            if sock is None or sock.closed:
+                continue
+            if eio_sid in self.framed and sock.upgraded:
+                if frames is None:
+                    frames = FramesPacket(
+                        FrameBlob(b"".join(text_frame(b"4" + t) for t in texts)), len(texts)
+                    )
+                sock.send(frames)
+            else:
+                if packets is None:
+                    packets = [eio_packet.Packet(eio_packet.MESSAGE, t.decode()) for t in texts]
+                for pkt in packets:
+                    sock.send(pkt)
+
+    # --- slow clients ----------------------------------------------------------------------
+    def drop_slow_clients(self, now: float | None = None) -> int:
+        """Disconnect clients that stopped reading; returns how many were dropped."""
+        now = time.monotonic() if now is None else now
+        dropped = 0
+        for eio_sid, sock in list(self.socketio.server.eio.sockets.items()):
+            if sock.closed:
+                continue
+            pending = pending_bytes(sock)
+            if pending <= self.soft_bytes:
+                self._over_since.pop(eio_sid, None)
+                continue
+            ws = self.framed.get(eio_sid)
+            if pending <= self.hard_bytes:
+                if ws is not None and _writable(ws):
+                    # The client takes what we send: the queue is ours to catch up on.
+                    self._over_since.pop(eio_sid, None)
+                    continue
+                since = self._over_since.setdefault(eio_sid, now)
+                if now - since < self.soft_s:
+                    continue
+            self._over_since.pop(eio_sid, None)
+            dropped += 1
+            self.dropped_slow_clients += 1
+            log.warning("dropping slow client %s: %d bytes waiting to be sent", eio_sid, pending)
+            try:
+                sock.close(wait=False, abort=True)
+            except Exception:
+                log.debug("error closing slow client %s", eio_sid, exc_info=True)
+        return dropped
+
+
+def pending_bytes(sock) -> int:
+    """Bytes waiting in an Engine.IO socket's send queue (a snapshot; the writer drains it)."""
+    items = getattr(sock.queue, "queue", None)
+    if items is None:
+        return 0
+    total = 0
+    for item in list(items):
+        if item is None:
+            continue
+        if type(item) is FramesPacket:
+            total += len(item.blob)
+        else:
+            data = getattr(item, "data", None)
+            total += len(data) if isinstance(data, (str, bytes)) else 16
+    return total
+
+
+def _writable(ws) -> bool:
+    """Whether the kernel would take more bytes for this client now (its send buffer has room)."""
+    sock = getattr(ws, "socket", None)
+    if sock is None:
+        return False
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return False
+        # poll, not select: a node with thousands of clients has descriptors past FD_SETSIZE.
+        # The original (unpatched) module: a zero-timeout poll needs no green hub.
+        poller = _poll_module().poll()
+        poller.register(fd, select.POLLOUT)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _poll_module():
+    try:
+        from eventlet.patcher import original
+
+        return original("select")
+    except ImportError:  # pragma: no cover - eventlet is a dependency
+        return select
