@@ -104,8 +104,8 @@ class Config:
     # the hard limit, or over the soft limit for SLOW_CLIENT_SOFT_S while its socket takes no
     # more (time the node itself is behind does not count).
     SLOW_CLIENT_HARD_BYTES = _int("SLOW_CLIENT_HARD_BYTES", 32 * 1024 * 1024)  # bytes
-    SLOW_CLIENT_SOFT_BYTES = _int("SLOW_CLIENT_SOFT_BYTES", 1024 * 1024)  # bytes
-    SLOW_CLIENT_SOFT_S = _float("SLOW_CLIENT_SOFT_S", 3.0)  # seconds
+    SLOW_CLIENT_SOFT_BYTES = _int("SLOW_CLIENT_SOFT_BYTES", 64 * 1024)  # bytes
+    SLOW_CLIENT_SOFT_S = _float("SLOW_CLIENT_SOFT_S", 2.0)  # seconds
     AGGREGATE_TICK_MS = _int("AGGREGATE_TICK_MS", 1000)  # how often `aggregate` is pushed
     RECONNECT_MIN_S = _float("RECONNECT_MIN_S", 0.1)  # first backoff after Redis drops us
     RECONNECT_MAX_S = _float("RECONNECT_MAX_S", 5.0)  # backoff cap

@@ -501,7 +501,12 @@ class Worker:
         self.store.redis.lpush(self.store.keys.recent, encoded)
         self.store.redis.ltrim(self.store.keys.recent, 0, self.store.recent_max - 1)
         self.processed += 1
-        self.broadcaster.publish([encoded])
+        if self.broadcaster.channel is not None:  # the fan-out message format: first seq, events
+            data = dict(ev.data)
+            seq = data.pop("seq")
+            self.store.redis.publish(self.broadcaster.channel, b"%d\n%s" % (seq, orjson.dumps(data)))
+        else:
+            self.broadcaster.publish([encoded])
 
     def status(self) -> dict:
         return {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-SECTIONS = ("ingest", "fanout", "baseline", "queries", "soak", "modes")
+SECTIONS = ("realtime", "ingest", "fanout", "baseline", "queries", "soak", "modes")
 
 # name: (full run, --quick)
 DEFAULTS = {
@@ -255,6 +255,10 @@ def run(args: argparse.Namespace) -> int:
                         results["ingest"]["profiled_run"] = rn.ingest(
                             bench, events=opts.ingest_events, publishers=opts.publishers, profile=True
                         )
+                elif section == "realtime":
+                    from backend.bench.realtime import realtime
+
+                    results["realtime"] = realtime(bench)
                 elif section == "fanout":
                     results["fanout"] = rn.fanout(bench)
                 elif section == "baseline":

@@ -77,6 +77,10 @@ STEP_HEADERS = [
 def section(name: str, r: dict, opts) -> str:
     if "error" in r:
         return f"  {name}: ERROR {r['error']}"
+    if name == "realtime":
+        from backend.bench.realtime import line
+
+        return "\n".join(line(run) for run in r["runs"])
     if name == "ingest":
         # "bare sub" is a bare Pub/Sub subscriber, or with the stream transport a bare consumer group
         return _ingest_table([(f"eventlet/{r.get('transport', 'pubsub')}", r)])

@@ -114,7 +114,13 @@ class Bench:
         return helpers
 
     def server(
-        self, names: Names, *, async_mode: str = "eventlet", strategy: str = "batch", label: str
+        self,
+        names: Names,
+        *,
+        async_mode: str = "eventlet",
+        strategy: str = "batch",
+        label: str,
+        env: dict | None = None,
     ) -> Server:
         return Server(
             self.redis.url,
@@ -123,7 +129,7 @@ class Bench:
             async_mode=async_mode,
             strategy=strategy,
             label=label,
-            extra_env=dict(self.opts.server_env),
+            extra_env={**(env or {}), **dict(self.opts.server_env)},
         ).wait_ready()
 
 
