@@ -97,7 +97,6 @@ class Config:
     # ingest has its own core and no web request can starve it), "thread" (inside the web
     # process) or "auto" (process when the machine has more than one core).
     WORKER_MODE = _str("WORKER_MODE", "auto")
-    FLUSH_INTERVAL_MS = _int("FLUSH_INTERVAL_MS", 50)  # longest an event waits before broadcast
     MAX_BATCH = _int("MAX_BATCH", 5000)  # events per pipelined write
     # Clients that stopped reading are dropped, so one stuck client cannot make a node buffer
     # without bound (Redis's client-output-buffer-limit model): bytes queued for a client over

@@ -140,7 +140,10 @@ class WorkerProcess:
 
     def stop(self) -> None:
         self._stopping = True
-        stop(self.process)
+        stop(self.process)  # SIGTERM: it finishes the batch in hand and releases the lease
+        if self.process is not None:
+            clean = self.process.returncode == 0
+            log.info("worker stopped (%s)", "clean" if clean else f"exit {self.process.returncode}")
 
 
 def start_worker_process(app: Flask, async_mode: str) -> WorkerProcess:

@@ -5,8 +5,10 @@ lease in Redis (renewed every second, LEASE_TTL_MS long); the others wait as hot
 take over within one TTL when the active one dies. A batch's writes go in one MULTI/EXEC, so a
 worker killed mid-batch leaves the aggregates as if the batch never happened, not half-applied.
 
-Per batch (everything that arrived within FLUSH_INTERVAL_MS, up to MAX_BATCH) the worker pays two
-Redis round trips and two Socket.IO emits, whatever the batch size. A message that fails to parse
+Batches form naturally: the worker takes whatever is already waiting (up to MAX_BATCH), stores
+it with one script (one Redis round trip, whatever the batch size) and hands it to the fan-out,
+then goes back for more; under load batches grow by themselves, at low load an event waits for
+nothing but that round trip. A message that fails to parse
 goes to the dead-letter list; an unexpected error in one message is logged and dead-lettered too,
 so no single message can stop the loop. When Redis drops the connection (restart, slow-subscriber
 kill) the loop reconnects with capped exponential backoff and reprocesses the batch it held.
@@ -135,12 +137,17 @@ class Worker:
                         self.sleep(self.lease_ttl_ms / 3000.0)
                         continue
                     self.role = "active"
+                    # The heartbeat now, not a second later: readiness on every node reads it.
+                    self.store.renew_lease(self.token, self.lease_ttl_ms)
+                    self._last_heartbeat = time.monotonic()
                     self.load_known_metrics()
                     pubsub = self.sub_client.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(self.channel)
                     if self.stream is not None:
                         self.stream.activate()  # the group exists; pending entries come first
                     self.subscribed = True
+                    self._last_report = 0.0
+                    self._report(time.monotonic())  # /api/health shows the new role at once
                     if failures:
                         self.reconnects += 1
                         telemetry.REDIS_RECONNECTS.inc()

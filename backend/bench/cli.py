@@ -106,7 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a setting for every server started (repeatable), e.g. FLUSH_INTERVAL_MS=20 to try a "
+        help="a setting for every server started (repeatable), e.g. WORKER_MODE=thread to try a "
         "configuration without editing code; recorded in the results",
     )
     g = p.add_argument_group("ingest")

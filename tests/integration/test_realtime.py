@@ -1,0 +1,192 @@
+"""Real time: natural batching, one script per batch, the fan-out, and the worker's own process."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import orjson
+import pytest
+
+from backend.broadcast import Broadcaster, decode_fanout_message
+from backend.config import Config
+from backend.fanout import batch_text, event_texts, text_frame
+from backend.worker import IDLE_WAIT_S, Worker
+from tests.helpers import wait_for
+from tests.integration.sio import Recorder
+
+
+class Collect(Broadcaster):
+    """A broadcaster that keeps what the worker hands over (this process has no clients)."""
+
+    def __init__(self):
+        super().__init__(None, channel=None)
+        self.batches: list[list[bytes]] = []
+
+    def publish(self, encoded):
+        self.batches.append(encoded)
+
+
+@pytest.fixture
+def worker(redis_url, names):
+    cfg = {**Config.as_dict(), "REDIS_URL": redis_url, **names}
+    w = Worker(cfg, Collect())
+    yield w
+    w.store.redis.close()
+    w.sub_client.close()
+
+
+def test_a_batch_takes_what_is_waiting_and_never_waits_for_more(worker, r, names):
+    """Natural batching: after the first message, every read of the batch is non-blocking
+    (timeout 0). A gather window would show up as a positive timeout here."""
+    pubsub = worker.sub_client.pubsub()
+    pubsub.subscribe(names["REDIS_CHANNEL"])
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # the confirmation, out of the way
+    pubsub.ignore_subscribe_messages = True
+    assert worker.store.acquire_lease(worker.token, 3000)
+    timeouts: list[float] = []
+    real = worker._next_message
+
+    def spy(ps, timeout):
+        timeouts.append(timeout)
+        return real(ps, timeout)
+
+    worker._next_message = spy
+    for i in range(3):
+        r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "nb", "value": i}))
+    wait_for(lambda: pubsub.connection.can_read(timeout=0), message="messages waiting")
+    assert worker.pump(pubsub) == 3
+    assert timeouts[0] == IDLE_WAIT_S  # waiting for the first message is the only wait
+    assert timeouts[1:] == [0] * len(timeouts[1:])
+    (batch,) = worker.broadcaster.batches
+    events = [orjson.loads(e) for e in batch]
+    assert [e["value"] for e in events] == [0, 1, 2]
+    assert [e["seq"] for e in events] == list(range(events[0]["seq"], events[0]["seq"] + 3))
+
+    # A lone event is a batch of its own: stored and handed over without waiting for company.
+    timeouts.clear()
+    r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "nb", "value": 3}))
+    assert worker.pump(pubsub) == 1
+    assert timeouts[1:] == [0] * len(timeouts[1:])
+    assert [orjson.loads(e)["value"] for e in worker.broadcaster.batches[-1]] == [3]
+    pubsub.close()
+
+
+def test_one_round_trip_stores_a_batch(worker, r, names):
+    """The write is one EVALSHA: seq, recent lists, aggregates, counters."""
+    from backend.core.aggregate import BatchAccumulator
+    from backend.core.events import validate
+
+    now = 1_800_000_000.0
+    evs = [validate({"metric": "rt", "value": {"ms": i}, "ts": now}, now=now, retention_s=3600,
+                    future_tolerance_s=300) for i in range(5)]  # fmt: skip
+    acc = BatchAccumulator()
+    for ev in evs:
+        acc.add(ev)
+    before = r.info("commandstats")
+    worker.store.write_batch([ev.data for ev in evs], acc.deltas(), [], received=5)
+    after = r.info("commandstats")
+
+    def calls(stats, name):
+        return stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+
+    # Other clients' commands are not ours, but nothing else talks to this database now.
+    assert calls(after, "evalsha") - calls(before, "evalsha") == 1
+    assert calls(after, "incrby") - calls(before, "incrby") == 1  # inside the script
+    assert calls(after, "exec") == calls(before, "exec")
+    assert r.hget(f"{names['KEY_PREFIX']}stats", "accepted") == b"5"
+    assert len(r.lrange(f"{names['KEY_PREFIX']}recent:rt", 0, -1)) == 5
+
+
+def test_fanout_message_and_frames_round_trip():
+    """The channel message is numbered by the web node exactly as the store numbers events."""
+    bodies = [orjson.dumps({"id": "a", "metric": "m"}), orjson.dumps({"id": "b", "metric": "m"})]
+    encoded = decode_fanout_message(b"41\n" + b"\n".join(bodies))
+    assert [orjson.loads(e) for e in encoded] == [
+        {"seq": 41, "id": "a", "metric": "m"},
+        {"seq": 42, "id": "b", "metric": "m"},
+    ]
+    assert orjson.loads(batch_text(encoded)[1:]) == ["metrics", [orjson.loads(e) for e in encoded]]
+    assert [orjson.loads(t[1:]) for t in event_texts(encoded)] == [
+        ["metric", orjson.loads(e)] for e in encoded
+    ]
+    for size in (5, 200, 70_000):  # the three length encodings of RFC 6455
+        frame = text_frame(b"x" * size)
+        assert frame[0] == 0x81 and (frame[1] & 0x80) == 0  # final text frame, unmasked
+        assert frame.endswith(b"x" * size) and len(frame) - size in (2, 4, 10)
+
+
+def test_per_event_and_batch_clients_get_every_event_from_the_same_batches(live_server, r):
+    with Recorder(live_server.url) as legacy, Recorder(live_server.url, batch_window=60) as batch:
+        wait_for(lambda: batch.sub_acks and legacy.connected_msgs, message="both clients ready")
+        pipe = r.pipeline(transaction=False)
+        for i in range(300):
+            pipe.publish(live_server.channel, orjson.dumps({"metric": "both", "value": i}))
+        pipe.execute()
+        wait_for(lambda: len(legacy.metric) >= 300 and len(batch.batched_events()) >= 300, message="300 each")
+        assert [e["value"] for e in legacy.metric] == list(range(300))
+        assert legacy.metric == batch.batched_events()  # same events, same seqs, same order
+
+
+def test_the_worker_runs_in_a_process_of_its_own_and_is_restarted(server_factory, r, names):
+    server = server_factory(env={"WORKER_MODE": "process"})
+    health = server.get("/api/health").json()
+    (worker,) = health["workers"]
+    pid = int(worker["token"].split(":")[1])
+    assert pid != server.process.pid and worker["role"] == "active"
+    with Recorder(server.url, batch_window=60) as rec:
+        wait_for(lambda: rec.sub_acks, message="subscribe ack")
+        r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "child", "value": 1}))
+        wait_for(lambda: rec.batched_events(), message="the event, through the fan-out channel")
+        os.kill(pid, signal.SIGKILL)
+        # The supervisor restarts it, and the new worker takes the dead one's lease at once
+        # (its lease would otherwise block it for LEASE_TTL_MS).
+        lease = f"{names['KEY_PREFIX']}worker:lease"
+
+        def new_holder():
+            holder = r.get(lease)
+            return holder is not None and f":{pid}:" not in holder.decode()
+
+        wait_for(new_holder, timeout=15, message="a new worker holding the lease")
+        assert "took over the lease" in server.log()
+        r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "child", "value": 2}))
+        wait_for(lambda: len(rec.batched_events()) == 2, message="the event after the restart")
+    assert [e["value"] for e in rec.batched_events()] == [1, 2]
+
+
+def test_metric_names_beyond_the_bound_are_dead_lettered(server_factory, r, names):
+    server = server_factory(env={"MAX_METRICS": "3", "WORKER_MODE": "thread"})
+    pipe = r.pipeline(transaction=False)
+    for i in range(5):
+        pipe.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": f"name{i}", "value": i}))
+    pipe.execute()
+    stats = f"{names['KEY_PREFIX']}stats"
+    wait_for(lambda: r.hget(stats, "received") == b"5", message="5 received")
+    assert r.hget(stats, "accepted") == b"3"
+    assert r.hget(stats, "rejected:too_many_metrics") == b"2"
+    rejected = server.get("/api/metrics/rejected").json()
+    reasons = [item["reason"] for item in rejected.get("rejected", rejected.get("items", []))]
+    assert reasons.count("too_many_metrics") == 2
+    # Names already admitted keep working.
+    r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "name0", "value": 9}))
+    wait_for(lambda: r.hget(stats, "accepted") == b"4", message="a known name still accepted")
+
+
+def test_recent_per_metric_answers_for_a_quiet_metric(live_server, r):
+    r.publish(live_server.channel, orjson.dumps({"metric": "quiet", "value": 1}))
+    pipe = r.pipeline(transaction=False)
+    for i in range(800):  # more than RECENT_MAX of another metric after it
+        pipe.publish(live_server.channel, orjson.dumps({"metric": "loud", "value": i}))
+    pipe.execute()
+    wait_for(
+        lambda: (
+            [e["value"] for e in live_server.get("/api/metrics/recent?limit=1&metric=loud").json()["metrics"]]
+            == [799]
+        ),
+        message="the loud metric stored",
+    )
+    quiet = live_server.get("/api/metrics/recent?metric=quiet").json()["metrics"]
+    assert [e["value"] for e in quiet] == [1]
+    assert not any(
+        e["metric"] == "quiet" for e in live_server.get("/api/metrics/recent?limit=500").json()["metrics"]
+    )
