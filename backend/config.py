@@ -98,6 +98,10 @@ class Config:
     # process) or "auto" (process when the machine has more than one core).
     WORKER_MODE = _str("WORKER_MODE", "auto")
     MAX_BATCH = _int("MAX_BATCH", 5000)  # events per pipelined write
+    # Pub/Sub messages the worker has read off the socket but not processed yet, at most (bytes):
+    # a burst waits here instead of in Redis's output buffer for us (which disconnects at its
+    # limit); past it, events are dropped and counted (pulseboard_pubsub_dropped_total).
+    PUBSUB_BUFFER_BYTES = _int("PUBSUB_BUFFER_BYTES", 256 * 1024 * 1024)
     # Clients that stopped reading are dropped, so one stuck client cannot make a node buffer
     # without bound (Redis's client-output-buffer-limit model): bytes queued for a client over
     # the hard limit, or over the soft limit for SLOW_CLIENT_SOFT_S while its socket takes no

@@ -45,7 +45,9 @@ def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
             socketio.start_background_task(runtime.listener.run)
     if worker and runtime.worker is None:
         broadcaster = Broadcaster(runtime.fanout, channel=runtime.store.keys.fanout if remote else None)
-        runtime.worker = Worker(cfg, broadcaster, sleep=socketio.sleep)
+        runtime.worker = Worker(
+            cfg, broadcaster, sleep=socketio.sleep, start_task=socketio.start_background_task
+        )
         socketio.start_background_task(runtime.worker.run)
         # Runs beside every worker, acts only while that worker holds the lease: one evaluator.
         start_evaluator(app, socketio, runtime.worker)
@@ -112,7 +114,9 @@ class WorkerProcess:
             **os.environ,
             "REDIS_URL": cfg["REDIS_URL"],
             "MESSAGE_QUEUE": "true",
-            "ASYNC_MODE": async_mode,
+            # Real threads: its Pub/Sub reader takes messages off the socket while a batch is
+            # processed (backend/ingest_pubsub.py); it serves no HTTP, so eventlet buys nothing.
+            "ASYNC_MODE": "threading",
         }
         self.backoff_max_s = cfg["RECONNECT_MAX_S"]
         self.process: subprocess.Popen | None = None

@@ -40,3 +40,15 @@ STREAM_LENGTH = Gauge(
 
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+PUBSUB_BUFFERED = Gauge(
+    "pulseboard_pubsub_buffered_bytes", "Pub/Sub messages read off the socket, waiting for the worker (bytes)"
+)
+PUBSUB_DROPPED = Counter(
+    "pulseboard_pubsub_dropped_total", "Pub/Sub messages dropped because the worker's buffer was full"
+)
+PUBSUB_DISCONNECTS = Counter(
+    "pulseboard_pubsub_disconnects_total",
+    "Times Redis closed the worker's subscription (e.g. its output buffer limit): messages in flight are lost",
+)

@@ -27,6 +27,7 @@ import logging
 import os
 import selectors
 import socket
+import threading
 import time
 import uuid
 
@@ -37,6 +38,7 @@ from backend import telemetry
 from backend.core.aggregate import BatchAccumulator
 from backend.core.events import Rejection, parse_event
 from backend.core.timefmt import iso_ms
+from backend.ingest_pubsub import PubSubReader
 from backend.ingest_stream import GROUP, Entry, StreamReader, check_transport
 from backend.store import LeaseLost, Store, connect
 
@@ -54,6 +56,12 @@ def _truncate(raw) -> str:
     if isinstance(raw, bytes):
         return raw[:DEAD_LETTER_RAW_BYTES].decode("utf-8", errors="replace")
     return str(raw)[:DEAD_LETTER_RAW_BYTES]
+
+
+def _start_thread(target):
+    thread = threading.Thread(target=target, name="pubsub-reader", daemon=True)
+    thread.start()
+    return thread
 
 
 def _dead_local_process(token: str) -> bool:
@@ -77,10 +85,15 @@ def dead_letter(raw, reason: str, detail: str, now: float) -> dict:
 
 
 class Worker:
-    def __init__(self, config, broadcaster, sleep=time.sleep):
+    def __init__(self, config, broadcaster, sleep=time.sleep, start_task=None):
         self.config = config
         self.broadcaster = broadcaster
         self.sleep = sleep  # socketio.sleep: cooperative under eventlet/gevent
+        self.start_task = start_task or _start_thread  # socketio.start_background_task
+        self.reader: PubSubReader | None = None
+        self.pubsub_buffer_bytes = config["PUBSUB_BUFFER_BYTES"]
+        self.pubsub_disconnects = 0
+        self.pubsub_dropped = 0  # by readers of earlier subscriptions
         self.store = Store.from_config(config)
         self.sub_client = connect(config["REDIS_URL"], socket_timeout=None)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -165,11 +178,29 @@ class Worker:
                     if self._carry:
                         batch, self._carry = self._carry, None
                         self.process(batch)
-                    pump = self.pump if self.stream is None else self.pump_stream
-                    while not self._stopping and pump(pubsub) is not None:
+                    if self.stream is None and not self.per_event:
+                        self.reader = PubSubReader(
+                            pubsub,
+                            max_bytes=self.pubsub_buffer_bytes,
+                            start_task=self.start_task,
+                            sleep=self.sleep,
+                        ).start()
+                        pump, source = self.pump, self.reader
+                    else:
+                        pump, source = (self.pump_stream if self.stream is not None else self.pump), pubsub
+                    while not self._stopping and pump(source) is not None:
                         pass
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                     self.subscribed = False  # before the backoff sleep: readiness must see it now
+                    if self.reader is not None and "closed by server" in str(exc).lower():
+                        self.pubsub_disconnects += 1
+                        telemetry.PUBSUB_DISCONNECTS.inc()
+                        log.error(
+                            "Redis closed the worker's subscription (%s): events published until it "
+                            "resubscribes are lost. If this happens under bursts, the worker cannot keep up "
+                            "within Redis's Pub/Sub output buffer limit: use INGEST_TRANSPORT=stream.",
+                            exc,
+                        )
                     failures += 1
                     log.warning("worker lost Redis (%s); retrying in %.2fs", exc, backoff)
                     self.sleep(backoff)
@@ -182,6 +213,10 @@ class Worker:
                     backoff = min(backoff * 2, self.backoff_max)
                 finally:
                     self.subscribed = False
+                    if self.reader is not None:
+                        self.reader.stop()
+                        self.pubsub_dropped += self.reader.dropped
+                        self.reader = None
                     if self.stream is not None:
                         self.stream.close()  # entries an armed read was given stay pending
                     if pubsub is not None:
@@ -263,31 +298,41 @@ class Worker:
             return None
         return pubsub.get_message(timeout=None)
 
-    def pump(self, pubsub) -> int | None:
-        """Wait for a message, take whatever else is already waiting, process it all.
+    def pump(self, source) -> int | None:
+        """Take what has arrived (waiting only while nothing has), process it all.
 
         Natural batching: nothing waits on a timer for more events while some are in hand. At
         low rates a batch is one event, stored and emitted one round trip after it arrived;
         under load, messages pile up while the previous batch is written and the next batch
-        grows by itself (up to MAX_BATCH).
+        grows by itself (up to MAX_BATCH). `source` is the PubSubReader (or, for the per-event
+        strategy, the subscription itself).
 
         Returns how many messages it processed, or None when this worker lost its lease and
-        must stop consuming (another worker is active now)."""
-        message = self._next_message(pubsub, IDLE_WAIT_S)
-        now = time.monotonic()
-        if not self._keep_lease(now):
+        must stop consuming (another worker is active now); what it had already received is
+        stored first, never dropped."""
+        if self.per_event:
+            return self._pump_per_event(source)
+        if not self._keep_lease(time.monotonic()):
+            batch = source.take(self.max_batch, 0)
+            if batch:
+                self.process(batch)
             return None
+        batch = source.take(self.max_batch, IDLE_WAIT_S)
+        if not batch:
+            self.sleep(0)  # under eventlet a quiet consumer must not hog the hub
+            return 0
+        self.process(batch, started=time.monotonic())
+        return len(batch)
+
+    def _pump_per_event(self, pubsub) -> int | None:
+        if not self._keep_lease(time.monotonic()):
+            return None
+        message = self._next_message(pubsub, IDLE_WAIT_S)
         if message is None:
-            # Yield even when idle: under eventlet a quiet subscriber must not hog the hub.
             self.sleep(0)
             return 0
-        if self.per_event:
-            self.process_per_event(message["data"])
-            return 1
-        batch = [message["data"]]
-        batch += self._drain(pubsub, self.max_batch - 1)
-        self.process(batch, started=now)
-        return len(batch)
+        self.process_per_event(message["data"])
+        return 1
 
     def _drain(self, pubsub, limit: int) -> list:
         """Pub/Sub messages already waiting, without blocking."""
@@ -526,5 +571,10 @@ class Worker:
             "rejected": self.rejected,
             "batches": self.batches,
             "transport": self.transport,
+            "pubsub": {
+                "buffered": self.reader.pending() if self.reader is not None else 0,
+                "dropped": self.pubsub_dropped + (self.reader.dropped if self.reader is not None else 0),
+                "disconnects": self.pubsub_disconnects,
+            },
             **({"stream": dict(self.stream.info)} if self.stream is not None else {}),
         }

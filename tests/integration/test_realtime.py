@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import orjson
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from backend.broadcast import Broadcaster, decode_fanout_message
 from backend.config import Config
 from backend.fanout import batch_text, event_texts, text_frame
+from backend.ingest_pubsub import PubSubReader
 from backend.worker import IDLE_WAIT_S, Worker
 from tests.helpers import wait_for
 from tests.integration.sio import Recorder
@@ -37,39 +39,61 @@ def worker(redis_url, names):
 
 
 def test_a_batch_takes_what_is_waiting_and_never_waits_for_more(worker, r, names):
-    """Natural batching: after the first message, every read of the batch is non-blocking
-    (timeout 0). A gather window would show up as a positive timeout here."""
+    """Natural batching: the reader takes messages off the socket as they arrive; a pump takes
+    everything already there in one batch, and waits only while there is nothing at all."""
     pubsub = worker.sub_client.pubsub()
     pubsub.subscribe(names["REDIS_CHANNEL"])
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # the confirmation, out of the way
     pubsub.ignore_subscribe_messages = True
     assert worker.store.acquire_lease(worker.token, 3000)
-    timeouts: list[float] = []
-    real = worker._next_message
+    reader = PubSubReader(pubsub, max_bytes=1 << 20, start_task=worker.start_task).start()
+    takes: list[tuple[int, float, int]] = []
+    real = reader.take
 
-    def spy(ps, timeout):
-        timeouts.append(timeout)
-        return real(ps, timeout)
+    def spy(limit, timeout):
+        got = real(limit, timeout)
+        takes.append((limit, timeout, len(got)))
+        return got
 
-    worker._next_message = spy
-    for i in range(3):
-        r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "nb", "value": i}))
-    wait_for(lambda: pubsub.connection.can_read(timeout=0), message="messages waiting")
-    assert worker.pump(pubsub) == 3
-    assert timeouts[0] == IDLE_WAIT_S  # waiting for the first message is the only wait
-    assert timeouts[1:] == [0] * len(timeouts[1:])
-    (batch,) = worker.broadcaster.batches
-    events = [orjson.loads(e) for e in batch]
-    assert [e["value"] for e in events] == [0, 1, 2]
-    assert [e["seq"] for e in events] == list(range(events[0]["seq"], events[0]["seq"] + 3))
+    reader.take = spy
+    try:
+        for i in range(3):
+            r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "nb", "value": i}))
+        wait_for(lambda: reader.pending() == 3, message="3 messages read off the socket")
+        assert worker.pump(reader) == 3
+        assert takes == [(worker.max_batch, IDLE_WAIT_S, 3)]  # one take: all of them, no second wait
+        (batch,) = worker.broadcaster.batches
+        events = [orjson.loads(e) for e in batch]
+        assert [e["value"] for e in events] == [0, 1, 2]
+        assert [e["seq"] for e in events] == list(range(events[0]["seq"], events[0]["seq"] + 3))
 
-    # A lone event is a batch of its own: stored and handed over without waiting for company.
-    timeouts.clear()
-    r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "nb", "value": 3}))
-    assert worker.pump(pubsub) == 1
-    assert timeouts[1:] == [0] * len(timeouts[1:])
-    assert [orjson.loads(e)["value"] for e in worker.broadcaster.batches[-1]] == [3]
-    pubsub.close()
+        # A lone event is a batch of its own: stored and handed over without waiting for company.
+        r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "nb", "value": 3}))
+        wait_for(lambda: reader.pending() == 1, message="the lone message read")
+        assert worker.pump(reader) == 1
+        assert [orjson.loads(e)["value"] for e in worker.broadcaster.batches[-1]] == [3]
+    finally:
+        reader.stop()
+        pubsub.close()
+
+
+def test_a_full_reader_buffer_drops_and_counts_instead_of_stalling(worker, r, names):
+    pubsub = worker.sub_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(names["REDIS_CHANNEL"])
+    payload = orjson.dumps({"metric": "full", "value": 1, "pad": "x" * 200})
+    reader = PubSubReader(pubsub, max_bytes=len(payload) * 10, start_task=worker.start_task).start()
+    try:
+        pipe = r.pipeline(transaction=False)
+        for _ in range(50):
+            pipe.publish(names["REDIS_CHANNEL"], payload)
+        pipe.execute()
+        wait_for(lambda: reader.pending() + reader.dropped == 50, message="all 50 accounted for")
+        buffered = reader.pending()
+        assert buffered <= 10 and reader.dropped == 50 - buffered
+        assert reader.take(100, 0) == [payload] * buffered  # what was kept is intact, in order
+    finally:
+        reader.stop()
+        pubsub.close()
 
 
 def test_one_round_trip_stores_a_batch(worker, r, names):
@@ -190,3 +214,35 @@ def test_recent_per_metric_answers_for_a_quiet_metric(live_server, r):
     assert not any(
         e["metric"] == "quiet" for e in live_server.get("/api/metrics/recent?limit=500").json()["metrics"]
     )
+
+
+def test_a_late_burst_larger_than_redis_output_buffer_loses_nothing(server_factory, r, names):
+    """Events stamped over the last hour, published at full speed, more bytes than Redis lets a
+    subscriber fall behind by: the worker reads them off the socket into its own buffer."""
+    limit = r.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
+    server = server_factory(env={"WORKER_MODE": "process"})
+    r.config_set("client-output-buffer-limit", "pubsub 1mb 512kb 5")
+    try:
+        now = time.time()
+        total = 30_000
+        pad = "p" * 200
+        pipe = r.pipeline(transaction=False)
+        for i in range(total):
+            event = {
+                "metric": f"late{i % 5}",
+                "value": {"ms": i % 997},
+                "ts": now - 3500 + (i % 3500),
+                "pad": pad,
+            }
+            pipe.publish(names["REDIS_CHANNEL"], orjson.dumps(event))
+            if i % 2000 == 1999:
+                pipe.execute()
+        pipe.execute()
+        stats = f"{names['KEY_PREFIX']}stats"
+        wait_for(
+            lambda: int(r.hget(stats, "accepted") or 0) >= total, timeout=60, message=f"{total} accepted"
+        )
+        assert int(r.hget(stats, "accepted")) == total
+        assert "closed the worker's subscription" not in server.log()
+    finally:
+        r.config_set("client-output-buffer-limit", limit)
