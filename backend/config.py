@@ -67,6 +67,9 @@ class Config:
     RECENT_MAX = _int("RECENT_MAX", 500)  # events in the global recent list
     # events kept per metric beside the global list (0: off); bounded in metrics by MAX_METRICS
     RECENT_PER_METRIC = _int("RECENT_PER_METRIC", 100)
+    # seconds of stored events kept for `recent?after=SEQ` resyncs (0: off; then after= is served
+    # from the recent list only). Memory: rate x HISTORY_S x event size.
+    HISTORY_S = _int("HISTORY_S", 300)
     KEY_PREFIX = _str("KEY_PREFIX", "pulseboard:")
     # Use Flask-SocketIO's Redis message queue so several web nodes share emits (scale-out).
     MESSAGE_QUEUE = _bool("MESSAGE_QUEUE", False)

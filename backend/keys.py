@@ -29,6 +29,12 @@ class Keys:
         return f"{self.prefix}recent:{metric}"
 
     @property
+    def history(self) -> str:
+        """Stream of stored batches, entry id <first seq>-0, field e = the events' JSON without seq
+        (newline-separated): HISTORY_S of it, for `recent?after=` resyncs across any gap."""
+        return f"{self.prefix}history"
+
+    @property
     def metrics(self) -> str:
         """Set of the metric names accepted so far: the cardinality bound (MAX_METRICS) counts it."""
         return f"{self.prefix}metrics"

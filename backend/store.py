@@ -32,7 +32,7 @@ from backend.keys import Keys
 # once Redis has it, whatever happens to the worker that sent it), sequence numbers included.
 #
 # KEYS: 1 recent list, 2 dead-letter list, 3 stats hash, 4 seq counter, 5 lease, 6 stream,
-#       7 known-metrics set, then the per-metric recent lists, then the bucket hashes.
+#       7 known-metrics set, 8 history stream, then the per-metric recent lists, then the buckets.
 # ARGV: a header of counts, then sections in this order (see _BatchArgs):
 #   [1] fence token ('' = no fence)  [2] events in the batch  [3] seq seed  [4] recent max
 #   [5] dead-letter max  [6] received  [7] stream group  [8] retention-ish TTL of metric lists
@@ -40,6 +40,7 @@ from backend.keys import Keys
 #   [15] #new metrics  [16] per-metric recent max  [17] fan-out channel ('' = none)
 #   [18] the batch's events' JSON without seq, newline-separated, published on [17] after the
 #        first seq and a newline: web nodes number the events themselves (first + offset)
+#   [19] '1': also append [18] to the history stream as entry <first seq>-0 (resync after gaps)
 #   pieces: (offset in batch, event JSON without its leading '{') ...  (oldest first)
 #   metric lists: (#pieces of this list, piece index ...) per list, KEYS order
 #   dead letters (JSON) ... ; reasons: (reason, count) ... ; ack ids ... ; new metric names ...
@@ -62,7 +63,7 @@ end
 local npieces, nlists, ndead = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local nreasons, nacks, nbuckets = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local nnew = tonumber(ARGV[15])
-local i = 19
+local i = 20
 local pieces = {}
 for p = 1, npieces do
   pieces[p] = '{"seq":' .. string.format('%d', first + tonumber(ARGV[i])) .. ',' .. ARGV[i + 1]
@@ -87,7 +88,7 @@ for l = 1, nlists do
   local items = {}
   for p = 1, n do items[p] = pieces[tonumber(ARGV[i + p])] end
   i = i + n + 1
-  local key = KEYS[7 + l]
+  local key = KEYS[8 + l]
   push(key, items, per_metric)
   redis.call('EXPIRE', key, ARGV[8])
 end
@@ -115,7 +116,7 @@ for c = 0, nnew - 1, 1000 do
   redis.call('SADD', KEYS[7], unpack(ARGV, i + c, i + math.min(c + 999, nnew - 1)))
 end
 i = i + nnew
-local base = 7 + nlists
+local base = 8 + nlists
 local ttl_at = i
 i = i + nbuckets
 while i <= #ARGV do
@@ -142,6 +143,11 @@ while i <= #ARGV do
 end
 for b = 1, nbuckets do
   redis.call('EXPIRE', KEYS[base + b], ARGV[ttl_at + b - 1])
+end
+if ARGV[19] == '1' and nevents > 0 then
+  -- pcall: an id not above the last one (two workers racing through a failover) skips the
+  -- entry instead of failing the batch after its other writes.
+  redis.pcall('XADD', KEYS[8], string.format('%d', first) .. '-0', 'e', ARGV[18])
 end
 if ARGV[17] ~= '' and nevents > 0 then
   redis.call('PUBLISH', ARGV[17], string.format('%d', first) .. '\\n' .. ARGV[18])
@@ -175,10 +181,26 @@ end
 return 0
 """
 
+HISTORY_PAGE = 100  # history entries (batches) read per round trip
 CLOSED_MINUTES_TTL_S = 5.0  # seconds a merge of a window's closed minutes is reused
 AGGREGATE_CACHE_MAX = 256  # (window, metric, second) results kept; cleared wholesale when full
 TIMESERIES_CACHE_MAX = 50_000  # closed time-series points kept; cleared wholesale when full
 TIMESERIES_CLOSED_TTL_S = 10.0  # seconds a closed step's point is reused
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry_seq(entry_id) -> int:
+    return int(_text(entry_id).partition("-")[0])
+
+
+def _history_events(entry_id, fields) -> list[dict]:
+    blob = fields.get(b"e") or fields.get("e") or b""
+    if not blob:
+        return []
+    return [orjson.loads(e) for e in numbered(_entry_seq(entry_id), blob.split(b"\n"))]
 
 
 def _combined(a: WindowStats, b: WindowStats) -> WindowStats:
@@ -242,6 +264,7 @@ class Store:
         retention_s: int,
         dead_letter_max: int,
         recent_per_metric: int = 0,
+        history_s: int = 0,
     ):
         self.redis = client
         self.keys = keys
@@ -249,6 +272,7 @@ class Store:
         self.retention_s = retention_s
         self.dead_letter_max = dead_letter_max
         self.recent_per_metric = recent_per_metric
+        self.history_s = history_s
         self._write = client.register_script(_WRITE_BATCH_LUA)
         self._aggregate_cache: dict[tuple, dict] = {}
         self._timeseries_cache: dict[tuple, tuple[float, dict]] = {}
@@ -266,6 +290,7 @@ class Store:
             retention_s=config["RETENTION_S"],
             dead_letter_max=config["DEAD_LETTER_MAX"],
             recent_per_metric=config["RECENT_PER_METRIC"],
+            history_s=config["HISTORY_S"],
         )
 
     # --- write side ------------------------------------------------------------------------
@@ -368,7 +393,8 @@ class Store:
             len(new_metrics),
             self.recent_per_metric,
             fanout_channel or "",
-            b"\n".join(bodies) if fanout_channel else "",
+            b"\n".join(bodies) if (fanout_channel or self.history_s) else "",
+            "1" if self.history_s else "",
         ]
         keys = [
             self.keys.recent,
@@ -378,6 +404,7 @@ class Store:
             fence[0] if fence is not None else self.keys.worker_lease,
             stream,
             self.keys.metrics,
+            self.keys.history,
             *list_keys,
             *bucket_keys,
         ]
@@ -476,6 +503,59 @@ class Store:
         if metric is not None and self.recent_per_metric:
             events.sort(key=lambda e: e["seq"] if isinstance(e.get("seq"), int) else -1, reverse=True)
         return events[:limit]
+
+    def trim_history(self, min_seq: int) -> None:
+        """Drop history entries (batches) that start below `min_seq`; the worker calls it once a
+        second with the first seq it wrote HISTORY_S ago."""
+        self.redis.xtrim(self.keys.history, minid=f"{min_seq}-0", approximate=True)
+
+    def history_after(self, after: int, limit: int, metric: str | None = None, *, oldest_first: bool) -> dict:
+        """Events with seq > `after` (of `metric`) from the history stream: the oldest `limit`
+        of them in ascending order (`next_after` pages on), or the newest `limit`, newest first.
+        `complete`: the answer holds every such event, none is older than the history."""
+        key = self.keys.history
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xrevrange(key, f"{after}-0", "-", count=1)  # the batch holding after + 1, if any
+        pipe.xrange(key, "-", "+", count=1)
+        pipe.get(self.keys.seq)
+        holding, oldest, last_seq = pipe.execute()
+        oldest_seq = _entry_seq(oldest[0][0]) if oldest else None
+        # Nothing stored since `after`, or the history reaches back to it: no event is missing.
+        covered = (last_seq is None or int(last_seq) <= after) or (
+            oldest_seq is not None and oldest_seq <= after + 1
+        )
+        wanted = (
+            (lambda e: e["seq"] > after)
+            if metric is None
+            else (lambda e: e["seq"] > after and e.get("metric") == metric)
+        )
+        out: list[dict] = []
+        if oldest_first:
+            start = holding[0][0] if holding else "-"
+            read, step = self.redis.xrange, (lambda entry_id: "(" + _text(entry_id))
+            args = lambda st: (key, st, "+")  # noqa: E731
+        else:
+            start = "+"
+            read, step = self.redis.xrevrange, (lambda entry_id: "(" + _text(entry_id))
+            args = lambda st: (key, st, _text(holding[0][0]) if holding else "-")  # noqa: E731
+        exhausted = False
+        while len(out) <= limit:
+            page = read(*args(start), count=HISTORY_PAGE)
+            for entry_id, fields in page:
+                events = [e for e in _history_events(entry_id, fields) if wanted(e)]
+                out += events if oldest_first else reversed(events)
+            if len(page) < HISTORY_PAGE:
+                exhausted = True
+                break
+            start = step(page[-1][0])
+        more = len(out) > limit or not exhausted
+        out = out[:limit]
+        return {
+            "events": out,
+            "complete": covered and not more,
+            "oldest_seq": oldest_seq,
+            "next_after": out[-1]["seq"] if out and more and oldest_first else None,
+        }
 
     def rejected(self, limit: int) -> list[dict]:
         return [orjson.loads(item) for item in self.redis.lrange(self.keys.rejected, 0, limit - 1)]

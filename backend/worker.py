@@ -30,6 +30,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 
 import orjson
 import redis
@@ -124,6 +125,8 @@ class Worker:
         self._written = False  # whether process() got as far as storing its batch
         self._last_heartbeat = 0.0
         self._last_report = 0.0
+        self._next_seq: int | None = None  # after the last event this worker stored
+        self._history_marks: deque = deque()  # (monotonic time, next seq) once a second
         self.max_metrics = config["MAX_METRICS"]
         self.known_metrics: set[str] = set()
         self._new_metrics: list[str] = []  # admitted by the batch in hand, written with it
@@ -248,6 +251,23 @@ class Worker:
             return True
         return False
 
+    def _trim_history(self, now: float) -> None:
+        """Keep HISTORY_S of the history stream: once a second, note the seq we have reached and
+        trim what was written before the note taken HISTORY_S ago."""
+        history_s = self.store.history_s
+        if not history_s or self._next_seq is None:
+            return
+        marks = self._history_marks
+        marks.append((now, self._next_seq))
+        cut = None
+        while marks and now - marks[0][0] >= history_s:
+            cut = marks.popleft()[1]
+        if cut is not None:
+            try:
+                self.store.trim_history(cut)
+            except redis.ResponseError as exc:
+                log.warning("cannot trim the history stream: %s", exc)
+
     def _report(self, now: float) -> None:
         """Our status for /api/health on any node, about once a second."""
         if now - self._last_report < HEARTBEAT_EVERY_S:
@@ -265,6 +285,7 @@ class Worker:
         self._last_heartbeat = now
         if self.store.renew_lease(self.token, self.lease_ttl_ms):
             self._report(now)
+            self._trim_history(now)
             if self.stream is not None:
                 self._stream_housekeeping()
             return True
@@ -484,6 +505,8 @@ class Worker:
             raise
         self._new_metrics = []
         self._written = True
+        if events:
+            self._next_seq = events[-1]["seq"] + 1
         self.batches += 1
         self.processed += len(events)
         self.rejected += len(rejected)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 from flask import Blueprint, current_app, jsonify, send_from_directory
 
+from backend.api.metrics import recent_limit_max
+
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 
 NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"}
@@ -203,11 +205,18 @@ PATHS = {
     },
     "/api/metrics/recent": {
         "get": {
-            "summary": "Recent events, newest first",
+            "summary": "Recent events, newest first; with after=SEQ, a resync from the history",
             "parameters": [
-                _query("limit", LIMIT, "how many (1..RECENT_MAX, default 100)"),
+                _query(
+                    "limit", LIMIT, "how many (1..10000 with HISTORY_S > 0, else 1..RECENT_MAX; default 100)"
+                ),
                 _query("metric", NAME, "only this metric"),
-                _query("after", SEQ, "only events with a larger seq"),
+                _query("after", SEQ, "only events with a larger seq, from the last HISTORY_S seconds"),
+                _query(
+                    "order",
+                    {"type": "string", "enum": ["asc", "desc"]},
+                    "with after: asc = the oldest first, paged by next_after; desc (default) = the newest",
+                ),
             ],
             "responses": {
                 "200": _json(
@@ -217,6 +226,19 @@ PATHS = {
                         "properties": {
                             "count": {"type": "integer"},
                             "metrics": {"type": "array", "items": _ref("Event")},
+                            "complete": {
+                                "type": "boolean",
+                                "description": "with after: every event with a larger seq is in this answer",
+                            },
+                            "oldest_seq": {
+                                "type": "integer",
+                                "nullable": True,
+                                "description": "with after: the oldest seq the history holds",
+                            },
+                            "next_after": {
+                                "type": "integer",
+                                "description": "with after and order=asc: pass as after for the next page",
+                            },
                         },
                     }
                 ),
@@ -398,7 +420,7 @@ def document(config: Mapping | None = None) -> dict:
     """The document, with the limits this deployment is configured with."""
     paths = copy.deepcopy({**PATHS, **EXTRA_PATHS})
     if config is not None:
-        _set_max(paths, "/api/metrics/recent", "limit", config["RECENT_MAX"])
+        _set_max(paths, "/api/metrics/recent", "limit", recent_limit_max(config))
         _set_max(paths, "/api/metrics/rejected", "limit", config["DEAD_LETTER_MAX"])
         for path in ("/api/metrics/aggregate", "/api/metrics/timeseries"):
             _set_max(paths, path, "window", config["RETENTION_S"])

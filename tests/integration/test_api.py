@@ -17,7 +17,7 @@ from tests.helpers import wait_for
         ("/api/metrics/aggregate?window=3601", "window"),
         ("/api/metrics/aggregate?window=abc", "window"),
         ("/api/metrics/recent?limit=0", "limit"),
-        ("/api/metrics/recent?limit=501", "limit"),
+        ("/api/metrics/recent?limit=10001", "limit"),
         ("/api/metrics/recent?after=-1", "after"),
         ("/api/metrics/recent?metric=bad%20name", "metric"),
         ("/api/metrics/timeseries?window=60&step=7", "step"),

@@ -246,3 +246,42 @@ def test_a_late_burst_larger_than_redis_output_buffer_loses_nothing(server_facto
         assert "closed the worker's subscription" not in server.log()
     finally:
         r.config_set("client-output-buffer-limit", limit)
+
+
+def test_after_seq_resyncs_any_gap_within_the_history(live_server, r):
+    """More events than the recent list holds were sent while a client was away: `after=SEQ`
+    answers all of them (paged, oldest first) and says the answer is complete."""
+    r.publish(live_server.channel, orjson.dumps({"metric": "gap", "value": -1}))
+    wait_for(
+        lambda: live_server.get("/api/metrics/recent?limit=1").json()["metrics"], message="the first event"
+    )
+    last_seen = live_server.get("/api/metrics/recent?limit=1").json()["metrics"][0]["seq"]
+    pipe = r.pipeline(transaction=False)
+    for i in range(3000):  # 6x RECENT_MAX
+        pipe.publish(live_server.channel, orjson.dumps({"metric": "gap", "value": i}))
+    pipe.execute()
+    wait_for(
+        lambda: (
+            [e["value"] for e in live_server.get("/api/metrics/recent?limit=1").json()["metrics"]] == [2999]
+        ),
+        message="all stored",
+    )
+    got: list[dict] = []
+    after = last_seen
+    while True:
+        body = live_server.get(f"/api/metrics/recent?after={after}&order=asc&limit=1000").json()
+        got += body["metrics"]
+        if "next_after" not in body:
+            break
+        after = body["next_after"]
+    assert body["complete"] is True
+    assert [e["value"] for e in got] == list(range(3000))
+    assert [e["seq"] for e in got] == list(range(last_seen + 1, last_seen + 3001))
+
+    newest = live_server.get(f"/api/metrics/recent?after={last_seen}&limit=100").json()
+    assert [e["value"] for e in newest["metrics"]] == list(range(2999, 2899, -1))
+    assert newest["complete"] is False  # 2,900 older ones are not in this answer
+
+    # A gap older than the history is reported as such, not answered as if nothing was missed.
+    old = live_server.get("/api/metrics/recent?after=1&order=asc&limit=10").json()
+    assert old["complete"] is False and old["oldest_seq"] > 2
