@@ -581,34 +581,39 @@ class Store:
         cached = self._aggregate_cache.get(key)
         if cached is not None:
             return cached
-        stats = self._window_stats(plan_window(to_s, window_s), now_s=to_s - 1)
+        stats = self._window_stats(to_s, window_s)
         body = stats.to_aggregate(window_s=window_s, from_s=to_s - window_s, to_s=to_s, metric=metric)
         if len(self._aggregate_cache) >= AGGREGATE_CACHE_MAX:
             self._aggregate_cache.clear()
         self._aggregate_cache[key] = body
         return body
 
-    def _window_stats(self, plan: list[tuple[int, int]], now_s: int) -> WindowStats:
-        """Merge a window's buckets. The whole minutes that ended before the current second are
-        merged once and kept for CLOSED_MINUTES_TTL_S (they change only through late events, which
-        therefore show up within that TTL); each call then reads and merges only the ragged
-        second-by-second edges. An hour's window costs the edges' ~120 small hashes instead of
-        also re-merging 60 full minutes (~100k entries)."""
-        closed = [b for b in plan if b[0] == 60 and b[1] + 60 <= now_s]
-        if len(closed) < 2:
-            return WindowStats.from_hashes(self._hgetall_many(self.keys.bucket(r, s) for r, s in plan))
-        key = (closed[0][1], closed[-1][1])
+    def _window_stats(self, to_s: int, window_s: int) -> WindowStats:
+        """Merge the buckets of [to_s - window_s, to_s), reading as little live data as possible.
+
+        Everything before the current minute is closed (it changes only through late events):
+        its edge seconds and whole minutes are merged once per second of the clock and kept for
+        CLOSED_MINUTES_TTL_S, so late events show up within that. The current minute is read as
+        its one minute bucket, which the worker updates with every batch (it holds the current
+        minute's events so far, including any stamped later in it). So a query while events
+        arrive costs one small hash read and a merge, whatever the window."""
+        from_s = to_s - window_s
+        current = (to_s - 1) // 60 * 60  # the minute holding the window's last second
+        if from_s >= current:  # a window inside the current minute: its seconds
+            return WindowStats.from_hashes(
+                self._hgetall_many(self.keys.bucket(1, sec) for sec in range(from_s, to_s))
+            )
+        key = (from_s, current)
         clock = time.monotonic()
         hit = self._closed_minutes.get(key)
         if hit is None or clock - hit[0] >= CLOSED_MINUTES_TTL_S:
-            merged = WindowStats.from_hashes(self._hgetall_many(self.keys.bucket(r, s) for r, s in closed))
-            if len(self._closed_minutes) >= 8:
+            plan = plan_window(current, current - from_s)
+            merged = WindowStats.from_hashes(self._hgetall_many(self.keys.bucket(r, st) for r, st in plan))
+            if len(self._closed_minutes) >= 16:
                 self._closed_minutes.clear()
             hit = self._closed_minutes[key] = (clock, merged)
-        closed_set = set(closed)
-        rest = [b for b in plan if b not in closed_set]
-        fresh = WindowStats.from_hashes(self._hgetall_many(self.keys.bucket(r, s) for r, s in rest))
-        return _combined(hit[1], fresh)
+        live = WindowStats.from_hashes([self.redis.hgetall(self.keys.bucket(60, current))])
+        return _combined(hit[1], live)
 
     def timeseries(
         self, window_s: int, step_s: int, metric: str | None, field: str | None, now: float | None = None
