@@ -32,12 +32,8 @@ from backend.bench.proto import Helper
 
 
 def _server_ps(server) -> dict:
-    """The web process and its children (the worker process): CPU counted together."""
-    procs = {"server": server.ps}
-    with contextlib.suppress(psutil.Error):
-        for i, child in enumerate(server.ps.children(recursive=True)):
-            procs[f"server-child-{i}"] = child
-    return procs
+    """The web process with its worker child (a ProcessTree: CPU counted together)."""
+    return {"server": server.ps}
 
 
 def _clients(bench, server, n: int, mode: str, procs: int = 2) -> list[Helper]:
