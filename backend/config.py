@@ -101,6 +101,9 @@ class Config:
     # process) or "auto" (process when the machine has more than one core).
     WORKER_MODE = _str("WORKER_MODE", "auto")
     MAX_BATCH = _int("MAX_BATCH", 5000)  # events per pipelined write
+    # bytes of events per batch, about (Pub/Sub transport): bounds the write and the fan-out
+    # message every web node reads (Redis disconnects a subscriber behind by its output limit)
+    MAX_BATCH_BYTES = _int("MAX_BATCH_BYTES", 4 * 1024 * 1024)
     # Pub/Sub messages the worker has read off the socket but not processed yet, at most (bytes):
     # a burst waits here instead of in Redis's output buffer for us (which disconnects at its
     # limit); past it, events are dropped and counted (pulseboard_pubsub_dropped_total).

@@ -158,9 +158,10 @@ class PubSubReader:
             telemetry.PUBSUB_BUFFERED.set(self._bytes)
             self._cond.notify()
 
-    def take(self, limit: int, timeout: float) -> list:
-        """Up to `limit` messages, oldest first, waiting at most `timeout` for the first one.
-        Raises what the reader died of once the buffer is empty (nothing read is left behind)."""
+    def take(self, limit: int, timeout: float, max_bytes: int = 1 << 62) -> list:
+        """Up to `limit` messages (and about `max_bytes`, at least one), oldest first, waiting at
+        most `timeout` for the first one. Raises what the reader died of once the buffer is
+        empty (nothing read is left behind)."""
         with self._cond:
             if not self._items and self.error is None and not self._stopping:
                 self._cond.wait(timeout)
@@ -168,9 +169,14 @@ class PubSubReader:
                 if self.error is not None:
                     raise self.error
                 return []
-            n = min(limit, len(self._items))
-            out = [self._items.popleft() for _ in range(n)]
-            self._bytes -= sum(len(d) for d in out)
+            items = self._items
+            out = [items.popleft()]
+            size = len(out[0])
+            while items and len(out) < limit and size + len(items[0]) <= max_bytes:
+                data = items.popleft()
+                out.append(data)
+                size += len(data)
+            self._bytes -= size
             telemetry.PUBSUB_BUFFERED.set(self._bytes)
             return out
 

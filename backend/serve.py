@@ -125,7 +125,12 @@ class WorkerProcess:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            pulseboard_command("worker"), env=self.env, preexec_fn=die_with_parent
+            pulseboard_command("worker"),
+            env=self.env,
+            preexec_fn=die_with_parent,
+            # Not in the terminal's process group: Ctrl-C reaches us alone, and we stop the
+            # worker (SIGTERM: it finishes its batch) before the embedded Redis goes.
+            start_new_session=True,
         )
         log.info("started the ingest worker process (pid %d)", self.process.pid)
 

@@ -59,6 +59,7 @@ def up(args) -> int:
                     *("--transport", app.config["INGEST_TRANSPORT"]),
                 ),
                 preexec_fn=die_with_parent,
+                start_new_session=True,  # Ctrl-C reaches us; we stop it in order
             )
         print(
             f"\n  Pulseboard is running: http://{args.host}:{args.port}\n"

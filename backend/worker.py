@@ -102,6 +102,7 @@ class Worker:
         self.role = "starting"
         self.channel = config["REDIS_CHANNEL"]
         self.max_batch = config["MAX_BATCH"]
+        self.max_batch_bytes = config["MAX_BATCH_BYTES"]
         self.per_event = config["WORKER_STRATEGY"] == "per_event"
         self.transport = check_transport(config["INGEST_TRANSPORT"])
         self.stream = (
@@ -334,11 +335,11 @@ class Worker:
         if self.per_event:
             return self._pump_per_event(source)
         if not self._keep_lease(time.monotonic()):
-            batch = source.take(self.max_batch, 0)
+            batch = source.take(self.max_batch, 0, self.max_batch_bytes)
             if batch:
                 self.process(batch)
             return None
-        batch = source.take(self.max_batch, IDLE_WAIT_S)
+        batch = source.take(self.max_batch, IDLE_WAIT_S, self.max_batch_bytes)
         if not batch:
             self.sleep(0)  # under eventlet a quiet consumer must not hog the hub
             return 0

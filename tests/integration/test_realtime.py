@@ -50,8 +50,8 @@ def test_a_batch_takes_what_is_waiting_and_never_waits_for_more(worker, r, names
     takes: list[tuple[int, float, int]] = []
     real = reader.take
 
-    def spy(limit, timeout):
-        got = real(limit, timeout)
+    def spy(limit, timeout, max_bytes):
+        got = real(limit, timeout, max_bytes)
         takes.append((limit, timeout, len(got)))
         return got
 
@@ -217,15 +217,18 @@ def test_recent_per_metric_answers_for_a_quiet_metric(live_server, r):
 
 
 def test_a_late_burst_larger_than_redis_output_buffer_loses_nothing(server_factory, r, names):
-    """Events stamped over the last hour, published at full speed, more bytes than Redis lets a
-    subscriber fall behind by: the worker reads them off the socket into its own buffer."""
+    """Events stamped over the last hour, published faster than the worker processes them, more
+    bytes than Redis lets a subscriber fall behind by: the worker reads them off the socket into
+    its own buffer, so Redis never disconnects it."""
     limit = r.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
     server = server_factory(env={"WORKER_MODE": "process"})
-    r.config_set("client-output-buffer-limit", "pubsub 1mb 512kb 5")
+    r.config_set("client-output-buffer-limit", "pubsub 8mb 4mb 10")
     try:
         now = time.time()
         total = 30_000
-        pad = "p" * 200
+        pad = "p" * 1000  # 30 MB in all: almost 4x the limit
+        # Paced at ~8,000 events/s (8 MB/s): faster than late events are processed, slow
+        # enough that a reader keeps up with the socket even on a busy machine.
         pipe = r.pipeline(transaction=False)
         for i in range(total):
             event = {
@@ -235,8 +238,9 @@ def test_a_late_burst_larger_than_redis_output_buffer_loses_nothing(server_facto
                 "pad": pad,
             }
             pipe.publish(names["REDIS_CHANNEL"], orjson.dumps(event))
-            if i % 2000 == 1999:
+            if i % 800 == 799:
                 pipe.execute()
+                time.sleep(0.1)
         pipe.execute()
         stats = f"{names['KEY_PREFIX']}stats"
         wait_for(
