@@ -37,8 +37,10 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
     app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["KEY_PREFIX"] + "ratelimit")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
-    # When Redis is down, writes fail anyway; don't turn that into 500s from the limiter.
-    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+    # Not swallowed: with Redis down the limiter's ConnectionError reaches the one Redis-down
+    # handler (backend/errors.py: 503 "redis unavailable", one log line per outage) instead of a
+    # logged traceback per request; the write behind the limit would fail anyway.
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", False)
     limiter.init_app(app)
 
     origins = app.config["CORS_ORIGINS"]

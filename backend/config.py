@@ -66,6 +66,13 @@ class Config:
     RECENT_KEY = _str("RECENT_KEY", "metrics:recent")
     RECENT_MAX = _int("RECENT_MAX", 500)  # events
     KEY_PREFIX = _str("KEY_PREFIX", "pulseboard:")
+    # Redis connections per process (a blocking pool): at most this many commands in flight at once;
+    # a request finding all busy waits REDIS_POOL_TIMEOUT_S, then answers 503 with Retry-After.
+    # Each process (web node, worker) has its own pool; keep their sum under Redis's maxclients (10000).
+    REDIS_MAX_CONNECTIONS = _int("REDIS_MAX_CONNECTIONS", 200)  # connections
+    REDIS_POOL_TIMEOUT_S = _float("REDIS_POOL_TIMEOUT_S", 5.0)  # s a request waits for a free connection
+    # Retry-After (s) on a 503 for Redis down or the pool exhausted
+    REDIS_RETRY_AFTER_S = _float("REDIS_RETRY_AFTER_S", 1.0)
     # Use Flask-SocketIO's Redis message queue so several web nodes share emits (scale-out).
     MESSAGE_QUEUE = _bool("MESSAGE_QUEUE", False)
 

@@ -1,0 +1,85 @@
+"""Failures a client can see and survive (issue 11): Redis down or restarted, pool exhaustion,
+hostile requests. Each test runs a real server against a real Redis."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from backend.embedded_redis import EmbeddedRedis
+from tests.helpers import wait_for
+
+REDIS_BACKED = [
+    "/api/metrics/recent",
+    "/api/metrics/aggregate?window=60",
+    "/api/metrics/timeseries?window=60&step=10",
+    "/api/metrics/stats",
+    "/api/metrics/rejected",
+    "/api/metrics/top?by=endpoint",
+    "/api/alerts",
+    "/api/rules",
+    "/api/generator",
+]
+
+
+def _event(value: float = 1.0) -> dict:
+    return {"metric": "latency", "value": value, "ts": time.time()}
+
+
+def test_redis_down_answers_503_json_logging_one_line_per_outage(server_factory):
+    with EmbeddedRedis() as own_redis:
+        server = server_factory(redis_url=own_redis.url)
+        for path in REDIS_BACKED:
+            assert server.get(path).status_code == 200, path
+        own_redis.stop()
+        for _ in range(2):
+            for path in REDIS_BACKED:
+                resp = server.get(path)
+                assert resp.status_code == 503, (path, resp.text)
+                assert resp.json()["error"] == "redis unavailable", path
+                assert resp.headers["Retry-After"] == "1"
+        resp = server.post("/api/ingest", json=_event())
+        assert resp.status_code == 503 and resp.json()["error"] == "redis unavailable"
+        own_redis.start()
+        wait_ok = [server.get("/api/metrics/stats").status_code for _ in range(3)]
+        assert wait_ok[-1] == 200
+        assert server.post("/api/ingest", json=_event()).status_code == 202
+    log = server.log()
+    assert log.count("redis unavailable (") == 1, log
+    assert "unhandled error" not in log and "Traceback" not in log, log
+
+
+def test_pooled_connections_are_retried_after_a_redis_restart(server_factory):
+    """Redis restarts between two requests: every pooled connection is dead, and the first use
+    of each is retried on a fresh one instead of failing."""
+    with EmbeddedRedis() as own_redis:
+        server = server_factory(redis_url=own_redis.url)
+        # Several pooled connections: concurrent requests each take one.
+        with requests.Session() as s:
+            for _ in range(3):
+                for path in REDIS_BACKED:
+                    assert s.get(server.url + path, timeout=5).status_code == 200
+        own_redis.stop()
+        own_redis.start()
+        codes = [server.post("/api/ingest", json=_event(i)).status_code for i in range(20)]
+        codes += [server.get(path).status_code for path in REDIS_BACKED]
+    assert set(codes) <= {200, 202}, codes
+
+
+def test_pool_exhaustion_answers_503_with_retry_after(server_factory, r):
+    """All of a small pool's connections stuck on a paused Redis: the requests that find none
+    free wait REDIS_POOL_TIMEOUT_S and answer 503 + Retry-After (redis-py's default pool answered
+    them with MaxConnectionsError, a 500)."""
+    server = server_factory(env={"REDIS_MAX_CONNECTIONS": "2", "REDIS_POOL_TIMEOUT_S": "0.2"})
+    r.client_pause(1500, all=True)  # commands queue in Redis; connections stay busy meanwhile
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(pool.map(lambda _: server.get("/api/metrics/stats"), range(10)))
+    codes = [resp.status_code for resp in responses]
+    busy = [resp for resp in responses if resp.status_code == 503]
+    assert busy and set(codes) <= {200, 503}, codes
+    for resp in busy:
+        assert resp.json()["error"].startswith("server busy"), resp.text
+        assert resp.headers["Retry-After"] == "1"
+    wait_for(lambda: server.get("/api/metrics/stats").status_code == 200, message="pool free again")
