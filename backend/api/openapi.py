@@ -93,10 +93,14 @@ SCHEMAS = {
     },
     "FieldStats": {
         "type": "object",
-        "required": ["count", "sum", "avg", "min", "max", "p50", "p95", "p99"],
+        "required": ["count", "sum", "sum_overflow", "avg", "min", "max", "p50", "p95", "p99"],
         "properties": {
             "count": {"type": "integer"},
-            "sum": {"type": "number"},
+            "sum": {**NUM_OR_NULL, "description": "null when the sum overflowed (sum_overflow)"},
+            "sum_overflow": {
+                "type": "boolean",
+                "description": "the sum left the float range (beyond ~1.8e308): sum and avg are null",
+            },
             "avg": NUM_OR_NULL,
             "min": NUM_OR_NULL,
             "max": NUM_OR_NULL,

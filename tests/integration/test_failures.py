@@ -83,3 +83,24 @@ def test_pool_exhaustion_answers_503_with_retry_after(server_factory, r):
         assert resp.json()["error"].startswith("server busy"), resp.text
         assert resp.headers["Retry-After"] == "1"
     wait_for(lambda: server.get("/api/metrics/stats").status_code == 200, message="pool free again")
+
+
+def test_an_overflowed_sum_reads_as_flagged_through_the_api(live_server, r, names):
+    """The read side of the overflow contract: a bucket whose writer set the `so` marker (adding
+    to the sum would have left the float range) answers sum null + sum_overflow true, not the
+    stale finite sum that is stored beside it."""
+    from backend.keys import Keys
+
+    keys = Keys.from_config(names)
+    now = int(time.time())
+    r.hset(keys.bucket(1, now), mapping={"big|#c": 3, "big|v|c": 3, "big|v|s": "0", "big|v|so": "1"})
+    r.hset(keys.bucket(1, now), mapping={"ok|#c": 1, "ok|v|c": 1, "ok|v|s": "2"})
+    r.hincrby(keys.stats, "received", 1)  # a new version: no cached answer
+    body = live_server.get("/api/metrics/aggregate?window=60").json()
+    big = body["metrics"]["big"]["fields"]["v"]
+    assert big["sum_overflow"] is True and big["sum"] is None and big["avg"] is None
+    assert body["metrics"]["ok"]["fields"]["v"] == {
+        **body["metrics"]["ok"]["fields"]["v"],
+        "sum": 2.0,
+        "sum_overflow": False,
+    }
