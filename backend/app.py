@@ -14,6 +14,7 @@ from backend.config import Config
 from backend.errors import register_error_handlers
 from backend.extensions import limiter, socketio
 from backend.runtime import EXTENSION_KEY, Runtime
+from backend.security import register_security, socketio_origin_check
 from backend.store import Store
 
 
@@ -47,13 +48,14 @@ def create_app(config: dict | None = None) -> Flask:
     socketio.init_app(
         app,
         async_mode=app.config["ASYNC_MODE"],
-        # None: same-origin only (Flask-SocketIO's default); "*" or a list when configured.
-        cors_allowed_origins=("*" if origins == ["*"] else origins) or None,
+        # None: same-origin only (Engine.IO's default); "*"; or the listed origins plus our own.
+        cors_allowed_origins="*" if origins == ["*"] else socketio_origin_check(origins) if origins else None,
         message_queue=app.config["REDIS_URL"] if app.config["MESSAGE_QUEUE"] else None,
         json=jsonutil,
         serializer=jsonutil.JsonPacket,
         max_http_buffer_size=app.config["MAX_CONTENT_LENGTH"],
     )
+    register_security(app)  # after init_app: its nosniff wrapper covers Socket.IO's responses too
     app.extensions[EXTENSION_KEY] = Runtime(store=Store.from_config(app.config))
 
     from backend import sockets  # noqa: F401 - registers the Socket.IO handlers

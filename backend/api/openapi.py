@@ -398,6 +398,32 @@ def _set_max(paths: dict, path: str, name: str, maximum: int) -> None:
             param["schema"] = {**param["schema"], "maximum": maximum}
 
 
+_XRW = {
+    "name": "X-Requested-With",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9]+$"},
+    "example": "XMLHttpRequest",
+    "description": "any value; needed (unless X-API-Key is sent) for a write without a JSON body, "
+    "which a cross-site form could otherwise send (backend/security.py)",
+}
+
+
+def _document_write_guard(paths: dict) -> None:
+    """Writes without a JSON body need X-Requested-With (or the key): say so on each of them."""
+    for operations in paths.values():
+        for method, op in operations.items():
+            if method not in ("post", "put", "patch", "delete"):
+                continue
+            op.setdefault("responses", {}).setdefault("403", ERROR)
+            if "requestBody" in op:
+                continue
+            params = op.setdefault("parameters", [])
+            if not any(p.get("name") == _XRW["name"] for p in params):
+                params.append(dict(_XRW))
+            op["responses"].setdefault("415", ERROR)
+
+
 def document(config: Mapping | None = None) -> dict:
     """The document, with the limits this deployment is configured with."""
     paths = copy.deepcopy({**PATHS, **EXTRA_PATHS})
@@ -408,6 +434,7 @@ def document(config: Mapping | None = None) -> dict:
             _set_max(paths, path, "window", config["RETENTION_S"])
         body = paths["/api/ingest"]["post"]["requestBody"]["content"]["application/json"]["schema"]
         body["oneOf"][1]["maxItems"] = config["INGEST_MAX_EVENTS"]
+    _document_write_guard(paths)
     return {
         "openapi": "3.0.3",
         "info": {

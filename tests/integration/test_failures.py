@@ -104,3 +104,67 @@ def test_an_overflowed_sum_reads_as_flagged_through_the_api(live_server, r, name
         "sum": 2.0,
         "sum_overflow": False,
     }
+
+
+# --- CORS, CSRF, nosniff (row 11) -------------------------------------------------------------------
+def test_rest_cors_follows_cors_origins_and_always_allows_the_own_origin(server_factory):
+    server = server_factory(env={"CORS_ORIGINS": "https://dash.example"})
+    own = f"http://127.0.0.1:{server.port}"
+    for origin in ("https://dash.example", own):
+        resp = server.get("/api/metrics/stats", headers={"Origin": origin})
+        assert resp.headers.get("Access-Control-Allow-Origin") == origin, origin
+        pre = requests.options(
+            server.url + "/api/ingest",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-api-key",
+            },
+            timeout=5,
+        )
+        assert pre.headers.get("Access-Control-Allow-Origin") == origin
+        assert "X-API-Key" in pre.headers["Access-Control-Allow-Headers"]
+    resp = server.get("/api/metrics/stats", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    # A cross-site write is refused outright (its browser names the Origin).
+    resp = server.post("/api/ingest", json=_event(), headers={"Origin": "https://evil.example"})
+    assert resp.status_code == 403 and "CORS_ORIGINS" in resp.json()["error"]
+    assert server.post("/api/ingest", json=_event(), headers={"Origin": own}).status_code == 202
+
+
+def test_socketio_with_an_origin_list_accepts_its_own_origin(server_factory):
+    server = server_factory(env={"CORS_ORIGINS": "https://dash.example"})
+    own = f"http://127.0.0.1:{server.port}"
+
+    def handshake(origin: str) -> int:
+        return server.get("/socket.io/?EIO=4&transport=polling", headers={"Origin": origin}).status_code
+
+    assert handshake(own) == 200  # a list used to lock the dashboard out of its own server
+    assert handshake("https://dash.example") == 200
+    assert handshake("https://evil.example") == 400
+
+
+def test_a_bodiless_write_needs_json_or_a_custom_header(live_server):
+    """Without INGEST_API_KEY a cross-site form (no Origin sent by old browsers, or a text/plain
+    body) could ack an alert; a write now needs a JSON body or X-Requested-With / X-API-Key."""
+    for body in ({}, {"data": "x=1", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}):
+        resp = live_server.post("/api/alerts/nope/ack", **body)
+        assert resp.status_code == 415 and "X-Requested-With" in resp.json()["error"], resp.text
+    assert live_server.post("/api/alerts/nope/ack", headers={"X-Requested-With": "x"}).status_code == 404
+    resp = requests.delete(live_server.url + "/api/rules/nope", headers={"X-Requested-With": "x"}, timeout=5)
+    assert resp.status_code == 404
+    resp = requests.delete(live_server.url + "/api/rules/nope", timeout=5)
+    assert resp.status_code == 415
+
+
+def test_every_response_says_nosniff(live_server):
+    for path in (
+        "/api/health",
+        "/api/metrics/stats",
+        "/api/nope",
+        "/",
+        "/socket.io/?EIO=4&transport=polling",
+    ):
+        resp = live_server.get(path)
+        assert resp.headers.get("X-Content-Type-Options") == "nosniff", (path, resp.status_code)
+    assert live_server.post("/api/ingest", data="x").headers.get("X-Content-Type-Options") == "nosniff"
