@@ -10,7 +10,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from backend import jsonutil
-from backend.config import Config
+from backend.config import Config, SettingError
 from backend.errors import register_error_handlers
 from backend.extensions import limiter, socketio
 from backend.runtime import EXTENSION_KEY, Runtime
@@ -24,7 +24,7 @@ def create_app(config: dict | None = None) -> Flask:
     if config:
         app.config.update(config)
     if not app.config["REDIS_URL"]:
-        raise RuntimeError(
+        raise SettingError(
             "REDIS_URL is not set: point it at a Redis server, or use `pulseboard up`, "
             "which starts an embedded one"
         )

@@ -10,7 +10,10 @@ import argparse
 import signal
 import sys
 
-from backend.config import Config
+try:
+    from backend.config import Config, SettingError
+except ValueError as _exc:  # a malformed setting (config names it): one line, not a traceback
+    sys.exit(f"pulseboard: {_exc}")
 
 SERVER_COMMANDS = {"up", "serve", "worker"}
 
@@ -42,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from backend.logsetup import setup
 
     setup(Config.LOG_LEVEL, Config.LOG_FORMAT)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except SettingError as exc:
+        print(f"pulseboard: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,10 @@ from dotenv import load_dotenv
 load_dotenv(os.environ.get("PULSEBOARD_ENV_FILE", ".env"), override=False)
 
 
+class SettingError(ValueError):
+    """A setting is missing or malformed: the CLI prints it as one line and exits 2."""
+
+
 def _str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
@@ -27,7 +31,7 @@ def _parsed(name: str, default, parse, what: str):
     try:
         return parse(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be {what}, got {raw!r}") from exc
+        raise SettingError(f"{name} must be {what}, got {raw!r}") from exc
 
 
 def _int(name: str, default: int) -> int:

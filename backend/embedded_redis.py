@@ -9,6 +9,7 @@ so it never outlives us even while other clients are still connected to it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import re
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from backend.procs import die_with_parent
@@ -115,6 +117,8 @@ class EmbeddedRedis:
         self.appendonly = appendonly
         self.process: subprocess.Popen | None = None
         self._dir: tempfile.TemporaryDirectory | None = None
+        self._closed = False
+        self.restarts = 0  # by watch()
 
     @property
     def url(self) -> str:
@@ -183,7 +187,61 @@ class EmbeddedRedis:
         if proc is not None and proc.stderr:
             proc.stderr.close()
 
+    def watch(
+        self,
+        sleep: Callable[[float], object] = time.sleep,
+        *,
+        interval_s: float = 1.0,
+        max_restarts: int = 5,
+        window_s: float = 60.0,
+        on_give_up: Callable[[str], object] | None = None,
+    ) -> None:
+        """Restart the server whenever its process dies, until close(). Run it as a background task
+        (`pulseboard up` passes socketio.sleep). A server stopped on purpose (stop()) is left alone.
+
+        A restarted server is empty unless `appendonly` (the worker re-creates what it needs; the
+        recent list and aggregates start over). After `max_restarts` deaths within `window_s`, or
+        a restart that fails, it gives up: logs one ERROR line and calls `on_give_up(reason)` (e.g.
+        to stop the process with a clear error) instead of restarting a crash loop forever."""
+        deaths: collections.deque[float] = collections.deque()
+        while not self._closed:
+            sleep(interval_s)
+            proc = self.process
+            if self._closed or proc is None or proc.poll() is None:
+                continue
+            err = ""
+            if proc.stderr:
+                with contextlib.suppress(OSError, ValueError):
+                    err = proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
+                    err = err[0] if err else ""
+                proc.stderr.close()
+            now = time.monotonic()
+            deaths.append(now)
+            while deaths and now - deaths[0] > window_s:
+                deaths.popleft()
+            reason = f"embedded redis-server on {self.url} exited with {proc.returncode}" + (
+                f" ({err})" if err else ""
+            )
+            if len(deaths) > max_restarts:
+                reason += f"; {len(deaths)} deaths in {window_s:.0f}s, not restarting it again"
+                log.error("%s", reason)
+                if on_give_up:
+                    on_give_up(reason)
+                return
+            self.process = None
+            try:
+                self.start()
+            except RuntimeError as exc:
+                reason += f"; restarting it failed: {exc}"
+                log.error("%s", reason)
+                if on_give_up:
+                    on_give_up(reason)
+                return
+            self.restarts += 1
+            log.error("%s; restarted it (data %s)", reason, "kept (AOF)" if self.appendonly else "lost")
+
     def close(self) -> None:
+        self._closed = True
         self.stop()
         if self._dir is not None:
             self._dir.cleanup()

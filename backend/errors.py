@@ -114,7 +114,10 @@ def register_error_handlers(app: Flask) -> None:
         message = exc.description or exc.name
         if exc.code == 413:
             message = f"request body too large (limit {app.config['MAX_CONTENT_LENGTH']} bytes)"
-        return error_response(exc.code or 500, message)
+        headers = {}
+        if exc.code == 405 and getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(exc.valid_methods)
+        return error_response(exc.code or 500, message, headers=headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -16,6 +16,14 @@ bp = Blueprint("openapi", __name__, url_prefix="/api")
 
 NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"}
 NUM_OR_NULL = {"type": "number", "nullable": True}
+# No ts: the server stamps it on arrival (a fixed one would soon be past the retention).
+INGEST_EXAMPLE = {
+    "metric": "http_request",
+    "value": {"ms": 42.5, "bytes": 512},
+    "tags": {"endpoint": "/api/checkout"},
+    "status": "ok",
+    "source": "swagger",
+}
 
 
 def _ref(name: str) -> dict:
@@ -54,13 +62,18 @@ SCHEMAS = {
         },
     },
     "EventIn": {
+        "example": INGEST_EXAMPLE,
         "type": "object",
         "required": ["metric"],
         "description": "An event as a producer sends it (see docs/api.md for every rule).",
         "properties": {
             "metric": NAME,
-            "value": {"description": "a finite number, an object of number/label fields, or null"},
-            "ts": {"description": "unix seconds, or ISO-8601 (no zone means UTC)"},
+            "value": {
+                "description": "a finite number, an object of number/label fields, or null",
+                "example": 42.5,
+            },
+            # No example: any fixed time would soon fall out of the retention and be rejected.
+            "ts": {"description": "unix seconds, or ISO-8601 (no zone means UTC); absent: now"},
             "tags": {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 16},
             "source": {"type": "string", "maxLength": 128},
             "status": {"type": "string", "enum": ["ok", "error"]},
@@ -312,7 +325,10 @@ PATHS = {
                                 _ref("EventIn"),
                                 {"type": "array", "items": _ref("EventIn"), "minItems": 1, "maxItems": 1000},
                             ],
-                        }
+                        },
+                        # What Swagger UI's "Try it out" pre-fills: without it, it builds one from
+                        # the schema (value {}, ts {}) that the API rightly rejects.
+                        "example": INGEST_EXAMPLE,
                     }
                 },
             },

@@ -3,12 +3,16 @@ hostile requests. Each test runs a real server against a real Redis."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
 from backend.embedded_redis import EmbeddedRedis
+from backend.procs import pulseboard_command
+from tests.conftest import ROOT
 from tests.helpers import wait_for
 
 REDIS_BACKED = [
@@ -168,3 +172,57 @@ def test_every_response_says_nosniff(live_server):
         resp = live_server.get(path)
         assert resp.headers.get("X-Content-Type-Options") == "nosniff", (path, resp.status_code)
     assert live_server.post("/api/ingest", data="x").headers.get("X-Content-Type-Options") == "nosniff"
+
+
+# --- clear errors (row 14) ----------------------------------------------------------------------------
+MALFORMED_PACKETS = ["42[", '42["subscribe"', "4x", "42{}", "42[1]", '42"x"', "4" + "[" * 50, "40/nope,"]
+
+
+def test_malformed_socketio_packets_log_no_error_tracebacks(live_server):
+    import re
+
+    for packet in MALFORMED_PACKETS:
+        handshake = live_server.get("/socket.io/?EIO=4&transport=polling").text
+        sid = re.search(r'"sid":"([^"]+)"', handshake).group(1)
+        url = f"{live_server.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+        requests.post(url, data="40", timeout=5)  # connect to the default namespace
+        requests.post(url, data=packet, timeout=5)
+    assert live_server.get("/api/health").status_code == 200
+    log = live_server.log()
+    assert "Traceback" not in log and " ERROR " not in log, log
+
+
+def test_wrong_methods_answer_405_json(live_server):
+    for method, path in (("GET", "/api/ingest"), ("GET", "/api/alerts/x/ack"), ("PUT", "/api/metrics/stats")):
+        resp = requests.request(method, live_server.url + path, timeout=5)
+        assert resp.status_code == 405, (method, path, resp.status_code)
+        assert resp.json()["status"] == 405 and "Allow" in resp.headers
+    assert "POST" in live_server.get("/api/ingest").headers["Allow"]
+    assert live_server.get("/api/nope").status_code == 404
+
+
+def test_the_documented_ingest_example_is_accepted(live_server):
+    doc = live_server.get("/api/openapi.json").json()
+    media = doc["paths"]["/api/ingest"]["post"]["requestBody"]["content"]["application/json"]
+    for example in (media["example"], doc["components"]["schemas"]["EventIn"]["example"]):
+        resp = live_server.post("/api/ingest", json=example)
+        assert resp.status_code == 202, resp.text
+
+
+def test_serve_without_redis_url_says_so_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["PULSEBOARD_ENV_FILE"] = "/nonexistent"
+    for command in ("serve", "worker"):
+        done = subprocess.run(
+            pulseboard_command(command), env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
+        assert done.returncode != 0
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "REDIS_URL" in lines[0], done.stderr
+    env["PORT"] = "not-a-port"
+    done = subprocess.run(
+        pulseboard_command("serve"), env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == [
+        "pulseboard: PORT must be an integer, got 'not-a-port'"
+    ], done.stderr
