@@ -113,8 +113,10 @@ def _app(args, **overrides):
 
 
 def cmd_serve(args) -> int:
+    from backend.httpserver import ensure_port_free
     from backend.serve import interrupt_on_sigterm, serve, start_background, stop_background
 
+    ensure_port_free(args.host, args.port)  # before anything starts: a clean one-line error
     interrupt_on_sigterm()
     app = _app(args, RUN_WORKER=not args.no_worker)
     start_background(app, worker=not args.no_worker)

@@ -62,6 +62,15 @@ class Config:
     # Empty: same-origin only. "*" allows all (not recommended). Comma-separated list otherwise.
     CORS_ORIGINS = _list("CORS_ORIGINS", "")
     ASYNC_MODE = _str("ASYNC_MODE", "eventlet")  # eventlet | gevent | threading
+    # Connections one eventlet node serves at once (idle websockets included); lowered to the
+    # open-file limit, whose soft value is raised to the hard one at startup. connections
+    HTTP_MAX_CONNECTIONS = _int("HTTP_MAX_CONNECTIONS", 16384)
+    HTTP_LISTEN_BACKLOG = _int("HTTP_LISTEN_BACKLOG", 1024)  # connections waiting for accept()
+    # A connection that starts no request for this long is closed; also the per-read/-write socket
+    # timeout (keep it above Socket.IO's 25 s ping interval). s; 0: none
+    HTTP_IDLE_TIMEOUT_S = _float("HTTP_IDLE_TIMEOUT_S", 75.0)
+    # A request's line and headers must arrive within this once it has begun (slowloris). s; 0: none
+    HTTP_HEADER_TIMEOUT_S = _float("HTTP_HEADER_TIMEOUT_S", 10.0)
 
     # --- redis -------------------------------------------------------------------------------
     # Unset: `pulseboard up` starts an embedded Redis and sets this for its children.

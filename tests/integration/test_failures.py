@@ -4,6 +4,7 @@ hostile requests. Each test runs a real server against a real Redis."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -226,3 +227,38 @@ def test_serve_without_redis_url_says_so_in_one_line(tmp_path):
     assert done.returncode != 0 and done.stderr.strip().splitlines() == [
         "pulseboard: PORT must be an integer, got 'not-a-port'"
     ], done.stderr
+
+
+# --- busy port (row 8), slow clients (row 4) --------------------------------------------------------
+def test_a_second_server_on_a_busy_port_refuses_to_start(live_server):
+    env = {**live_server.env, "PORT": str(live_server.port)}
+    done = subprocess.run(
+        pulseboard_command("serve", "--port", str(live_server.port)),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {live_server.port}" in lines[0] and "in use" in lines[0], done.stderr
+    assert live_server.get("/api/health").status_code == 200
+
+
+def test_a_half_sent_request_is_closed_after_the_header_timeout(server_factory):
+    server = server_factory(env={"HTTP_HEADER_TIMEOUT_S": "0.5", "HTTP_IDLE_TIMEOUT_S": "30"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+        slow.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        answer = slow.recv(4096)  # the server closes it (408, then EOF) long before our 10 s timeout
+        rest = slow.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408") and rest == b""
+    # a complete request on a fresh connection is unaffected
+    assert server.get("/api/health").status_code == 200
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(server_factory):
+    server = server_factory(env={"HTTP_IDLE_TIMEOUT_S": "0.5"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
+        assert idle.recv(4096) == b""  # closed without a byte sent
+    assert server.get("/api/health").status_code == 200
