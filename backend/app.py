@@ -38,6 +38,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
     app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["KEY_PREFIX"] + "ratelimit")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # A moving window counts every hit of the last period exactly: a fixed window let twice the
+    # limit through across a window boundary (199 of "100/second" in 0.41 s).
+    app.config.setdefault("RATELIMIT_STRATEGY", app.config["RATE_LIMIT_STRATEGY"])
     # Not swallowed: with Redis down the limiter's ConnectionError reaches the one Redis-down
     # handler (backend/errors.py: 503 "redis unavailable", one log line per outage) instead of a
     # logged traceback per request; the write behind the limit would fail anyway.

@@ -127,6 +127,9 @@ class Config:
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)  # bytes per request
     # Requests per client address on POST /api/ingest (flask-limiter syntax; empty: no limit).
     INGEST_RATE_LIMIT = _str("INGEST_RATE_LIMIT", "100/second")
+    # moving-window: exact over any period (one Redis list entry per hit within it);
+    # sliding-window-counter: approximate, two counters per client; fixed-window: allows 2x bursts.
+    RATE_LIMIT_STRATEGY = _str("RATE_LIMIT_STRATEGY", "moving-window")
     # Reverse proxies in front of us whose X-Forwarded-For/-Proto/-Host to trust (0: none). Set it
     # behind nginx, or every client shares the proxy's address (and its rate limit).
     TRUSTED_PROXIES = _int("TRUSTED_PROXIES", 0)

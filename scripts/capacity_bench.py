@@ -102,8 +102,16 @@ async def run(args, base: str, server_pid: int | None) -> None:
             asyncio.create_task(slowloris(host, port, slow, stop_at)) for _ in range(args.slowloris)
         ]
         deadline = time.monotonic() + args.ramp_timeout
+        last_report = time.monotonic()
         while len(opened) < args.websockets and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
+            if time.monotonic() - last_report >= 10:
+                last_report = time.monotonic()
+                print(
+                    f"  {last_report - started:.0f} s: {len(opened)} websockets open, "
+                    f"{slow['closed_by_server']} of {slow['open']} half-sent requests closed",
+                    flush=True,
+                )
         ramp_s = time.monotonic() - started
         print(f"websockets open: {len(opened)} of {args.websockets} in {ramp_s:.1f} s")
         print(f"half-sent requests open: {slow['open']} (refused {slow['refused']})")

@@ -262,3 +262,31 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(server_factory):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
         assert idle.recv(4096) == b""  # closed without a byte sent
     assert server.get("/api/health").status_code == 200
+
+
+# --- rate limit (row 12) ---------------------------------------------------------------------------
+def test_the_rate_limit_holds_over_any_window_not_just_fixed_ones(server_factory):
+    """A fixed window lets up to twice the limit through around each window boundary; the moving
+    window never lets more than the limit through in any second."""
+    server = server_factory(env={"INGEST_RATE_LIMIT": "10/second"})
+    accepted: list[float] = []
+    rejected = 0
+    with requests.Session() as s:
+        # One hit opens a fixed window; a flood from half-way through it until after it ends got
+        # the limit twice within half a second (the limit for the rest of the first window, and
+        # again for the whole next one). The pause is the scenario, not a wait for something.
+        assert s.post(server.url + "/api/ingest", json=_event(), timeout=5).status_code == 202
+        accepted.append(time.monotonic())
+        time.sleep(0.5)
+        end = accepted[0] + 1.7
+        while time.monotonic() < end:
+            resp = s.post(server.url + "/api/ingest", json=_event(), timeout=5)
+            if resp.status_code == 202:
+                accepted.append(time.monotonic())
+            else:
+                assert resp.status_code == 429, resp.text
+                rejected += 1
+    assert rejected and len(accepted) >= 10
+    # 0.9 s, not 1: client-side timestamps jitter by the round trip
+    densest = max(sum(1 for t in accepted if start <= t < start + 0.9) for start in accepted)
+    assert densest <= 10, densest
