@@ -290,3 +290,39 @@ def test_the_rate_limit_holds_over_any_window_not_just_fixed_ones(server_factory
     # 0.9 s, not 1: client-side timestamps jitter by the round trip
     densest = max(sum(1 for t in accepted if start <= t < start + 0.9) for start in accepted)
     assert densest <= 10, densest
+
+
+# --- generator identity (row 13) -------------------------------------------------------------------
+def test_pulseboard_generate_does_not_retune_the_dashboards_generator(redis_url, r, names, tmp_path):
+    from backend.keys import Keys
+    from backend.procs import generator_command, stop
+
+    keys = Keys.from_config(names)
+    env = {**os.environ, **names, "PULSEBOARD_ENV_FILE": "/nonexistent"}
+    dashboard = subprocess.Popen(
+        generator_command(redis_url, "--rate", "50", "--burst-every", "0"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    other = None
+    try:
+        wait_for(lambda: r.exists(keys.generator_status), message="the dashboard generator's status")
+        other = subprocess.Popen(
+            pulseboard_command("generate", "--redis-url", redis_url, "--rate", "7"),  # no --name
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        own = f"generate-{other.pid}"  # the default identity
+        own_status = keys.generator_status_of(own)
+        wait_for(lambda: r.exists(own_status), message="the second generator's own status")
+        assert r.hget(keys.generator_control_of(own), "rate") == b"7.0"
+        assert r.hget(keys.generator_control, "rate") == b"50.0"  # the one the API steers: untouched
+        assert r.hget(keys.generator_status, "rate") == b"50.0"
+        stop(other)
+        assert not r.exists(own_status)
+        assert r.hget(keys.generator_control, "rate") == b"50.0"
+    finally:
+        stop(other)
+        stop(dashboard)
