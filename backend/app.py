@@ -10,10 +10,11 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from backend import jsonutil
-from backend.config import Config
+from backend.config import Config, SettingError
 from backend.errors import register_error_handlers
 from backend.extensions import limiter, socketio
 from backend.runtime import EXTENSION_KEY, Runtime
+from backend.security import register_security, socketio_origin_check
 from backend.store import Store
 
 
@@ -23,7 +24,7 @@ def create_app(config: dict | None = None) -> Flask:
     if config:
         app.config.update(config)
     if not app.config["REDIS_URL"]:
-        raise RuntimeError(
+        raise SettingError(
             "REDIS_URL is not set: point it at a Redis server, or use `pulseboard up`, "
             "which starts an embedded one"
         )
@@ -37,21 +38,27 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
     app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["KEY_PREFIX"] + "ratelimit")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
-    # When Redis is down, writes fail anyway; don't turn that into 500s from the limiter.
-    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+    # A moving window counts every hit of the last period exactly: a fixed window let twice the
+    # limit through across a window boundary (199 of "100/second" in 0.41 s).
+    app.config.setdefault("RATELIMIT_STRATEGY", app.config["RATE_LIMIT_STRATEGY"])
+    # Not swallowed: with Redis down the limiter's ConnectionError reaches the one Redis-down
+    # handler (backend/errors.py: 503 "redis unavailable", one log line per outage) instead of a
+    # logged traceback per request; the write behind the limit would fail anyway.
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", False)
     limiter.init_app(app)
 
     origins = app.config["CORS_ORIGINS"]
     socketio.init_app(
         app,
         async_mode=app.config["ASYNC_MODE"],
-        # None: same-origin only (Flask-SocketIO's default); "*" or a list when configured.
-        cors_allowed_origins=("*" if origins == ["*"] else origins) or None,
+        # None: same-origin only (Engine.IO's default); "*"; or the listed origins plus our own.
+        cors_allowed_origins="*" if origins == ["*"] else socketio_origin_check(origins) if origins else None,
         message_queue=app.config["REDIS_URL"] if app.config["MESSAGE_QUEUE"] else None,
         json=jsonutil,
         serializer=jsonutil.JsonPacket,
         max_http_buffer_size=app.config["MAX_CONTENT_LENGTH"],
     )
+    register_security(app)  # after init_app: its nosniff wrapper covers Socket.IO's responses too
     app.extensions[EXTENSION_KEY] = Runtime(store=Store.from_config(app.config))
 
     from backend import sockets  # noqa: F401 - registers the Socket.IO handlers

@@ -10,7 +10,10 @@ import argparse
 import signal
 import sys
 
-from backend.config import Config
+try:
+    from backend.config import Config, SettingError
+except ValueError as _exc:  # a malformed setting (config names it): one line, not a traceback
+    sys.exit(f"pulseboard: {_exc}")
 
 SERVER_COMMANDS = {"up", "serve", "worker"}
 
@@ -42,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from backend.logsetup import setup
 
     setup(Config.LOG_LEVEL, Config.LOG_FORMAT)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except SettingError as exc:
+        print(f"pulseboard: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +113,7 @@ def _app(args, **overrides):
 
 
 def cmd_serve(args) -> int:
+    from backend.httpserver import ensure_port_free
     from backend.runtime import get_runtime
     from backend.serve import (
         interrupt_on_sigterm,
@@ -116,6 +124,7 @@ def cmd_serve(args) -> int:
         worker_in_own_process,
     )
 
+    ensure_port_free(args.host, args.port)  # before anything starts: a clean one-line error
     interrupt_on_sigterm()
     worker = not args.no_worker and Config.RUN_WORKER
     own_process = worker and worker_in_own_process(Config.as_dict())

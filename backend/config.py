@@ -16,6 +16,10 @@ from dotenv import load_dotenv
 load_dotenv(os.environ.get("PULSEBOARD_ENV_FILE", ".env"), override=False)
 
 
+class SettingError(ValueError):
+    """A setting is missing or malformed: the CLI prints it as one line and exits 2."""
+
+
 def _str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
@@ -27,7 +31,7 @@ def _parsed(name: str, default, parse, what: str):
     try:
         return parse(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be {what}, got {raw!r}") from exc
+        raise SettingError(f"{name} must be {what}, got {raw!r}") from exc
 
 
 def _int(name: str, default: int) -> int:
@@ -58,6 +62,15 @@ class Config:
     # Empty: same-origin only. "*" allows all (not recommended). Comma-separated list otherwise.
     CORS_ORIGINS = _list("CORS_ORIGINS", "")
     ASYNC_MODE = _str("ASYNC_MODE", "eventlet")  # eventlet | gevent | threading
+    # Connections one eventlet node serves at once (idle websockets included); lowered to the
+    # open-file limit, whose soft value is raised to the hard one at startup. connections
+    HTTP_MAX_CONNECTIONS = _int("HTTP_MAX_CONNECTIONS", 16384)
+    HTTP_LISTEN_BACKLOG = _int("HTTP_LISTEN_BACKLOG", 1024)  # connections waiting for accept()
+    # A connection that starts no request for this long is closed; also the per-read/-write socket
+    # timeout (keep it above Socket.IO's 25 s ping interval). s; 0: none
+    HTTP_IDLE_TIMEOUT_S = _float("HTTP_IDLE_TIMEOUT_S", 75.0)
+    # A request's line and headers must arrive within this once it has begun (slowloris). s; 0: none
+    HTTP_HEADER_TIMEOUT_S = _float("HTTP_HEADER_TIMEOUT_S", 10.0)
 
     # --- redis -------------------------------------------------------------------------------
     # Unset: `pulseboard up` starts an embedded Redis and sets this for its children.
@@ -71,6 +84,13 @@ class Config:
     # from the recent list only). Memory: rate x HISTORY_S x event size.
     HISTORY_S = _int("HISTORY_S", 300)
     KEY_PREFIX = _str("KEY_PREFIX", "pulseboard:")
+    # Redis connections per process (a blocking pool): at most this many commands in flight at once;
+    # a request finding all busy waits REDIS_POOL_TIMEOUT_S, then answers 503 with Retry-After.
+    # Each process (web node, worker) has its own pool; keep their sum under Redis's maxclients (10000).
+    REDIS_MAX_CONNECTIONS = _int("REDIS_MAX_CONNECTIONS", 200)  # connections
+    REDIS_POOL_TIMEOUT_S = _float("REDIS_POOL_TIMEOUT_S", 5.0)  # s a request waits for a free connection
+    # Retry-After (s) on a 503 for Redis down or the pool exhausted
+    REDIS_RETRY_AFTER_S = _float("REDIS_RETRY_AFTER_S", 1.0)
     # Use Flask-SocketIO's Redis message queue so several web nodes share emits (scale-out).
     MESSAGE_QUEUE = _bool("MESSAGE_QUEUE", False)
 
@@ -129,6 +149,9 @@ class Config:
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)  # bytes per request
     # Requests per client address on POST /api/ingest (flask-limiter syntax; empty: no limit).
     INGEST_RATE_LIMIT = _str("INGEST_RATE_LIMIT", "100/second")
+    # moving-window: exact over any period (one Redis list entry per hit within it);
+    # sliding-window-counter: approximate, two counters per client; fixed-window: allows 2x bursts.
+    RATE_LIMIT_STRATEGY = _str("RATE_LIMIT_STRATEGY", "moving-window")
     # Reverse proxies in front of us whose X-Forwarded-For/-Proto/-Host to trust (0: none). Set it
     # behind nginx, or every client shares the proxy's address (and its rate limit).
     TRUSTED_PROXIES = _int("TRUSTED_PROXIES", 0)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The generator the dashboard and POST /api/generator steer (`pulseboard up` starts it).
+DASHBOARD_GENERATOR = "dashboard"
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -62,6 +65,21 @@ class Keys:
     def generator_status(self) -> str:
         """Hash a running generator refreshes with its state; expires when it stops."""
         return f"{self.prefix}generator:status"
+
+    def generator_control_of(self, name: str | None) -> str:
+        """The control hash of generator `name`: the dashboard's own (None or DASHBOARD_GENERATOR)
+        is `generator_control`, the one the API edits; any other name has a hash of its own, so a
+        `pulseboard generate` run beside `pulseboard up` does not retune up's generator."""
+        if name is None or name == DASHBOARD_GENERATOR:
+            return self.generator_control
+        return f"{self.prefix}generator:control:{name}"
+
+    def generator_status_of(self, name: str | None) -> str:
+        """The status hash of generator `name` (see generator_control_of); only the dashboard's is
+        the one the dashboard and GET /api/generator show."""
+        if name is None or name == DASHBOARD_GENERATOR:
+            return self.generator_status
+        return f"{self.prefix}generator:status:{name}"
 
     @property
     def generator_events(self) -> str:

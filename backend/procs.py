@@ -36,4 +36,5 @@ def pulseboard_command(*args: str) -> list[str]:
 
 
 def generator_command(redis_url: str, *args: str) -> list[str]:
-    return pulseboard_command("generate", "--redis-url", redis_url, *args)
+    """The dashboard's generator (`pulseboard up` starts it): the one POST /api/generator steers."""
+    return pulseboard_command("generate", "--redis-url", redis_url, "--name", "dashboard", *args)

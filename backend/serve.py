@@ -89,6 +89,34 @@ def interrupt_on_sigterm() -> None:
 
 
 def serve(app: Flask, host: str, port: int) -> None:
+    cfg = app.config
+    if socketio.async_mode == "eventlet":
+        # Not socketio.run: it listens with SO_REUSEPORT and a backlog of 50, and offers no hook for
+        # the header deadline. The same two eventlet calls it makes, with our socket and limits.
+        import eventlet.wsgi
+
+        from backend import httpserver
+
+        nofile = httpserver.raise_nofile_limit()
+        max_size = httpserver.connection_capacity(cfg["HTTP_MAX_CONNECTIONS"], nofile)
+        sock = httpserver.listen(host, port, cfg["HTTP_LISTEN_BACKLOG"])
+        log.info(
+            "Pulseboard serving on http://%s:%d (async mode eventlet, up to %d connections, "
+            "open-file limit %d)",
+            host,
+            port,
+            max_size,
+            nofile,
+        )
+        eventlet.wsgi.server(
+            sock,
+            app,
+            log_output=False,
+            max_size=max_size,
+            socket_timeout=cfg["HTTP_IDLE_TIMEOUT_S"] or None,
+            protocol=httpserver.protocol_class(cfg["HTTP_IDLE_TIMEOUT_S"], cfg["HTTP_HEADER_TIMEOUT_S"]),
+        )
+        return
     log.info("Pulseboard serving on http://%s:%d (async mode %s)", host, port, socketio.async_mode)
     kwargs = {"host": host, "port": port, "use_reloader": False, "log_output": False}
     if socketio.async_mode == "threading":

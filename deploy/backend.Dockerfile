@@ -79,5 +79,6 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "/app/healthcheck.py"]
 # One eventlet worker per container: Socket.IO sessions live in process memory, so scale with
 # more containers behind the sticky nginx upstream, never with more gunicorn workers.
+# --worker-connections: gunicorn's default of 1,000 would cap idle websockets per node.
 CMD ["gunicorn", "-k", "eventlet", "-w", "1", "--bind", "0.0.0.0:5000", "--graceful-timeout", "8", \
-     "--no-control-socket", "backend.wsgi:app"]
+     "--worker-connections", "16384", "--no-control-socket", "backend.wsgi:app"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 from backend.config import Config
 from backend.ingest_stream import TRANSPORTS
+from backend.keys import DASHBOARD_GENERATOR
 from generator.publisher import MAX_RATE, Generator, Summary
 from generator.traffic import DEFAULT_BURST_EVERY_S, PROFILES
 
@@ -81,6 +83,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--count", type=_non_negative(int), default=0, help="stop after this many events; 0 means no limit"
     )
     parser.add_argument(
+        "--name",
+        default=None,
+        metavar="NAME",
+        help=f"this generator's control identity: {DASHBOARD_GENERATOR!r} is the one the dashboard "
+        "and POST /api/generator steer (`pulseboard up` starts it); any other name has control and "
+        "status hashes of its own (default: generate-<pid>, so it leaves a running dashboard "
+        "generator alone)",
+    )
+    parser.add_argument(
         "--transport",
         choices=TRANSPORTS,
         default=None,
@@ -112,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             burst_every_s=args.burst_every,
             transport=args.transport,
+            name=getattr(args, "name", None) or f"generate-{os.getpid()}",
         )
     except ValueError as exc:  # also a malformed REDIS_URL, which redis-py reports as ValueError
         print(f"pulseboard generate: {exc}", file=sys.stderr)

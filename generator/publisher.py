@@ -14,6 +14,10 @@ unit-tested; :class:`Generator` is the thin loop that applies it to a Redis conn
 
 Control protocol (the web API is the other side):
 
+* Each generator has a name (``--name``); the dashboard's, which ``pulseboard up`` starts, is
+  DASHBOARD_GENERATOR and uses ``Keys.generator_control`` / ``generator_status``, the hashes the
+  API edits and shows. Any other name uses hashes of its own (``Keys.generator_control_of``), so a
+  second generator never retunes the dashboard's. Below, "the control/status hash" is the own one.
 * On start the generator HSETs ``Keys.generator_control`` with its own arguments (running=1,
   rate, profile): the command line that started it wins over whatever a previous run or the
   dashboard left there, so ``pulseboard generate --rate 50`` does what it says.
@@ -47,7 +51,7 @@ from redis.retry import Retry
 
 from backend.config import Config
 from backend.ingest_stream import check_transport, xadd_all
-from backend.keys import Keys
+from backend.keys import DASHBOARD_GENERATOR, Keys
 from generator.traffic import DAY_S, DEFAULT_BURST_EVERY_S, PROFILES, TrafficModel
 
 log = logging.getLogger(__name__)
@@ -263,6 +267,7 @@ class Generator:
         stream: str | None = None,
         stream_maxlen: int | None = None,
         backlog_s: float = BACKLOG_S,
+        name: str | None = None,
     ):
         if not redis_url:
             raise ValueError("set REDIS_URL or use `pulseboard up`")
@@ -278,6 +283,10 @@ class Generator:
         self.stream = stream or Config.INGEST_STREAM
         self.stream_maxlen = Config.INGEST_STREAM_MAXLEN if stream_maxlen is None else stream_maxlen
         self.keys = keys or Keys.from_config(Config.as_dict())
+        # Which control and status hashes are ours: None or DASHBOARD_GENERATOR are the dashboard's.
+        self.name = name
+        self._control_key = self.keys.generator_control_of(name)
+        self._status_key = self.keys.generator_status_of(name)
         self.state = ControlState(running=True, rate=rate, profile=profile)
         # A fresh id prefix per run even with a seed: consumers may drop ids they have seen.
         run_id = secrets.token_hex(4)
@@ -533,22 +542,22 @@ class Generator:
         self.connected = True
 
     def _seed_control(self) -> None:
-        self.client.hset(self.keys.generator_control, mapping=self.state.as_fields())
+        self.client.hset(self._control_key, mapping=self.state.as_fields())
         self._control_seeded = True
         self.connected = True
 
     def _poll_control(self, pacer: Pacer, now: float) -> None:
         try:
-            fields = self.client.hgetall(self.keys.generator_control)
+            fields = self.client.hgetall(self._control_key)
         except redis.ResponseError as exc:
             # e.g. WRONGTYPE: someone put a non-hash there. Keep running as we are.
-            self._warn_control_once(f"cannot read {self.keys.generator_control}: {exc}")
+            self._warn_control_once(f"cannot read {self._control_key}: {exc}")
             return
         self.connected = True
         if not fields:
             # Redis lost it (restart without persistence) or someone deleted it: put ours back
             # so the dashboard still has a state to show and edit.
-            self.client.hset(self.keys.generator_control, mapping=self.state.as_fields())
+            self.client.hset(self._control_key, mapping=self.state.as_fields())
             return
         new, problems = parse_control(fields, self.state)
         self._warn_control_once(*problems)
@@ -597,6 +606,7 @@ class Generator:
         incident = self.model.incident
         return {
             "type": "status",
+            "name": self.name or DASHBOARD_GENERATOR,
             "state": state or ("running" if self.state.running else "paused"),
             "running": self.state.running and state != "stopped",
             "rate": self.state.rate,
@@ -631,8 +641,8 @@ class Generator:
             "dropped": str(status["dropped"]),
         }
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(self.keys.generator_status, mapping=fields)
-        pipe.expire(self.keys.generator_status, self.status_ttl_s)
+        pipe.hset(self._status_key, mapping=fields)
+        pipe.expire(self._status_key, self.status_ttl_s)
         announce = (status["running"], status["rate"], status["profile"], fields["incident"])
         if announce != self._announced:
             pipe.publish(self.keys.generator_events, orjson.dumps(status))
@@ -644,7 +654,7 @@ class Generator:
             return  # Redis is down: the status hash expires on its own within its TTL
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.delete(self.keys.generator_status)
+            pipe.delete(self._status_key)
             pipe.publish(self.keys.generator_events, orjson.dumps(self.status("stopped")))
             pipe.execute()
         except (*REDIS_DOWN, redis.RedisError) as exc:

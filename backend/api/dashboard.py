@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, current_app, send_from_directory
+from flask import Blueprint, current_app, request, send_from_directory
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 bp = Blueprint("dashboard", __name__)
 
@@ -31,8 +32,28 @@ def index():
     return response
 
 
+def _api_methods(path: str) -> list[str]:
+    """Methods an API route other than this catch-all takes at `path`. The catch-all matches every
+    GET, so without this `GET /api/ingest` (a POST route) would answer 404 instead of 405."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    methods = []
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        try:
+            endpoint, _ = adapter.match("/" + path, method=method)
+        except HTTPException:
+            continue
+        if not endpoint.startswith(f"{bp.name}."):
+            methods.append(method)
+    return methods
+
+
 @bp.get("/<path:path>")
 def asset(path: str):
+    if path.startswith("api/"):
+        methods = _api_methods(path)
+        if methods:
+            raise MethodNotAllowed(valid_methods=[*methods, "OPTIONS"])
+        raise NotFound()
     # Vite fingerprints asset names, so they can be cached for a long time.
     response = send_from_directory(dist_dir(), path)
     if path.startswith("assets/"):

@@ -18,6 +18,14 @@ bp = Blueprint("openapi", __name__, url_prefix="/api")
 
 NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"}
 NUM_OR_NULL = {"type": "number", "nullable": True}
+# No ts: the server stamps it on arrival (a fixed one would soon be past the retention).
+INGEST_EXAMPLE = {
+    "metric": "http_request",
+    "value": {"ms": 42.5, "bytes": 512},
+    "tags": {"endpoint": "/api/checkout"},
+    "status": "ok",
+    "source": "swagger",
+}
 
 
 def _ref(name: str) -> dict:
@@ -56,13 +64,18 @@ SCHEMAS = {
         },
     },
     "EventIn": {
+        "example": INGEST_EXAMPLE,
         "type": "object",
         "required": ["metric"],
         "description": "An event as a producer sends it (see docs/api.md for every rule).",
         "properties": {
             "metric": NAME,
-            "value": {"description": "a finite number, an object of number/label fields, or null"},
-            "ts": {"description": "unix seconds, or ISO-8601 (no zone means UTC)"},
+            "value": {
+                "description": "a finite number, an object of number/label fields, or null",
+                "example": 42.5,
+            },
+            # No example: any fixed time would soon fall out of the retention and be rejected.
+            "ts": {"description": "unix seconds, or ISO-8601 (no zone means UTC); absent: now"},
             "tags": {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 16},
             "source": {"type": "string", "maxLength": 128},
             "status": {"type": "string", "enum": ["ok", "error"]},
@@ -95,10 +108,14 @@ SCHEMAS = {
     },
     "FieldStats": {
         "type": "object",
-        "required": ["count", "sum", "avg", "min", "max", "p50", "p95", "p99"],
+        "required": ["count", "sum", "sum_overflow", "avg", "min", "max", "p50", "p95", "p99"],
         "properties": {
             "count": {"type": "integer"},
-            "sum": {"type": "number"},
+            "sum": {**NUM_OR_NULL, "description": "null when the sum overflowed (sum_overflow)"},
+            "sum_overflow": {
+                "type": "boolean",
+                "description": "the sum left the float range (beyond ~1.8e308): sum and avg are null",
+            },
             "avg": NUM_OR_NULL,
             "min": NUM_OR_NULL,
             "max": NUM_OR_NULL,
@@ -330,7 +347,10 @@ PATHS = {
                                 _ref("EventIn"),
                                 {"type": "array", "items": _ref("EventIn"), "minItems": 1, "maxItems": 1000},
                             ],
-                        }
+                        },
+                        # What Swagger UI's "Try it out" pre-fills: without it, it builds one from
+                        # the schema (value {}, ts {}) that the API rightly rejects.
+                        "example": INGEST_EXAMPLE,
                     }
                 },
             },
@@ -416,6 +436,32 @@ def _set_max(paths: dict, path: str, name: str, maximum: int) -> None:
             param["schema"] = {**param["schema"], "maximum": maximum}
 
 
+_XRW = {
+    "name": "X-Requested-With",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9]+$"},
+    "example": "XMLHttpRequest",
+    "description": "any value; needed (unless X-API-Key is sent) for a write without a JSON body, "
+    "which a cross-site form could otherwise send (backend/security.py)",
+}
+
+
+def _document_write_guard(paths: dict) -> None:
+    """Writes without a JSON body need X-Requested-With (or the key): say so on each of them."""
+    for operations in paths.values():
+        for method, op in operations.items():
+            if method not in ("post", "put", "patch", "delete"):
+                continue
+            op.setdefault("responses", {}).setdefault("403", ERROR)
+            if "requestBody" in op:
+                continue
+            params = op.setdefault("parameters", [])
+            if not any(p.get("name") == _XRW["name"] for p in params):
+                params.append(dict(_XRW))
+            op["responses"].setdefault("415", ERROR)
+
+
 def document(config: Mapping | None = None) -> dict:
     """The document, with the limits this deployment is configured with."""
     paths = copy.deepcopy({**PATHS, **EXTRA_PATHS})
@@ -426,6 +472,7 @@ def document(config: Mapping | None = None) -> dict:
             _set_max(paths, path, "window", config["RETENTION_S"])
         body = paths["/api/ingest"]["post"]["requestBody"]["content"]["application/json"]["schema"]
         body["oneOf"][1]["maxItems"] = config["INGEST_MAX_EVENTS"]
+    _document_write_guard(paths)
     return {
         "openapi": "3.0.3",
         "info": {

@@ -7,9 +7,15 @@ starting at ``start`` is one Redis hash with, per metric and per measured field:
     {metric}|#e             events with status "error"  HINCRBY (absent when none)
     {metric}|{field}|c      values                      HINCRBY
     {metric}|{field}|s      sum of values               HINCRBYFLOAT
+    {metric}|{field}|so     "1": the sum overflowed     SET (absent unless it did)
     {metric}|{field}|mn     smallest value              keep-min
     {metric}|{field}|mx     largest value               keep-max
     {metric}|{field}|b:KEY  values in sketch bin KEY    HINCRBY
+
+A float sum cannot hold more than ~1.8e308: when adding a delta would leave it infinite (or NaN,
+from +inf and -inf), the writer leaves ``s`` as it was and sets ``so``. Readers then report that
+field's sum (and average) as overflowed (``sum_overflow``), never a wrong finite number; a window
+whose finite bucket sums add up past the float range is reported the same way.
 
 Per-tag counters (for top-N) go to a second hash per interval (``Keys.tag_bucket``), so reading an
 aggregate never pays for them. Only when the accumulator is built with ``tag_values_max > 0``::
@@ -31,6 +37,7 @@ buckets merges into one window by the same rules. Metric and field names cannot 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +62,11 @@ class BucketDelta:
     maxs: dict[str, float] = field(default_factory=dict)
 
 
+def sum_overflow_key(sum_key: str) -> str:
+    """The marker field the writer sets when adding to ``{metric}|{field}|s`` overflowed."""
+    return sum_key + "o"
+
+
 def apply_delta(h: dict[str, int | float], delta: BucketDelta) -> None:
     """Apply a delta to a plain dict the way the store's Lua script applies it to a Redis hash.
 
@@ -63,7 +75,11 @@ def apply_delta(h: dict[str, int | float], delta: BucketDelta) -> None:
     for k, n in delta.incr.items():
         h[k] = h.get(k, 0) + n
     for k, x in delta.incr_float.items():
-        h[k] = h.get(k, 0.0) + x
+        total = h.get(k, 0.0) + x
+        if math.isfinite(total):
+            h[k] = total
+        else:
+            h[sum_overflow_key(k)] = 1
     for k, x in delta.mins.items():
         if k not in h or x < h[k]:
             h[k] = x
@@ -510,8 +526,8 @@ def timeseries_plan(to_s: int, window_s: int, step_s: int) -> tuple[int, list[in
 _NAME_CACHE_MAX = 65536
 _parsed_names: dict[bytes | str, tuple | None] = {}
 
-_K_COUNT, _K_ERRORS, _K_C, _K_S, _K_MN, _K_MX, _K_BIN = range(7)
-_SUFFIX_KIND = {"c": _K_C, "s": _K_S, "mn": _K_MN, "mx": _K_MX}
+_K_COUNT, _K_ERRORS, _K_C, _K_S, _K_MN, _K_MX, _K_BIN, _K_SO = range(8)
+_SUFFIX_KIND = {"c": _K_C, "s": _K_S, "mn": _K_MN, "mx": _K_MX, "so": _K_SO}
 
 
 def _parse_name(raw: bytes | str) -> tuple | None:
@@ -547,8 +563,9 @@ def _parse_name(raw: bytes | str) -> tuple | None:
 _ANY = object()
 
 # What a slot does with a hash value: add as int, add as float, keep the smaller, keep the larger.
-_OP_INT, _OP_FLOAT, _OP_MIN, _OP_MAX = range(4)
-_FIELD_INDEX = {_K_C: 0, _K_S: 1, _K_MN: 2, _K_MX: 3}  # into [count, sum, min, max, bins]
+# _OP_OVERFLOW: the overflow marker poisons the sum with NaN, which every later addition keeps.
+_OP_INT, _OP_FLOAT, _OP_MIN, _OP_MAX, _OP_OVERFLOW = range(5)
+_FIELD_INDEX = {_K_C: 0, _K_S: 1, _K_MN: 2, _K_MX: 3, _K_SO: 1}  # into [count, sum, min, max, bins]
 _IGNORE = ("ignore",)  # _new_slot: a name this WindowStats never uses
 _KIND_OP = {
     _K_COUNT: _OP_INT,
@@ -558,6 +575,7 @@ _KIND_OP = {
     _K_S: _OP_FLOAT,
     _K_MN: _OP_MIN,
     _K_MX: _OP_MAX,
+    _K_SO: _OP_OVERFLOW,
 }
 
 
@@ -616,6 +634,8 @@ class WindowStats:
                     x = float(value)
                     if box[i] is None or x < box[i]:
                         box[i] = x
+                elif op == _OP_OVERFLOW:
+                    box[i] = math.nan
                 else:
                     x = float(value)
                     if box[i] is None or x > box[i]:
@@ -634,7 +654,7 @@ class WindowStats:
             return _IGNORE
         op = _KIND_OP[kind]
         try:
-            int(value) if op == _OP_INT else float(value)
+            int(value) if op in (_OP_INT, _OP_OVERFLOW) else float(value)
         except (ValueError, TypeError):
             return None  # create no state for junk
         m = self.metrics.get(metric)
@@ -828,10 +848,14 @@ def _percentiles(f: list) -> list[float | None]:
 
 def _field_stats(f: list) -> dict:
     count, total, lo, hi = f[0], f[1], f[2], f[3]
+    # Not finite: a bucket's sum overflowed (its marker made it NaN), or finite bucket sums added
+    # up past the float range. JSON has no infinity, and no finite number would be true.
+    overflow = not math.isfinite(total)
     stats = {
         "count": count,
-        "sum": total,
-        "avg": total / count if count else None,
+        "sum": None if overflow else total,
+        "sum_overflow": overflow,
+        "avg": total / count if count and not overflow else None,
         "min": lo,
         "max": hi,
     }
@@ -880,7 +904,7 @@ def timeseries(
         }
         f = stats.merged_field(field) if field is not None else None
         if f is not None and f[0]:
-            point["avg"] = f[1] / f[0]
+            point["avg"] = f[1] / f[0] if math.isfinite(f[1]) else None  # None: the sum overflowed
             for (label, _), est in zip(PERCENTILES, _percentiles(f), strict=True):
                 point[label] = est
         points.append(point)
@@ -913,6 +937,7 @@ __all__ = [
     "merge_field",
     "parse_tag_name",
     "plan_window",
+    "sum_overflow_key",
     "timeseries",
     "timeseries_plan",
 ]

@@ -68,6 +68,14 @@ def bin_value(key: str) -> float:
     return rep if sign > 0 else -rep
 
 
+def nearest_rank(q: float, n: int) -> int:
+    """0-based index of the q-quantile of n sorted values by the nearest-rank definition: the
+    smallest value with at least q*n values at or below it, i.e. the ceil(q*n)-th (1-based); q=0
+    is the minimum. numpy's percentile(method="inverted_cdf") is the same definition. The small
+    tolerance keeps float products like 0.7*10 = 7.000000000000001 on their integer rank."""
+    return min(n - 1, max(0, math.ceil(q * n - 1e-9) - 1))
+
+
 def _order(key: str) -> tuple[int, int]:
     """Sort key putting bins in ascending order of their values."""
     sign, index = parse_key(key)
@@ -111,8 +119,8 @@ class Sketch:
                 raise ValueError(f"quantile must be in [0, 1], got {q!r}")
         if self.count <= 0:
             return [None] * len(qs)
-        # Nearest rank, 0-based: the element a sorted list would hold at floor(q * (n - 1)).
-        wanted = sorted((math.floor(q * (self.count - 1)), i) for i, q in enumerate(qs))
+        # The nearest-rank element (docs/api.md): the one a sorted list holds at this index.
+        wanted = sorted((nearest_rank(q, self.count), i) for i, q in enumerate(qs))
         out: list[float | None] = [None] * len(qs)
         w = 0
         seen = 0
@@ -138,4 +146,4 @@ class Sketch:
         return f"Sketch(count={self.count}, bins={len(self.bins)})"
 
 
-__all__ = ["ALPHA", "GAMMA", "ZERO_EPS", "Sketch", "bin_key", "bin_value", "parse_key"]
+__all__ = ["ALPHA", "GAMMA", "ZERO_EPS", "Sketch", "bin_key", "bin_value", "nearest_rank", "parse_key"]

@@ -583,6 +583,93 @@ def test_nginx_t_rejects_a_broken_conf(tmp_path):
 # ---- the topology, live, without Docker ----------------------------------------------------------
 
 
+def _status_node(status: list, hits: list):
+    """A stand-in web node answering every request with status[0], recording what it answered."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self):
+            code = status[0]
+            hits.append((self.command, code))
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            body = b'{"error": "redis unavailable"}' if code == 503 else b"{}"
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_nginx_retries_a_node_answering_503_on_another(tmp_path, model):
+    """deploy/nginx.conf with one node answering 503 (its Redis unreachable): GETs are retried on
+    the other node; a POST is not (it may have been half done) and answers the 503."""
+    nginx = nginx_binary()
+    hosts = upstream_servers(NGINX_CONF.read_text())
+    assert len(hosts) >= 2
+    statuses, hits = [[503], [200]], [[], []]
+    nodes = [_status_node(statuses[i], hits[i]) for i in (0, 1)]
+    try:
+        port = free_port()
+        addresses = [f"127.0.0.1:{node.server_address[1]}" for node in nodes]
+        upstreams = {host.split()[0]: addr for host, addr in zip(hosts, addresses, strict=False)}
+        conf = local_nginx_conf(tmp_path, port, upstreams, tmp_path)
+        proc = subprocess.Popen(
+            [
+                nginx,
+                "-p",
+                str(tmp_path),
+                "-e",
+                str(tmp_path / "startup.log"),
+                "-c",
+                str(conf),
+                "-g",
+                "daemon off;",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            front = f"http://127.0.0.1:{port}"
+
+            def answers() -> bool:
+                try:
+                    return requests.get(front + "/healthz", timeout=1).status_code == 200
+                except requests.RequestException:
+                    return False
+
+            wait_for(answers, timeout=10, message="nginx up")
+            # The upstream is hashed on the client address: find the node 127.0.0.1 lands on,
+            # and make that one answer 503.
+            assert requests.get(front + "/api/metrics/stats", timeout=5).status_code in (200, 503)
+            home = 0 if hits[0] else 1
+            statuses[home][0], statuses[1 - home][0] = 503, 200
+            seen = len(hits[home])
+            # First, while no failure has been counted yet: a POST that lands on the 503 node is
+            # not moved to the other one.
+            assert requests.post(front + "/api/ingest", json={}, timeout=5).status_code == 503
+            assert hits[home][seen:] == [("POST", 503)]
+            for _ in range(5):  # GETs are retried on the other node: never a 503
+                assert requests.get(front + "/api/metrics/stats", timeout=5).status_code == 200
+            assert ("GET", 503) in hits[home][seen:], "the 503 node was never tried: the test proved nothing"
+        finally:
+            stop(proc)
+    finally:
+        for node in nodes:
+            node.shutdown()
+            node.server_close()
+
+
 def gunicorn_binary() -> Path:
     path = BIN / "gunicorn"
     require_pip_tool("gunicorn", path.is_file(), "'gunicorn[eventlet]>=23,<26'")

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from backend.core.sketch import ALPHA, GAMMA, Sketch, bin_key, bin_value, parse_key
+from backend.core.sketch import ALPHA, GAMMA, Sketch, bin_key, bin_value, nearest_rank, parse_key
 
 QS = (0.5, 0.95, 0.99)
 # Float slack on top of ALPHA: the bound is attained at a bin's lower edge, and log/exp round.
@@ -16,7 +16,8 @@ TOL = ALPHA * (1 + 1e-9)
 
 
 def exact(sorted_xs: np.ndarray, q: float) -> float:
-    return float(sorted_xs[math.floor(q * (len(sorted_xs) - 1))])
+    """The nearest-rank percentile, as numpy computes it (an oracle independent of our code)."""
+    return float(np.quantile(sorted_xs, q, method="inverted_cdf"))
 
 
 def rel_err(est: float, true: float) -> float:
@@ -170,3 +171,29 @@ def test_bin_key_rejects_nan_and_parse_key_rejects_garbage():
     for bad in ("", "q1", "p", "px", "z1"):
         with pytest.raises(ValueError):
             parse_key(bad)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        # The issue's sample: p95 = p99 = 1000 by nearest rank (ceil(0.95 * 6) = 6th value);
+        # the old floor(q * (n - 1)) rank answered ~500.
+        ([100, 200, 300, 400, 500, 1000], {0.5: 300, 0.95: 1000, 0.99: 1000}),
+        ([5], {0.5: 5, 0.95: 5, 0.99: 5}),
+        ([1, 2], {0.5: 1, 0.95: 2, 0.99: 2}),
+        ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], {0.5: 5, 0.95: 10, 0.99: 10}),
+    ],
+)
+def test_small_samples_follow_nearest_rank(values, expected):
+    sketch = sketch_of(values)
+    xs = np.sort(np.array(values, dtype=float))
+    for q, want in expected.items():
+        assert exact(xs, q) == want  # the definition, as numpy has it
+        assert rel_err(sketch.quantile(q), want) <= TOL, (q, sketch.quantile(q))
+
+
+def test_nearest_rank_matches_numpy_for_every_small_n():
+    for n in range(1, 300):
+        xs = np.arange(n, dtype=float)
+        for q in (0.0, *QS, 1.0):
+            assert nearest_rank(q, n) == int(exact(xs, q)), (n, q)
