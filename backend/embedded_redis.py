@@ -155,6 +155,9 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=die_with_parent,
+            # Out of the terminal's process group: Ctrl-C reaches `pulseboard up` alone, which
+            # stops the worker and the generator first and this server last.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

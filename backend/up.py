@@ -8,6 +8,8 @@ children are also tied to us with PR_SET_PDEATHSIG, so even a SIGKILL leaves no 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 
 from backend.config import Config
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 
 def up(args) -> int:
     from backend import create_app
+    from backend.extensions import socketio
+    from backend.httpserver import ensure_port_free
     from backend.runtime import get_runtime
     from backend.serve import (
         interrupt_on_sigterm,
@@ -29,10 +33,17 @@ def up(args) -> int:
         worker_in_own_process,
     )
 
+    ensure_port_free(args.host, args.port)  # before Redis or the worker start: a one-line error
     interrupt_on_sigterm()
     embedded = None
     generator = None
     app = None
+    gave_up: list[str] = []
+
+    def give_up(why: str) -> None:
+        gave_up.append(why)
+        os.kill(os.getpid(), signal.SIGTERM)  # the clean path, as if stopped
+
     try:
         url = Config.REDIS_URL
         if not url:
@@ -50,6 +61,9 @@ def up(args) -> int:
         if own_process:  # ingest on a core of its own (docs/benchmarks.md: one process vs two)
             get_runtime(app).worker_process = start_worker_process(app, args.async_mode)
         start_background(app, worker=not own_process)
+        if embedded is not None:
+            # A dead embedded Redis is restarted (empty, unless it persists); a crash loop stops us.
+            socketio.start_background_task(embedded.watch, socketio.sleep, on_give_up=give_up)
         if not args.no_generator:
             generator = subprocess.Popen(
                 generator_command(
@@ -76,4 +90,7 @@ def up(args) -> int:
         if embedded is not None:
             embedded.close()
         log.info("stopped")
+    if gave_up:
+        log.error("stopped because the embedded Redis keeps dying: %s", gave_up[0])
+        return 1
     return 0

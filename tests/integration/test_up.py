@@ -1,0 +1,59 @@
+"""`pulseboard up`: the whole system on embedded defaults, its embedded Redis watched, a clean stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+
+import psutil
+import pytest
+import requests
+
+from backend.embedded_redis import free_port
+from backend.procs import pulseboard_command
+from tests.conftest import ROOT
+from tests.helpers import wait_for
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(url + "/api/ready", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.mark.slow
+def test_up_restarts_a_dead_embedded_redis_and_stops_cleanly(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update({"PULSEBOARD_ENV_FILE": "/nonexistent", "LOG_LEVEL": "INFO"})
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            pulseboard_command("up", "--port", str(port), "--no-generator"),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ready(url), timeout=30, message="up is ready")
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        servers = [p for p in tree if re.search(r"(valkey|redis)-server", " ".join(p.cmdline()))]
+        assert len(servers) == 1, [p.cmdline() for p in tree]
+        servers[0].kill()
+        wait_for(
+            lambda: "restarted" in log_path.read_text(), timeout=15, message="the watchdog restarts Redis"
+        )
+        wait_for(lambda: _ready(url), timeout=20, message="ready again on the restarted Redis")
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    finally:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        code = proc.wait(timeout=20)
+    assert code == 0, log_path.read_text()
+    assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    # Stopped in order: the worker before Redis, so no false outage is logged on the way out.
+    assert "worker stopped (clean)" in log_path.read_text()
