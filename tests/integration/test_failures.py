@@ -9,6 +9,7 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import orjson
 import requests
 
 from backend.embedded_redis import EmbeddedRedis
@@ -91,24 +92,40 @@ def test_pool_exhaustion_answers_503_with_retry_after(server_factory, r):
 
 
 def test_an_overflowed_sum_reads_as_flagged_through_the_api(live_server, r, names):
-    """The read side of the overflow contract: a bucket whose writer set the `so` marker (adding
-    to the sum would have left the float range) answers sum null + sum_overflow true, not the
-    stale finite sum that is stored beside it."""
-    from backend.keys import Keys
+    """Sums beyond the float range are never read as a wrong finite number (the issue saw 0.0).
+    Redis adds in long double, so across batches 1.7e308 + 1.7e308 is kept and reads as an
+    overflow (sum null, sum_overflow true), and taking 1.7e308 off again gives the exact sum
+    back. Within one batch the sum overflows in Python first: the script then sets the marker
+    and the sum stays flagged."""
+    stats = f"{names['KEY_PREFIX']}stats"
 
-    keys = Keys.from_config(names)
-    now = int(time.time())
-    r.hset(keys.bucket(1, now), mapping={"big|#c": 3, "big|v|c": 3, "big|v|s": "0", "big|v|so": "1"})
-    r.hset(keys.bucket(1, now), mapping={"ok|#c": 1, "ok|v|c": 1, "ok|v|s": "2"})
-    r.hincrby(keys.stats, "received", 1)  # a new version: no cached answer
-    body = live_server.get("/api/metrics/aggregate?window=60").json()
-    big = body["metrics"]["big"]["fields"]["v"]
+    def send(*events):
+        before = int(r.hget(stats, "accepted") or 0)
+        pipe = r.pipeline(transaction=False)
+        for event in events:
+            pipe.publish(live_server.channel, orjson.dumps(event))
+        pipe.execute()
+        wait_for(lambda: int(r.hget(stats, "accepted") or 0) == before + len(events), message="stored")
+        return live_server.get("/api/metrics/aggregate?window=60").json()["metrics"]
+
+    send({"metric": "big", "value": 1.7e308})
+    big = send({"metric": "big", "value": 1.7e308})["big"]["fields"]["value"]
     assert big["sum_overflow"] is True and big["sum"] is None and big["avg"] is None
-    assert body["metrics"]["ok"]["fields"]["v"] == {
-        **body["metrics"]["ok"]["fields"]["v"],
-        "sum": 2.0,
-        "sum_overflow": False,
-    }
+    big = send({"metric": "big", "value": -1.7e308})["big"]["fields"]["value"]
+    assert big["sum_overflow"] is False and big["sum"] == 1.7e308 and big["count"] == 3
+
+    # Published together they are usually one batch (the sum overflows in Python, the marker is
+    # set); either way it must read as an overflow.
+    one = send(
+        {"metric": "huge", "value": 1.7e308},
+        {"metric": "huge", "value": 1.7e308},
+        {"metric": "ok", "value": 2},
+    )
+    huge = one["huge"]["fields"]["value"]
+    assert huge["sum_overflow"] is True and huge["sum"] is None and huge["max"] == 1.7e308
+    assert (
+        one["ok"]["fields"]["value"]["sum"] == 2.0 and one["ok"]["fields"]["value"]["sum_overflow"] is False
+    )
 
 
 # --- CORS, CSRF, nosniff (row 11) -------------------------------------------------------------------
