@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_RAW_BYTES = 1024  # how much of a rejected message is kept
 HEARTBEAT_EVERY_S = 1.0
+SUBSCRIBE_TIMEOUT_S = 5.0  # longest wait for Redis to confirm a SUBSCRIBE
 IDLE_WAIT_S = 0.5  # longest wait for a message before the loop renews its lease anyway
 # Stream transport: how long the armed XREADGROUP blocks. An idle worker re-sends it about this
 # often; the wait itself ends as soon as an entry or a Pub/Sub message arrives.
@@ -154,14 +155,15 @@ class Worker:
                         self.sleep(self.lease_ttl_ms / 3000.0)
                         continue
                     self.role = "active"
-                    # The heartbeat now, not a second later: readiness on every node reads it.
-                    self.store.renew_lease(self.token, self.lease_ttl_ms)
-                    self._last_heartbeat = time.monotonic()
                     self.load_known_metrics()
-                    pubsub = self.sub_client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self.channel)
+                    pubsub = self._subscribe()
                     if self.stream is not None:
                         self.stream.activate()  # the group exists; pending entries come first
+                    # The heartbeat only now that we are subscribed (readiness on every node
+                    # reads it: a producer told "ready" must not publish to nobody), and now
+                    # rather than a second later.
+                    self.store.renew_lease(self.token, self.lease_ttl_ms)
+                    self._last_heartbeat = time.monotonic()
                     self.subscribed = True
                     self._last_report = 0.0
                     self._report(time.monotonic())  # /api/health shows the new role at once
@@ -234,6 +236,21 @@ class Worker:
             self.role = "stopped"
             with contextlib.suppress(redis.RedisError):  # if Redis is gone, the lease expires by itself
                 self.store.release_lease(self.token)
+
+    def _subscribe(self):
+        """Subscribe and wait for Redis to confirm: only then is anything published delivered."""
+        pubsub = self.sub_client.pubsub()
+        pubsub.subscribe(self.channel)
+        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
+        while True:
+            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if message is not None and message["type"] == "subscribe":
+                break
+            if time.monotonic() >= deadline:
+                pubsub.close()
+                raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {self.channel!r}")
+        pubsub.ignore_subscribe_messages = True
+        return pubsub
 
     def _acquire_lease(self) -> bool:
         """Take the lease if it is free, ours, or held by a dead process of this host: a worker

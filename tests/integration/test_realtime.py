@@ -225,9 +225,9 @@ def test_a_late_burst_larger_than_redis_output_buffer_loses_nothing(server_facto
     r.config_set("client-output-buffer-limit", "pubsub 8mb 4mb 10")
     try:
         now = time.time()
-        total = 30_000
-        pad = "p" * 1000  # 30 MB in all: almost 4x the limit
-        # Paced at ~8,000 events/s (8 MB/s): faster than late events are processed, slow
+        total = 15_000
+        pad = {f"pad{j}": "p" * 240 for j in range(8)}  # ~2 KB an event, 30 MB in all: ~4x the limit
+        # Paced at ~4,000 events/s (8 MB/s): faster than late events are processed, slow
         # enough that a reader keeps up with the socket even on a busy machine.
         pipe = r.pipeline(transaction=False)
         for i in range(total):
@@ -235,10 +235,10 @@ def test_a_late_burst_larger_than_redis_output_buffer_loses_nothing(server_facto
                 "metric": f"late{i % 5}",
                 "value": {"ms": i % 997},
                 "ts": now - 3500 + (i % 3500),
-                "pad": pad,
+                "tags": pad,
             }
             pipe.publish(names["REDIS_CHANNEL"], orjson.dumps(event))
-            if i % 800 == 799:
+            if i % 400 == 399:
                 pipe.execute()
                 time.sleep(0.1)
         pipe.execute()
