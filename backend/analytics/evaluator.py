@@ -26,9 +26,9 @@ import redis
 
 from backend.analytics.breakdown import tag_series
 from backend.analytics.engine import Engine, Transition
-from backend.analytics.rules import rules_from_document
+from backend.analytics.rules import MAX_WINDOW_S, rules_from_document
 from backend.analytics.settings import AnalyticsSettings
-from backend.analytics.signals import Frame
+from backend.analytics.signals import CountHistory, Frame
 from backend.analytics.storage import AnalyticsStore
 from backend.analytics.webhook import WebhookSender
 from backend.core.aggregate import WindowStats
@@ -69,7 +69,9 @@ class Evaluator:
         sleep: Callable[[float], None] | None = None,
     ):
         self.settings = s = AnalyticsSettings.from_config(config)
-        self.analytics = AnalyticsStore(client, keys, keep_closed=s.keep_closed, rules_max=s.rules_max)
+        self.analytics = AnalyticsStore(
+            client, keys, keep_closed=s.keep_closed, rules_max=s.rules_max, default_rules=s.default_rules
+        )
         self.socketio = socketio
         self.worker = worker
         self.clock = clock
@@ -92,6 +94,9 @@ class Evaluator:
         self.engine: Engine | None = None
         self.next_second: int | None = None
         self.recent: deque[dict] = deque(maxlen=s.window_s)
+        # counts of the plain metrics for rules with a longer window_s; twice the longest, for the
+        # "was it flowing before" guard of rules on a drop in rate
+        self.counts = CountHistory(2 * MAX_WINDOW_S)
         self.ids: dict[str, str] = {}  # dedup key -> id of its open alert
         self._rules_raw: dict | None = None
         self.running = False
@@ -169,6 +174,7 @@ class Evaluator:
         pending: dict[str, dict] = {}  # alerts open at the end of the replay, as the engine sees them
         resolved: dict[str, dict] = {}  # stored alerts whose condition cleared during the replay
         self.recent.clear()
+        self.counts = CountHistory(2 * MAX_WINDOW_S)
         first = due - s.history_s + 1
         for chunk_start in range(first, due + 1, REPLAY_CHUNK_S):
             chunk = range(chunk_start, min(chunk_start + REPLAY_CHUNK_S, due + 1))
@@ -176,7 +182,7 @@ class Evaluator:
                 t = float(sec + 1)
                 while to_adopt and to_adopt[0][0] <= t:
                     opened, key, alert = to_adopt.pop(0)
-                    if engine.adopt(key, opened, alert.get("severity") or "warning"):
+                    if engine.adopt(key, opened, alert.get("severity") or "warning", alert.get("state")):
                         pending[key] = alert
                 for tr in self._judge(engine, sec, h, th):
                     _track(pending, tr)
@@ -184,7 +190,7 @@ class Evaluator:
                         resolved[tr.key] = tr.alert
             self.sleep(0)  # let the worker and the clients breathe between chunks
         for opened, key, alert in to_adopt:  # opened after the replayed history (clock skew)
-            if engine.adopt(key, opened, alert.get("severity") or "warning"):
+            if engine.adopt(key, opened, alert.get("severity") or "warning", alert.get("state")):
                 pending[key] = alert
         self.engine = engine
         self.next_second = due + 1
@@ -236,11 +242,12 @@ class Evaluator:
 
     def _judge(self, engine: Engine, sec: int, h: dict, th: dict) -> list[Transition]:
         stats = WindowStats.from_hashes([h]).metrics if h else {}
+        self.counts.push(stats)
         if th:
-            stats.update(tag_series(th, self.tags))
+            stats = {**stats, **tag_series(th, self.tags)}
         self.recent.append(stats)
         self.next_second = sec + 1
-        return engine.step(float(sec + 1), Frame(self.recent, self.settings.window_s))
+        return engine.step(float(sec + 1), Frame(self.recent, self.settings.window_s), self.counts)
 
     # --- alert changes ---------------------------------------------------------------------------
     def apply(self, transitions: list[Transition]) -> None:
@@ -262,7 +269,7 @@ class Evaluator:
         fields = dict(tr.alert)
         opened = _ts(fields.get("opened_at"))
         fields.update(
-            state="open",
+            state=fields.get("state") or "open",
             opened_at=iso_ms(opened),
             closed_at=None,
             updated_at=_now_iso(),
