@@ -274,6 +274,8 @@ class Engine:
             holds = False  # silenced: opens nothing (what is open stays until it clears)
         if holds and not self._armed(rule, metric, frame, history, state):
             holds = False
+        if rule.baseline_factor is not None and state is None and not holds and value is not None:
+            self._learn(key, value)
         if state is None:
             if not holds:
                 return  # states exist only for conditions that held at some point
@@ -290,11 +292,8 @@ class Engine:
             if rule.critical is not None and rule.holds(value, rule.critical):
                 state.severity = "critical"
             if no_data_rule:
-                was = history.totals(metric, int(rule.window_s), int(rule.window_s))[0] if history else 0
                 seconds = (rule.window_s or frame.seconds) + rule.for_s
                 message = f"{prefix}{metric} has sent no events for {format_duration(seconds)}"
-                if was:
-                    message += f" (it sent {was / (rule.window_s or frame.seconds):.3g}/s before)"
             else:
                 message = f"{prefix}{what} = {_fmt_value(rule, value)}, {rule.op} {_fmt_value(rule, rule.threshold)}"
                 if rule.baseline_factor is not None:
@@ -380,17 +379,18 @@ class Engine:
         return count >= rule.min_rate * seconds
 
     def _baseline(self, key: str, rule: Rule, value, state) -> float | None:
-        """The rule's recent normal for this metric (EWMA), learned only while it is not pending or
-        firing, so an incident never becomes the baseline it is compared with."""
+        """The rule's recent normal for this metric (EWMA), learned only from values that did not
+        hold while nothing was pending or firing, so an incident never becomes its own baseline."""
+        b = self.baselines.get(key)
+        return b[0] if b is not None and b[1] >= BASELINE_MIN_S else None
+
+    def _learn(self, key: str, value: float) -> None:
         b = self.baselines.get(key)
         if b is None:
             b = self.baselines[key] = [0.0, 0]
-        current = b[0] if b[1] >= BASELINE_MIN_S else None
-        if value is not None and state is None:
-            alpha = max(2.0 / (BASELINE_SPAN_S + 1), 1.0 / (b[1] + 1))
-            b[0] += alpha * (value - b[0])
-            b[1] += 1
-        return current
+        alpha = max(2.0 / (BASELINE_SPAN_S + 1), 1.0 / (b[1] + 1))
+        b[0] += alpha * (value - b[0])
+        b[1] += 1
 
     # --- state -----------------------------------------------------------------------------------
     def open_keys(self) -> set[str]:

@@ -417,6 +417,7 @@ def test_generator_incident_opens_an_anomaly_alert_and_it_closes_after(server_fa
             "ANALYTICS_WINDOW_S": "3",
             "ANALYTICS_SETTLE_MS": "300",
             "ALERT_CLEAR_S": "3",
+            "ALERT_DEFAULT_RULES": "false",  # this is about anomaly detection
         },
     )
     wait_for(lambda: _up(server), timeout=20, message="server up")
