@@ -8,6 +8,7 @@ import time
 
 from flask import Flask
 
+from backend import status
 from backend.analytics.service import start_evaluator, stop_evaluator
 from backend.broadcast import Broadcaster, Ticker
 from backend.extensions import socketio
@@ -36,6 +37,7 @@ def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
             max_pending=cfg["SLOW_CLIENT_MAX_PENDING"],
         )
         socketio.start_background_task(runtime.ticker.run)
+        status.start(app, socketio)  # Redis/worker up or down, pushed as `status` (backend/status.py)
 
 
 def stop_background(app: Flask, wait_s: float = 5.0) -> None:
@@ -43,6 +45,8 @@ def stop_background(app: Flask, wait_s: float = 5.0) -> None:
     and broadcast) the batch it holds and release its lease, so a standby takes over at once."""
     runtime = get_runtime(app)
     stop_evaluator(app)
+    if app.extensions.get(status.EXTENSION_KEY) is not None:
+        app.extensions[status.EXTENSION_KEY].stop()
     for task in (runtime.worker, runtime.ticker):
         if task is not None:
             task.stop()
