@@ -56,6 +56,7 @@ export default function App({ io = connectSocket, api = defaultApi }) {
         attempt={pulse.attempt}
         ratePerSec={pulse.ratePerSec}
         redisDown={health?.redis === 'down'}
+        serverStatus={pulse.serverStatus}
         openAlerts={openAlerts}
         windowSec={windowSec}
         onWindowChange={changeWindow}
@@ -67,7 +68,7 @@ export default function App({ io = connectSocket, api = defaultApi }) {
       <main className="content">
         <GapNotice gap={pulse.gap} error={pulse.backfillError} onDismiss={pulse.dismissGap} />
         <GeneratorControls api={api} live={pulse.generator} />
-        <StatCards aggregate={pulse.aggregate} latency={latency} windowSec={windowSec} />
+        <StatCards aggregate={pulse.aggregate} latency={latency} windowSec={windowSec} stale={pulse.stale} />
         {/* Every row pairs a wide panel with a narrow one; the feed sits first, next to throughput. */}
         <div className="panel-grid">
           <ThroughputChart series={series} windowSec={windowSec} theme={theme} className="span-2" />

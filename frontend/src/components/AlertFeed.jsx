@@ -1,5 +1,5 @@
 import { memo, useCallback, useState } from 'react'
-import { formatAlertTime, formatDuration, openCounts } from '../lib/alerts.js'
+import { formatAlertTime, formatDuration, isActive, openCounts } from '../lib/alerts.js'
 
 export const CLOSED_SHOWN = 20 // recent closed alerts under the open ones
 
@@ -18,13 +18,16 @@ const fmt = (v) => (v == null ? '—' : String(Math.round(v * 1000) / 1000))
 
 // The message already says what and how much; this says why it fired.
 function detail(a) {
-  if (a.kind === 'rule') return `rule · threshold ${fmt(a.threshold)}`
+  if (a.kind === 'rule') {
+    const what = a.rule_id?.startsWith('builtin-') ? 'built-in rule' : 'rule'
+    return `${what} · threshold ${fmt(a.threshold)}${a.baseline != null ? ` · baseline ${fmt(a.baseline)}` : ''}`
+  }
   const z = a.zscore != null ? ` · z ${a.zscore.toFixed(1)}` : ''
   return `anomaly${z}${a.baseline != null ? ` · baseline ${fmt(a.baseline)}` : ''}`
 }
 
 const AlertItem = memo(function AlertItem({ alert: a, busy, error, onAck }) {
-  const open = a.state === 'open'
+  const open = isActive(a)
   const lasted = open ? null : formatDuration(a.opened_at, a.closed_at)
   return (
     <li
@@ -37,7 +40,15 @@ const AlertItem = memo(function AlertItem({ alert: a, busy, error, onAck }) {
         <span className="badge alert-severity" data-testid="alert-severity">
           {a.severity}
         </span>
-        {open ? <span className="sr-only">open alert on</span> : <span className="badge alert-closed">closed</span>}
+        {a.state === 'nodata' ? (
+          <span className="badge alert-nodata" data-testid="alert-nodata" title="Still open: its metric stopped reporting">
+            no data
+          </span>
+        ) : open ? (
+          <span className="sr-only">open alert on</span>
+        ) : (
+          <span className="badge alert-closed">closed</span>
+        )}
         <span className="alert-metric">{a.metric}</span>
         {a.tags &&
           Object.entries(a.tags).map(([k, v]) => (
