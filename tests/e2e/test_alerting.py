@@ -1,0 +1,85 @@
+"""Issue 14 in a real browser: built-in alerting on a fresh server, the server's status pushed
+to the page (an outage within 2 s), rules managed from the page, ranges in the URL, tags on rows.
+
+Screenshots of these parts go to docs/ only with PULSEBOARD_SCREENSHOTS=1 (`make screenshots`):
+a test run never rewrites files in the tree by default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import redis
+from playwright.sync_api import Page, expect
+
+from backend.embedded_redis import EmbeddedRedis
+from tests.conftest import ROOT
+from tests.helpers import wait_for
+from tests.integration.test_builtin_alerts import ErrorTraffic
+
+pytestmark = pytest.mark.e2e
+DOCS = ROOT / "docs"
+SCREENSHOTS = os.environ.get("PULSEBOARD_SCREENSHOTS") == "1"
+
+
+def screenshot(page: Page, name: str, **kw) -> None:
+    if not SCREENSHOTS:
+        return
+    path = DOCS / name
+    page.screenshot(path=str(path), **kw)
+    assert Path(path).stat().st_size > 10_000
+
+
+def open_dashboard(page: Page, url: str) -> None:
+    page.goto(url)
+    expect(page.get_by_test_id("connection-status")).to_have_text("Connected", timeout=15_000)
+
+
+def test_a_fresh_server_shows_an_error_rate_alert_within_15_s_of_a_burst(server_factory, r, page: Page):
+    server = server_factory()  # defaults: built-in rules, no rule created, nothing learned
+    traffic = ErrorTraffic(r, server.channel)
+    traffic.error_share = 0.01
+    traffic.start()
+    try:
+        open_dashboard(page, server.url)
+        feed = page.get_by_test_id("alert-feed")
+        wait_for(lambda: traffic.sent >= 20 * 50, timeout=30, message="20 s of 1% errors")
+        expect(feed.get_by_test_id("open-alert-count")).to_have_text("0 open")
+        traffic.error_share = 0.6
+        item = feed.get_by_test_id("alert-item").filter(has_text="Error rate")
+        expect(item).to_have_count(1, timeout=15_000)
+        expect(item).to_have_attribute("data-state", "open")
+        expect(item).to_contain_text("checkout error_rate over 1m")
+        expect(item).to_contain_text("built-in rule")
+        expect(page.get_by_test_id("header-open-alerts")).to_be_visible()
+        screenshot(page, "dashboard-builtin-alert.png")
+    finally:
+        traffic.stop()
+
+
+@pytest.fixture
+def own_redis():
+    with EmbeddedRedis() as server:
+        yield server
+
+
+def test_an_outage_shows_within_2_s_and_the_numbers_say_they_are_old(server_factory, own_redis, page: Page):
+    server = server_factory(redis_url=own_redis.url)
+    client = redis.Redis.from_url(own_redis.url)
+    client.publish(server.channel, b'{"metric": "before", "value": {"ms": 5}}')
+    open_dashboard(page, server.url)
+    cards = page.get_by_test_id("stat-cards")
+    expect(page.get_by_test_id("total-events")).not_to_have_text("—", timeout=10_000)
+    expect(cards).to_have_attribute("data-stale", "false")
+    expect(page.get_by_test_id("server-status")).to_have_count(0)
+    own_redis.stop()
+    expect(page.get_by_test_id("server-status")).to_contain_text("Redis down since", timeout=2_000)
+    expect(page.get_by_test_id("connection-status")).to_have_text("Connected")  # the page's own link is fine
+    expect(cards).to_have_attribute("data-stale", "true")
+    expect(cards).to_contain_text("Redis down since")
+    screenshot(page, "dashboard-outage.png")
+    own_redis.start()
+    expect(page.get_by_test_id("server-status")).to_have_count(0, timeout=15_000)
+    expect(cards).to_have_attribute("data-stale", "false", timeout=15_000)
+    client.close()
