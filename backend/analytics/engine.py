@@ -19,6 +19,7 @@ from backend.analytics.defaults import is_no_data_rule
 from backend.analytics.hysteresis import OK, Hysteresis
 from backend.analytics.rules import Rule, format_duration, format_number
 from backend.analytics.signals import CountHistory, Frame, signal_label
+from backend.core.timefmt import iso_ms
 
 FORGET_S = 900.0  # a metric unseen this long (and with no open alert) loses its baselines
 
@@ -34,6 +35,10 @@ def _fmt(x: float | None) -> str:
     if x is None:
         return "n/a"
     return f"{x:.4g}"
+
+
+def iso_s(t: float) -> str:
+    return iso_ms(t)[:19] + "Z"
 
 
 def _first(*values):
@@ -244,9 +249,18 @@ class Engine:
         state = self.rule_states.get(key)
         if rule.has_field is not None and rule.has_field not in self.fields_seen.get(metric, ()):
             return  # not a metric this rule is about (its alerts, if any, close when it is forgotten)
+        prefix = f"{rule.name}: " if rule.named else ""
+        if rule.silenced_until is not None and t < rule.silenced_until:
+            # Silenced: what it holds open closes now (saying why), and nothing opens until then.
+            if state is not None:
+                del self.rule_states[key]
+                if state.hysteresis.firing:
+                    until = iso_s(rule.silenced_until)
+                    message = f"{prefix}{_what(rule, metric)}: silenced until {until}"
+                    out.append(Transition("close", key, {"closed_at": t, "message": message}))
+            return
         value = self._value(frame, history, rule, metric)
         firing = state is not None and state.hysteresis.firing
-        prefix = f"{rule.name}: " if rule.named else ""
         what = _what(rule, metric)
         # A firing alert whose metric stopped reporting is neither bad nor resolved: "no data".
         # (A rate is known without events, 0, so rate rules judge silence themselves.)
@@ -270,8 +284,6 @@ class Engine:
             holds = rule.holds(value)
         if holds and rule.baseline_factor is not None:
             holds = baseline is not None and value > rule.baseline_factor * baseline
-        if holds and not firing and rule.silenced_until is not None and t < rule.silenced_until:
-            holds = False  # silenced: opens nothing (what is open stays until it clears)
         if holds and not self._armed(rule, metric, frame, history, state):
             holds = False
         if rule.baseline_factor is not None and state is None and not holds and value is not None:

@@ -5,6 +5,7 @@ import { EventLog } from './components/EventLog.jsx'
 import { GeneratorControls } from './components/GeneratorControls.jsx'
 import { Header } from './components/Header.jsx'
 import { MetricTable } from './components/MetricTable.jsx'
+import { RulesPanel } from './components/RulesPanel.jsx'
 import { GapNotice } from './components/Notices.jsx'
 import { StatCards } from './components/StatCards.jsx'
 import { TopPanel } from './components/TopPanel.jsx'
@@ -78,6 +79,7 @@ export default function App({ io = connectSocket, api = defaultApi }) {
           <TopPanel api={api} windowSec={windowSec} catalog={tagCatalog} className="span-2" />
           <ErrorChart series={series} windowSec={windowSec} theme={theme} />
         </div>
+        <RulesPanel api={api} />
         <EventLog
           events={view.events}
           metrics={metricNames}

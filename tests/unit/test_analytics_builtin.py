@@ -190,3 +190,17 @@ def test_built_in_rules_stay_quiet_on_the_generators_normal_traffic_and_catch_it
     got = replay(engine, events, window_s=WINDOW_S, recent=recent, history=history)
     opened = [tr for _, tr in got if tr.action == "open"]
     assert [tr.key for tr in opened] == [rule_key(defaults.ERROR_RATE_ID, "http_request")]
+
+
+def test_silencing_a_firing_rule_closes_its_alert_and_it_can_fire_again_after():
+    rule = rule_from_json({"rule": "api: error_rate > 0.2", "id": "r", "name": "API errors"})
+    engine = engine_with([rule], clear_s=3)
+    d = Driver(engine)
+    assert [a for _, a, _, _ in d.feed(errors_for(10, 0.5, 3, T0, "api"))] == ["open"]
+    until = T0 + 20
+    assert engine.set_rules([replace(rule, silenced_until=until)], T0 + 3) == []  # not a new definition
+    got = d.feed(errors_for(10, 0.5, 10, T0 + 3, "api"))
+    assert [a for _, a, _, _ in got] == ["close"]
+    assert got[0][3]["message"] == "API errors: api error_rate: silenced until 2026-03-18T12:00:20Z"
+    got = d.feed(errors_for(10, 0.5, 10, T0 + 13, "api"))  # silenced until T0+20, then fires again
+    assert [(t, a) for t, a, _, _ in got] == [(20, "open")]
