@@ -72,12 +72,12 @@ export default function App({ io = connectSocket, api = defaultApi }) {
         <StatCards aggregate={pulse.aggregate} latency={latency} windowSec={windowSec} stale={pulse.stale} />
         {/* Every row pairs a wide panel with a narrow one; the feed sits first, next to throughput. */}
         <div className="panel-grid">
-          <ThroughputChart series={series} windowSec={windowSec} theme={theme} className="span-2" />
+          <ThroughputChart alerts={pulse.alerts.items} series={series} windowSec={windowSec} theme={theme} className="span-2" />
           <AlertFeed alerts={pulse.alerts} api={api} onUpdate={pulse.upsertAlert} />
           <MetricTable aggregate={pulse.aggregate} trends={trends} className="span-2" />
-          <LatencyChart series={series} windowSec={windowSec} theme={theme} />
+          <LatencyChart alerts={pulse.alerts.items} series={series} windowSec={windowSec} theme={theme} />
           <TopPanel api={api} windowSec={windowSec} catalog={tagCatalog} className="span-2" />
-          <ErrorChart series={series} windowSec={windowSec} theme={theme} />
+          <ErrorChart alerts={pulse.alerts.items} series={series} windowSec={windowSec} theme={theme} />
         </div>
         <RulesPanel api={api} />
         <EventLog

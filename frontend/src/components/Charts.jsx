@@ -2,11 +2,12 @@ import { memo, useMemo } from 'react'
 import { Line } from 'react-chartjs-2'
 import '../lib/chartSetup.js'
 import { formatClock, formatMs, formatRate, formatTick } from '../lib/format.js'
+import { alertMarkers } from '../lib/markers.js'
 import { CHART_THEME, metricColor } from './colors.js'
 
 const LATENCY_COLORS = { p50: '#10b981', p95: '#f59e0b', p99: '#ef4444' }
 
-function options({ series, windowSec, theme, yFormat, yMax, stacked = false }) {
+function options({ series, windowSec, theme, yFormat, yMax, stacked = false, markers = [] }) {
   const c = CHART_THEME[theme] ?? CHART_THEME.light
   const now = series?.to ?? Date.now()
   return {
@@ -19,6 +20,7 @@ function options({ series, windowSec, theme, yFormat, yMax, stacked = false }) {
     interaction: { mode: 'index', intersect: false },
     elements: { point: { radius: 0, hoverRadius: 3 }, line: { borderWidth: 1.75, tension: 0.25 } },
     plugins: {
+      alertMarkers: { markers },
       legend: {
         position: 'bottom',
         labels: { color: c.text, boxWidth: 10, boxHeight: 10, usePointStyle: true, pointStyle: 'rectRounded', padding: 12 },
@@ -52,12 +54,42 @@ function options({ series, windowSec, theme, yFormat, yMax, stacked = false }) {
   }
 }
 
-export function ChartPanel({ title, subtitle, testId, empty, className = '', children }) {
+/** Markers of the alerts that opened or closed in the chart's time range. */
+function useMarkers(alerts, chart, series, windowSec) {
+  const to = series?.to ?? null
+  const from = series?.from ?? null
+  return useMemo(() => {
+    const end = to ?? Date.now()
+    return alertMarkers(alerts, chart, from ?? end - windowSec * 1000, end)
+  }, [alerts, chart, from, to, windowSec])
+}
+
+function MarkerLegend({ markers }) {
+  if (!markers.length) return null
+  const opened = markers.filter((m) => m.kind === 'open').length
+  const closed = markers.length - opened
+  return (
+    <span
+      className="chart-markers"
+      data-testid="chart-markers"
+      data-open={opened}
+      data-close={closed}
+      title="Vertical lines: alerts opened (solid) and closed (dashed) in this range"
+    >
+      {opened > 0 && `▼ ${opened} opened`}
+      {opened > 0 && closed > 0 && ' · '}
+      {closed > 0 && `▽ ${closed} closed`}
+    </span>
+  )
+}
+
+export function ChartPanel({ title, subtitle, testId, empty, className = '', markers = [], children }) {
   return (
     <section className={`card chart-card ${className}`} data-testid={testId}>
       <header className="card-header">
         <h2 className="card-title">{title}</h2>
         {subtitle && <span className="card-subtitle">{subtitle}</span>}
+        <MarkerLegend markers={markers} />
       </header>
       <div className="chart-box">
         {children}
@@ -69,7 +101,7 @@ export function ChartPanel({ title, subtitle, testId, empty, className = '', chi
 
 const hasPoints = (lists) => lists.some((l) => l?.some((p) => p.y !== null))
 
-export const ThroughputChart = memo(function ThroughputChart({ series, windowSec, theme, className }) {
+export const ThroughputChart = memo(function ThroughputChart({ series, windowSec, theme, className, alerts = null }) {
   const data = useMemo(
     () => ({
       datasets: (series?.metrics ?? []).map((m) => ({
@@ -81,7 +113,11 @@ export const ThroughputChart = memo(function ThroughputChart({ series, windowSec
     }),
     [series],
   )
-  const opts = useMemo(() => options({ series, windowSec, theme, yFormat: formatRate }), [series, windowSec, theme])
+  const markers = useMarkers(alerts, 'throughput', series, windowSec)
+  const opts = useMemo(
+    () => options({ series, windowSec, theme, yFormat: formatRate, markers }),
+    [series, windowSec, theme, markers],
+  )
   const step = series ? `${series.stepMs / 1000} s buckets` : null
   return (
     <ChartPanel
@@ -89,6 +125,7 @@ export const ThroughputChart = memo(function ThroughputChart({ series, windowSec
       subtitle={step ? `events/s · ${step}` : 'events/s'}
       testId="chart-throughput"
       className={className}
+      markers={markers}
       empty={!hasPoints(data.datasets.map((d) => d.data))}
     >
       <Line data={data} options={opts} aria-label="Throughput by metric, events per second" role="img" />
@@ -96,7 +133,7 @@ export const ThroughputChart = memo(function ThroughputChart({ series, windowSec
   )
 })
 
-export const LatencyChart = memo(function LatencyChart({ series, windowSec, theme, className }) {
+export const LatencyChart = memo(function LatencyChart({ series, windowSec, theme, className, alerts = null }) {
   const data = useMemo(
     () => ({
       datasets: ['p50', 'p95', 'p99'].map((p) => ({
@@ -108,7 +145,11 @@ export const LatencyChart = memo(function LatencyChart({ series, windowSec, them
     }),
     [series],
   )
-  const opts = useMemo(() => options({ series, windowSec, theme, yFormat: formatMs }), [series, windowSec, theme])
+  const markers = useMarkers(alerts, 'latency', series, windowSec)
+  const opts = useMemo(
+    () => options({ series, windowSec, theme, yFormat: formatMs, markers }),
+    [series, windowSec, theme, markers],
+  )
   const field = series?.latencyField
   return (
     <ChartPanel
@@ -116,6 +157,7 @@ export const LatencyChart = memo(function LatencyChart({ series, windowSec, them
       subtitle={field ? `${field.metric}.${field.field}` : 'no latency-like field'}
       testId="chart-latency"
       className={className}
+      markers={markers}
       empty={!hasPoints(data.datasets.map((d) => d.data))}
     >
       <Line data={data} options={opts} aria-label="Latency percentiles p50, p95 and p99" role="img" />
@@ -125,7 +167,7 @@ export const LatencyChart = memo(function LatencyChart({ series, windowSec, them
 
 const pct = (v) => `${Number(v.toFixed(2))}%`
 
-export const ErrorChart = memo(function ErrorChart({ series, windowSec, theme, className }) {
+export const ErrorChart = memo(function ErrorChart({ series, windowSec, theme, className, alerts = null }) {
   const data = useMemo(
     () => ({
       datasets: [
@@ -140,17 +182,19 @@ export const ErrorChart = memo(function ErrorChart({ series, windowSec, theme, c
     }),
     [series],
   )
+  const markers = useMarkers(alerts, 'errors', series, windowSec)
   const opts = useMemo(() => {
-    const o = options({ series, windowSec, theme, yFormat: pct, yMax: 1 })
+    const o = options({ series, windowSec, theme, yFormat: pct, yMax: 1, markers })
     o.plugins.legend.display = false
     return o
-  }, [series, windowSec, theme])
+  }, [series, windowSec, theme, markers])
   return (
     <ChartPanel
       title="Error rate"
       subtitle="% of events with status error"
       testId="chart-errors"
       className={className}
+      markers={markers}
       empty={!hasPoints([data.datasets[0].data])}
     >
       <Line data={data} options={opts} aria-label="Error rate, percent" role="img" />

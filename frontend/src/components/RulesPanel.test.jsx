@@ -46,9 +46,9 @@ describe('rules panel', () => {
     fireEvent.change(screen.getByTestId('rule-text'), { target: { value: 'rate > 5' } })
     fireEvent.change(screen.getByTestId('rule-severity'), { target: { value: 'critical' } })
     fireEvent.click(screen.getByTestId('rule-save'))
-    await waitFor(() => expect(screen.queryByTestId('rule-error')).toBeNull())
+    await waitFor(() => expect(screen.getByTestId('rule-text')).toHaveValue(''))
+    expect(screen.queryByTestId('rule-error')).toBeNull()
     expect(createRule).toHaveBeenLastCalledWith({ rule: 'rate > 5', severity: 'critical', name: 'Busy' })
-    expect(screen.getByTestId('rule-text')).toHaveValue('')
   })
 
   it('edits with PATCH, silences for a duration, turns off and deletes', async () => {

@@ -2,6 +2,8 @@
 // A linear x axis of unix ms with a tick formatter avoids needing a date adapter.
 import { Chart, Filler, Legend, LinearScale, LineController, LineElement, PointElement, Tooltip } from 'chart.js'
 
-Chart.register(LineController, LineElement, PointElement, LinearScale, Filler, Legend, Tooltip)
+import { alertMarkerPlugin } from './markers.js'
+
+Chart.register(LineController, LineElement, PointElement, LinearScale, Filler, Legend, Tooltip, alertMarkerPlugin)
 
 export { Chart }
