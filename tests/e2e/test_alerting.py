@@ -83,3 +83,62 @@ def test_an_outage_shows_within_2_s_and_the_numbers_say_they_are_old(server_fact
     expect(page.get_by_test_id("server-status")).to_have_count(0, timeout=15_000)
     expect(cards).to_have_attribute("data-stale", "false", timeout=15_000)
     client.close()
+
+
+def test_a_rule_created_in_the_ui_fires_shows_on_the_chart_and_is_silenced(server_factory, r, page: Page):
+    server = server_factory(env={"ANALYTICS_SETTLE_MS": "300"})
+    traffic = ErrorTraffic(r, server.channel, metric="ui_checkout")
+    traffic.start()
+    try:
+        open_dashboard(page, server.url)
+        panel = page.get_by_test_id("rules-panel")
+        expect(panel.locator("[data-testid=rule-row][data-builtin=true]")).to_have_count(3, timeout=10_000)
+        # a mistake first: the API's message is shown, nothing is created
+        page.get_by_test_id("rule-text").fill("ui_checkout: rate is high")
+        page.get_by_test_id("rule-save").click()
+        expect(page.get_by_test_id("rule-error")).to_contain_text("expected >, >=, < or <=")
+        page.get_by_test_id("rule-name").fill("UI checkout flowing")
+        page.get_by_test_id("rule-text").fill("ui_checkout: rate > 5")
+        page.get_by_test_id("rule-severity").select_option("critical")
+        page.get_by_test_id("rule-save").click()
+        row = panel.get_by_test_id("rule-row").filter(has_text="UI checkout flowing")
+        expect(row).to_have_count(1, timeout=10_000)
+        expect(page.get_by_test_id("rule-error")).to_have_count(0)
+
+        item = page.get_by_test_id("alert-item").filter(has_text="UI checkout flowing")
+        expect(item).to_have_attribute("data-state", "open", timeout=15_000)
+        expect(item).to_have_attribute("data-severity", "critical")
+        page.get_by_test_id("window-select").select_option("60")
+        expect(page.get_by_test_id("chart-throughput").get_by_test_id("chart-markers")).to_contain_text(
+            "1 opened", timeout=10_000
+        )
+        screenshot(page, "dashboard-rules.png", full_page=True)
+
+        row.get_by_test_id("rule-silence").select_option("3600")
+        expect(row.get_by_test_id("rule-state")).to_contain_text("silenced until", timeout=10_000)
+        expect(item).to_have_attribute("data-state", "closed", timeout=15_000)
+        expect(item).to_contain_text("silenced until")
+        stored = [x for x in server.get("/api/rules").json()["rules"] if x["name"] == "UI checkout flowing"]
+        assert stored[0]["silenced_until"] is not None and stored[0]["severity"] == "critical"
+        # and it stays quiet: no new alert from it while silenced
+        assert not [
+            a
+            for a in server.get("/api/alerts?state=open").json()["alerts"]
+            if a["rule_id"] == stored[0]["id"]
+        ]
+    finally:
+        traffic.stop()
+
+
+def test_the_ui_asks_for_the_api_key_and_uses_it(server_factory, page: Page):
+    server = server_factory(env={"INGEST_API_KEY": "e2e-secret"})
+    open_dashboard(page, server.url)
+    page.get_by_test_id("rule-name").fill("Keyed rule")
+    page.get_by_test_id("rule-text").fill("rate > 1000")
+    page.get_by_test_id("rule-save").click()
+    expect(page.get_by_test_id("rule-error")).to_contain_text("requires an API key")
+    page.get_by_test_id("api-key-input").fill("e2e-secret")
+    page.get_by_test_id("api-key-save").click()
+    expect(page.get_by_test_id("rule-row").filter(has_text="Keyed rule")).to_have_count(1, timeout=10_000)
+    assert page.evaluate("sessionStorage.getItem('pulseboard:api-key')") == "e2e-secret"
+    assert [x for x in server.get("/api/rules").json()["rules"] if x["name"] == "Keyed rule"]
