@@ -73,9 +73,11 @@ export function createApi(fetchImpl = (...args) => globalThis.fetch(...args), ke
   return {
     health: () => request('/api/health'),
     recent: ({ limit = 200, metric, after } = {}) => request(`/api/metrics/recent${query({ limit, metric, after })}`),
-    aggregate: ({ window, metric } = {}) => request(`/api/metrics/aggregate${query({ window, metric })}`),
-    timeseries: ({ window, step, metric, field } = {}) =>
-      request(`/api/metrics/timeseries${query({ window, step, metric, field })}`),
+    // from/to: ISO strings (an absolute range); tag: "endpoint=/api/orders" (timeseries only)
+    aggregate: ({ window, metric, from, to } = {}, { signal } = {}) =>
+      request(`/api/metrics/aggregate${query({ window, metric, from, to })}`, { signal }),
+    timeseries: ({ window, step, metric, field, from, to, tag } = {}, { signal } = {}) =>
+      request(`/api/metrics/timeseries${query({ window, step, metric, field, from, to, tag })}`, { signal }),
     // Reads take an optional `signal`: a poll whose answer is no longer wanted is aborted, not left running.
     alerts: ({ state = 'all', limit } = {}, { signal } = {}) => request(`/api/alerts${query({ state, limit })}`, { signal }),
     ackAlert: (id) => write(`/api/alerts/${encodeURIComponent(id)}/ack`, 'POST'),
