@@ -6,7 +6,9 @@ a test run never rewrites files in the tree by default."""
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,82 @@ def test_the_ui_asks_for_the_api_key_and_uses_it(server_factory, page: Page):
     expect(page.get_by_test_id("rule-row").filter(has_text="Keyed rule")).to_have_count(1, timeout=10_000)
     assert page.evaluate("sessionStorage.getItem('pulseboard:api-key')") == "e2e-secret"
     assert [x for x in server.get("/api/rules").json()["rules"] if x["name"] == "Keyed rule"]
+
+
+def ingest(server, events) -> None:
+    resp = server.post("/api/ingest", json=events)
+    assert resp.status_code == 202, resp.text
+
+
+def iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + "Z"
+
+
+def test_a_link_with_a_range_opens_that_range_and_dragging_zooms(live_server, page: Page):
+    base = (math.floor(time.time()) - 900) // 60 * 60  # a quarter of an hour ago, on a minute
+    old = [
+        {
+            "metric": "past",
+            "value": {"ms": 10 + i % 5},
+            "ts": base + 30 + i % 60,
+            "tags": {"endpoint": "/api/orders"},
+        }
+        for i in range(120)
+    ]
+    ingest(live_server, old)
+    ingest(live_server, [{"metric": "now", "value": {"ms": 1}} for _ in range(7)])
+    link = f"{live_server.url}/?from={iso(base)}&to={iso(base + 120)}&tag=endpoint%3D%2Fapi%2Forders&log=1"
+    page.goto(link)
+    expect(page.get_by_test_id("connection-status")).to_have_text("Connected", timeout=15_000)
+    expect(page.get_by_test_id("range-label")).not_to_have_text("Live")
+    expect(page.get_by_test_id("total-events")).to_have_text("120", timeout=10_000)  # that range, not now
+    expect(page.get_by_test_id("chart-tag")).to_have_value("endpoint=/api/orders")
+    expect(page.get_by_test_id("latency-log")).to_be_checked()
+    expect(page.get_by_test_id("chart-throughput")).not_to_contain_text("Waiting for data", timeout=10_000)
+    assert "from=" in page.url and "tag=endpoint" in page.url
+    screenshot(page, "dashboard-range.png")
+
+    # drag across the throughput chart: a narrower absolute range, in the URL too
+    before = page.url
+    box = page.get_by_test_id("chart-throughput-box").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+    page.mouse.up()
+    page.wait_for_function("(before) => window.location.href !== before", arg=before, timeout=5_000)
+    zoomed = dict(x.split("=", 1) for x in page.url.split("?", 1)[1].split("&"))
+    assert "from" in zoomed and "to" in zoomed
+    page.get_by_test_id("range-live").click()
+    expect(page.get_by_test_id("range-label")).to_have_text("Live")
+
+
+def test_tags_show_on_log_rows_and_the_filter_matches_what_is_shown(live_server, page: Page):
+    open_dashboard(page, live_server.url)
+    ingest(
+        live_server,
+        [{"metric": "web", "tags": {"endpoint": "/api/checkout", "region": "eu"}} for _ in range(3)]
+        + [{"metric": "web", "tags": {"endpoint": "/api/orders"}} for _ in range(4)],
+    )
+    log = page.get_by_test_id("event-log")
+    expect(log.get_by_test_id("tag-chip").filter(has_text="endpoint=/api/checkout")).to_have_count(
+        3, timeout=10_000
+    )
+    page.get_by_test_id("log-filter-text").fill("/api/checkout")
+    rows = log.get_by_test_id("event-row")
+    expect(rows).to_have_count(3)
+    for i in range(3):
+        expect(rows.nth(i).get_by_test_id("tag-chip").first).to_have_text("endpoint=/api/checkout")
+    assert "q=%2Fapi%2Fcheckout" in page.url or "q=/api/checkout" in page.url
+
+
+def test_on_a_phone_wide_tables_say_they_scroll(live_server, page: Page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    ingest(live_server, [{"metric": "web", "value": {"ms": 5}} for _ in range(3)])
+    open_dashboard(page, live_server.url)
+    table = page.get_by_test_id("metric-table")
+    expect(table.get_by_test_id("metric-row").first).to_be_visible(timeout=10_000)
+    expect(page.get_by_test_id("scroll-hint").first).to_be_visible()
+    # the metric name stays in view while the numbers scroll under it
+    first = table.locator("th[scope=row]").first
+    assert first.evaluate("el => getComputedStyle(el).position") == "sticky"
