@@ -24,6 +24,7 @@ from pathlib import Path
 import orjson
 import redis
 
+from backend import telemetry
 from backend.analytics.breakdown import tag_series
 from backend.analytics.engine import Engine, Transition
 from backend.analytics.rules import MAX_WINDOW_S, rules_from_document
@@ -98,6 +99,7 @@ class Evaluator:
         # "was it flowing before" guard of rules on a drop in rate
         self.counts = CountHistory(2 * MAX_WINDOW_S)
         self.ids: dict[str, str] = {}  # dedup key -> id of its open alert
+        self.open_state: dict[str, tuple[str, str]] = {}  # dedup key -> (severity, state), for /metrics
         self._rules_raw: dict | None = None
         self.running = False
         self._stopping = False
@@ -133,6 +135,9 @@ class Evaluator:
                 if self.engine is not None:
                     log.info("analytics: worker no longer active; evaluator standing by")
                     self.engine = None
+                    self.open_state.clear()
+                    self._export_open()
+                    telemetry.ALERT_EVALUATOR_ACTIVE.set(0)
                 return
             if self.engine is None:
                 self.activate()
@@ -197,15 +202,22 @@ class Evaluator:
         self.ids = {}
         now_t = float(due + 1)
         open_now = engine.open_keys()
+        self.open_state = {}
         for key, alert in stored.items():
             if key in open_now:
                 self.ids[key] = alert["id"]
+                self.open_state[alert["id"]] = (
+                    alert.get("severity") or "warning",
+                    alert.get("state") or "open",
+                )
             else:
                 fields = resolved.get(key) or {"closed_at": now_t, "message": _closed_meanwhile(alert)}
                 self._close(key, alert["id"], fields)
         for key in sorted(open_now - stored.keys()):
             if key in pending:
                 self._open(Transition("open", key, pending[key]))
+        self._export_open()
+        telemetry.ALERT_EVALUATOR_ACTIVE.set(1)
         log.info(
             "analytics: evaluator active; replayed %ds, %d rule(s), %d open alert(s)",
             s.history_s,
@@ -227,6 +239,7 @@ class Evaluator:
         for sec, h, th in self._seconds(seconds):
             self.apply(self._judge(self.engine, sec, h, th))
             self.evaluated += 1
+            telemetry.ALERT_EVALUATIONS.inc()
 
     def sync_rules(self, t: float) -> None:
         raw = self.analytics.raw_rules()
@@ -292,11 +305,32 @@ class Evaluator:
     def publish(self, event: str, alert: dict) -> None:
         alert = public(alert)
         self.published += 1
+        telemetry.ALERT_CHANGES.labels(event).inc()
+        self._count_open(event, alert)
         log.info("alert %s: %s", event, alert.get("message"))
         if self.socketio is not None:
             self.socketio.emit("alert", alert)
         if self.webhook is not None and event in ("open", "close"):
             self.webhook.notify(event, alert)
+
+    def _count_open(self, event: str, alert: dict) -> None:
+        """Keep pulseboard_alerts_open{severity,state} in step with what this evaluator published."""
+        alert_id = alert.get("id")
+        if alert_id is None:
+            return
+        if event == "close" or alert.get("state") == "closed":
+            self.open_state.pop(alert_id, None)
+        else:
+            self.open_state[alert_id] = (alert.get("severity") or "warning", alert.get("state") or "open")
+        self._export_open()
+
+    def _export_open(self) -> None:
+        counts = {(sev, st): 0 for sev in ("warning", "critical") for st in ("open", "nodata")}
+        for pair in self.open_state.values():
+            if pair in counts:
+                counts[pair] += 1
+        for (sev, st), n in counts.items():
+            telemetry.ALERTS_OPEN.labels(sev, st).set(n)
 
     def status(self) -> dict:
         return {

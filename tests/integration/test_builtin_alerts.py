@@ -57,6 +57,22 @@ class ErrorTraffic(threading.Thread):
         self.join(5)
 
 
+def prom(text: str, name: str) -> float:
+    """The value of one sample in Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " ") or (("{" in name) and line.startswith(name)):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def open_alerts(server, state: str) -> float:
+    text = server.get("/metrics").text
+    return sum(
+        prom(text, f'pulseboard_alerts_open{{severity="{sev}",state="{state}"}}')
+        for sev in ("warning", "critical")
+    )
+
+
 def test_a_fresh_server_opens_an_error_rate_alert_within_15_s_of_a_burst(server_factory, r):
     server = server_factory()  # default settings: built-in rules on, no rule stored
     rules = {x["id"]: x for x in server.get("/api/rules").json()["rules"]}
@@ -79,6 +95,12 @@ def test_a_fresh_server_opens_an_error_rate_alert_within_15_s_of_a_burst(server_
             assert opened["value"] > 0.02
             listed = server.get("/api/alerts?state=open").json()["alerts"]
             assert opened["id"] in {a["id"] for a in listed}
+            # and /metrics has the figures
+            wait_for(lambda: open_alerts(server, "open") >= 1, timeout=5, message="/metrics open alerts")
+            text = server.get("/metrics").text
+            assert prom(text, "pulseboard_alert_evaluations_total") > 0
+            assert prom(text, 'pulseboard_alert_changes_total{event="open"}') >= 1
+            assert prom(text, "pulseboard_alert_evaluator_active") == 1
             # and when the metric goes silent it is "no data", not resolved
             traffic.paused = True
             nodata = wait_for(
@@ -87,5 +109,6 @@ def test_a_fresh_server_opens_an_error_rate_alert_within_15_s_of_a_burst(server_
                 message="state nodata after the metric stopped",
             )[0]
             assert "stopped reporting" in nodata["message"] and nodata["closed_at"] is None
+            wait_for(lambda: open_alerts(server, "nodata") >= 1, timeout=5, message="/metrics nodata alerts")
         finally:
             traffic.stop()
