@@ -18,6 +18,7 @@ test-py: venv
 	$(BIN)/pytest
 
 test-frontend: $(NPM_STAMP)
+	cd frontend && npm run lint
 	cd frontend && npm test
 
 lint: venv

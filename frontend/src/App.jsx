@@ -74,7 +74,9 @@ export default function App({ io = connectSocket, api = defaultApi }) {
   const rangeAggregate = useRangeAggregate(api, range)
   const [suggestions, setSuggestions] = useState([])
   const eventsRef = useRef(pulse.events)
-  eventsRef.current = pulse.events
+  useEffect(() => {
+    eventsRef.current = pulse.events
+  })
   // Computed when the tag box gets focus, not with every log commit.
   const suggestTags = useCallback(() => setSuggestions(tagPairs(eventsRef.current)), [])
 

@@ -1,5 +1,5 @@
 import { act, fireEvent, render, screen } from '@testing-library/react'
-import { beforeEach, describe, expect, it, vi } from 'vitest'
+import { beforeEach, describe, expect, it } from 'vitest'
 import App from './App.jsx'
 import { BASE_TIME, FakeSocket, fakeApi, fakeIo, mockSystemTheme } from './test/fakes.js'
 

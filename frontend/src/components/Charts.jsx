@@ -60,10 +60,10 @@ function options({ series, windowSec, theme, yFormat, yMax, stacked = false, mar
 function useMarkers(alerts, chart, series, windowSec) {
   const to = series?.to ?? null
   const from = series?.from ?? null
-  return useMemo(() => {
-    const end = to ?? Date.now()
-    return alertMarkers(alerts, chart, from ?? end - windowSec * 1000, end)
-  }, [alerts, chart, from, to, windowSec])
+  return useMemo(
+    () => (to == null ? [] : alertMarkers(alerts, chart, from ?? to - windowSec * 1000, to)),
+    [alerts, chart, from, to, windowSec],
+  )
 }
 
 function MarkerLegend({ markers }) {

@@ -41,9 +41,13 @@ export function GeneratorControls({ api, live }) {
     }
   }, [api])
 
-  useEffect(() => {
+  // A push from the server (another tab, the CLI): adopt it during render, React's pattern for
+  // state that follows a prop (no extra effect pass).
+  const [seenLive, setSeenLive] = useState(live)
+  if (live !== seenLive) {
+    setSeenLive(live)
     if (live) setGen(live)
-  }, [live])
+  }
 
   useEffect(() => {
     if (gen && !editing.current && gen.rate != null) setDraft(String(gen.rate))

@@ -97,9 +97,8 @@ export function usePulse({
   flushMs = FLUSH_MS,
   bufferSize = LOG_BUFFER,
 } = {}) {
-  const ref = useRef(null)
-  if (ref.current === null) {
-    ref.current = {
+  // The mutable state the socket handlers write: created once, then only touched outside render.
+  const [initial] = useState(() => ({
       socket: null,
       buffer: new EventBuffer(bufferSize),
       events: [], // what the log shows: buffer.items as of the last log commit (every LOG_MS)
@@ -136,18 +135,20 @@ export function usePulse({
       serverStatus: null, // the server's `status` push: {redis, worker, since}
       aggregateAt: null, // when the last aggregate arrived (ms)
       stale: null, // staleness(), recomputed by the flush
-    }
-  }
+  }))
+  const ref = useRef(initial)
   const apiRef = useRef(api)
-  apiRef.current = api
-  const [snap, setSnap] = useState(() => snapshotOf(ref.current))
+  useEffect(() => {
+    apiRef.current = api
+  })
+  const [snap, setSnap] = useState(() => snapshotOf(initial))
 
   /**
    * Loads chart history. `fresh`: a new store (first load, window change); otherwise the history
    * is reloaded into the current store (after a reconnect, or the scheduled refresh). `refreshLater`
    * schedules one more reload a step later, which settles the bucket that was in progress.
    */
-  const loadSeries = useCallback(async ({ fresh = false, refreshLater = true } = {}) => {
+  const loadSeries = useCallback(async function load({ fresh = false, refreshLater = true } = {}) {
     const s = ref.current
     const win = s.windowSec
     const token = ++s.seriesToken
@@ -195,7 +196,7 @@ export function usePulse({
     s.seriesAt = 0
     s.dirty = true
     if (refreshLater && !s.disposed) {
-      s.refreshTimer = setTimeout(() => loadSeries({ refreshLater: false }), store.stepMs + HISTORY_SETTLE_MS)
+      s.refreshTimer = setTimeout(() => load({ refreshLater: false }), store.stepMs + HISTORY_SETTLE_MS)
     }
   }, [])
 

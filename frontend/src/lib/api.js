@@ -45,7 +45,7 @@ export function createApi(fetchImpl = (...args) => globalThis.fetch(...args), ke
     } catch (err) {
       throw new ApiError(`network error: ${err?.message ?? err}`, 0)
     }
-    let body = null
+    let body
     try {
       body = await res.json()
     } catch {
