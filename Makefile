@@ -31,7 +31,7 @@ format: venv
 
 # Rewrites the docs/*.png screenshots (browser tests that write into the tree only with this opt-in).
 screenshots: venv frontend chromium
-	PULSEBOARD_SCREENSHOTS=1 $(BIN)/pytest tests/e2e -q -p no:randomly -k "screenshot or alerting or ui"
+	PULSEBOARD_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_alerting.py tests/e2e/test_dashboard.py -q -p no:randomly -k "screenshot or test_alerting"
 
 bench: venv frontend
 	$(BIN)/pulseboard bench

@@ -62,16 +62,18 @@ export default function App({ io = connectSocket, api = defaultApi }) {
     if (search !== window.location.search) window.history.replaceState(null, '', `${window.location.pathname}${search}${window.location.hash}`)
   }, [windowSec, range, tag, logScale, logFilters])
 
-  const latency = useMemo(() => pickLatencyField(pulse.aggregate?.metrics), [pulse.aggregate])
+  const liveLatency = useMemo(() => pickLatencyField(pulse.aggregate?.metrics), [pulse.aggregate])
   const metricNames = useMemo(() => Object.keys(pulse.aggregate?.metrics ?? {}), [pulse.aggregate])
   const view = frozen ?? pulse
   // A frozen snapshot taken before the window changed would plot on the wrong scale.
   const liveSeries = view.series && view.series.windowSec === windowSec ? view.series : pulse.series
   // An absolute range or a tag filter: charts from the server alone (the live path is untouched).
-  const ranged = useRangeSeries(api, { range, tag, windowSec, latency })
+  const ranged = useRangeSeries(api, { range, tag, windowSec, latency: liveLatency })
   const series = ranged ? ranged.series : liveSeries
   const chartWindow = range ? Math.max(1, Math.round((range.to - range.from) / 1000)) : windowSec
   const rangeAggregate = useRangeAggregate(api, range)
+  const rangeLatency = useMemo(() => pickLatencyField(rangeAggregate?.metrics), [rangeAggregate])
+  const latency = (range && rangeLatency) || liveLatency
   const [suggestions, setSuggestions] = useState([])
   const eventsRef = useRef(pulse.events)
   useEffect(() => {

@@ -25,9 +25,16 @@ DOCS = ROOT / "docs"
 SCREENSHOTS = os.environ.get("PULSEBOARD_SCREENSHOTS") == "1"
 
 
-def screenshot(page: Page, name: str, **kw) -> None:
+def screenshot(page: Page, name: str, *, min_events: int = 0, **kw) -> None:
     if not SCREENSHOTS:
         return
+    if min_events:  # a few seconds of traffic, so the charts show a representative picture
+        page.wait_for_function(
+            "(n) => Number(document.querySelector('[data-testid=total-events]').innerText.replace(/\\D/g, '')) >= n",
+            arg=min_events,
+            timeout=30_000,
+        )
+    page.evaluate("window.scrollTo(0, 0)")  # a full-page capture of a scrolled page moves the sticky header
     path = DOCS / name
     page.screenshot(path=str(path), **kw)
     assert Path(path).stat().st_size > 10_000
@@ -55,7 +62,7 @@ def test_a_fresh_server_shows_an_error_rate_alert_within_15_s_of_a_burst(server_
         expect(item).to_contain_text("checkout error_rate over 1m")
         expect(item).to_contain_text("built-in rule")
         expect(page.get_by_test_id("header-open-alerts")).to_be_visible()
-        screenshot(page, "dashboard-builtin-alert.png")
+        screenshot(page, "dashboard-builtin-alert.png", min_events=600)
     finally:
         traffic.stop()
 
@@ -114,7 +121,7 @@ def test_a_rule_created_in_the_ui_fires_shows_on_the_chart_and_is_silenced(serve
         expect(page.get_by_test_id("chart-throughput").get_by_test_id("chart-markers")).to_contain_text(
             "1 opened", timeout=10_000
         )
-        screenshot(page, "dashboard-rules.png", full_page=True)
+        screenshot(page, "dashboard-rules.png", min_events=600, full_page=True)
 
         row.get_by_test_id("rule-silence").select_option("3600")
         expect(row.get_by_test_id("rule-state")).to_contain_text("silenced until", timeout=10_000)

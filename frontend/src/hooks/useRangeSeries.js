@@ -1,5 +1,6 @@
 import { useMemo } from 'react'
 import { usePoll } from './usePoll.js'
+import { pickLatencyField } from '../lib/latency.js'
 import { MAX_CHART_METRICS, SeriesStore, stepFor } from '../lib/series.js'
 
 export const TAG_REFRESH_MS = 5000 // a live window filtered by tag: reloaded from the server
@@ -27,14 +28,19 @@ export function useRangeSeries(api, { range, tag, windowSec, latency }) {
       const step = stepFor(win)
       const where = range ? { from: iso(from), to: iso(to) } : { window: win }
       const opts = { signal }
-      const store = new SeriesStore({ windowSec: win, latency, lagMs: 0 })
-      const lat = latency ? api.timeseries({ ...where, step, metric: latency.metric, field: latency.field, tag }, opts) : null
       let perMetric = {}
+      let lat
       const total = api.timeseries({ ...where, step, tag }, opts)
+      let latPoints
       if (tag) {
+        // One endpoint's latency: the field across every metric carrying that tag value.
+        lat = { metric: tag, field: latency?.field ?? 'ms' }
+        latPoints = api.timeseries({ ...where, step, field: lat.field, tag }, opts)
         perMetric = { [tag]: points(await total) } // one line: the tag value's events
       } else {
         const agg = await api.aggregate(where, opts)
+        lat = pickLatencyField(agg?.metrics) ?? latency // the range's own latency field
+        latPoints = lat ? api.timeseries({ ...where, step, metric: lat.metric, field: lat.field }, opts) : null
         const names = Object.entries(agg?.metrics ?? {})
           .sort((a, b) => (b[1]?.count ?? 0) - (a[1]?.count ?? 0))
           .slice(0, MAX_CHART_METRICS)
@@ -44,10 +50,11 @@ export function useRangeSeries(api, { range, tag, windowSec, latency }) {
           perMetric[m] = points(lists[i])
         })
       }
+      const store = new SeriesStore({ windowSec: win, latency: lat, lagMs: 0 })
       store.loadHistory({
         total: points(await total),
         perMetric,
-        latency: latency ? { ...latency, points: points(await lat) } : null,
+        latency: lat ? { ...lat, points: points(await latPoints) } : null,
       })
       return store.snapshot(to)
     },
