@@ -196,7 +196,9 @@ def test_interrupted_import_resumes_with_exactly_the_remainder(server_factory, r
     server.process.send_signal(signal.SIGSTOP)
     try:
         proc = start_import(server, str(path), "--max-backlog", "5000", "--chunk", "500")
-        wait_for(lambda: r.xlen(server.stream) >= 4500, timeout=30, message="the importer to fill the backlog")
+        wait_for(
+            lambda: r.xlen(server.stream) >= 4500, timeout=30, message="the importer to fill the backlog"
+        )
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
