@@ -233,45 +233,79 @@ def read_csv(f, pos: Position, first: int, *, now, retention_s, future_s, max_by
 
 
 class Progress:
-    """Rate, ETA and rejections on stderr: one redrawn line on a terminal, else a line every few s."""
+    """Rate, ETA and rejections on stderr: one redrawn line on a terminal, else a line every few s.
 
-    def __init__(self, out, name: str, total_bytes: int | None, tty: bool):
+    The ETA is for the whole job: when the importer waits for the worker (the default), the end
+    is when the worker has stored the last event, so it is the larger of what is left to read at
+    the read rate and what is left to store (unread lines plus the backlog) at the worker's rate."""
+
+    def __init__(self, out, name: str, total_bytes: int | None, tty: bool, wait: bool = True):
         self.out = out
         self.name = name
         self.total = total_bytes
         self.tty = tty
+        self.wait = wait
         self.started = time.monotonic()
-        self._samples: deque[tuple[float, int, int]] = deque()  # (t, lines, bytes), last ~5 s
-        self._last_draw = 0.0
+        # (t, lines, events the worker is done with) over the last ~5 s
+        self._samples: deque[tuple[float, int, int]] = deque([(self.started, 0, 0)])
+        # A log gets its first line after LOG_EVERY_S, a terminal at once.
+        self._last_draw = 0.0 if tty else self.started
         self._drawn = False
 
-    def update(self, pos: Position, queued: int, rejected: int, waiting: int | None, force=False) -> None:
+    def update(
+        self,
+        pos: Position,
+        queued: int,
+        rejected: int,
+        backlog: int | None,
+        state: str = "reading",  # "reading", "waiting" (for room in the backlog) or "draining"
+        force: bool = False,
+    ) -> None:
         now = time.monotonic()
         every = TTY_REDRAW_S if self.tty else LOG_EVERY_S
         if not force and now - self._last_draw < every:
             return
         self._last_draw = now
+        done = max(0, queued - backlog) if backlog is not None else queued
         samples = self._samples
-        samples.append((now, pos.line, pos.bytes))
+        samples.append((now, pos.line, done))
         while len(samples) > 2 and now - samples[0][0] > 5.0:
             samples.popleft()
-        t0, lines0, bytes0 = samples[0] if len(samples) > 1 else (self.started, 0, 0)
+        t0, lines0, done0 = samples[0]
         span = max(now - t0, 1e-6)
-        rate = (pos.line - lines0) / span
-        parts = []
-        if self.total:
-            parts.append(f"{min(100.0, 100.0 * pos.bytes / self.total):3.0f}%")
-        parts.append(f"line {pos.line:,}")
-        parts.append(f"{queued:,} queued")
-        parts.append(f"{rejected:,} rejected")
-        parts.append(f"{rate:,.0f} lines/s")
-        if self.total and pos.bytes:
-            byte_rate = (pos.bytes - bytes0) / span
-            left = self.total - pos.bytes
-            parts.append(f"ETA {_duration(left / byte_rate) if byte_rate > 0 else '?'}")
-        if waiting is not None:
-            parts.append(f"waiting for the worker (backlog {waiting:,})")
-        text = f"importing {self.name}: " + ", ".join(parts)
+        line_rate = (pos.line - lines0) / span
+        done_rate = (done - done0) / span
+
+        left_lines = None  # lines still to read, estimated from the bytes left
+        if state == "draining":
+            left_lines = 0
+        elif self.total and pos.line:
+            left_lines = (self.total - pos.bytes) / (pos.bytes / pos.line)
+        eta = None
+        if left_lines is not None:
+            etas = [left_lines / line_rate if line_rate > 0 else (0.0 if not left_lines else None)]
+            if self.wait:
+                left_work = left_lines + (backlog or 0)
+                etas.append(left_work / done_rate if done_rate > 0 else (0.0 if not left_work else None))
+            eta = None if None in etas else max(etas)
+
+        if state == "draining":
+            parts = [f"all {pos.line:,} lines read", f"{queued:,} queued", f"{rejected:,} rejected"]
+            text = ", ".join(parts) + f"; the worker has {backlog or 0:,} to go ({done_rate:,.0f}/s)"
+        else:
+            parts = []
+            if self.total:
+                parts.append(f"{min(100.0, 100.0 * pos.bytes / self.total):3.0f}%")
+            parts.append(f"line {pos.line:,}")
+            parts.append(f"{queued:,} queued" + (f" (backlog {backlog:,})" if backlog is not None else ""))
+            parts.append(f"{rejected:,} rejected")
+            parts.append(f"{line_rate:,.0f} lines/s")
+            text = ", ".join(parts)
+        if left_lines is not None:
+            text += f", ETA {_duration(eta) if eta is not None else '?'}"
+        if state == "waiting":
+            text += ", waiting for the worker"
+        text = f"importing {self.name}: {text}"
         if self.tty:
             self.out.write("\r\x1b[K" + text)
             self._drawn = True
@@ -466,7 +500,7 @@ class Importer:
                 self._rejects_file = open(self.rejects_path, "ab")  # noqa: SIM115 (closed in close())
             except OSError as exc:
                 raise ImportFailed(f"cannot write {self.rejects_path}: {exc.strerror or exc}") from None
-        progress = Progress(self.err, self.name, size, self.tty)
+        progress = Progress(self.err, self.name, size, self.tty, wait=self.wait)
         previous = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, self._on_sigint)
         started = time.monotonic()
@@ -513,14 +547,14 @@ class Importer:
                 payloads, first_line = [], None
             if not payloads:
                 self.done_before = item.line + 1
-            progress.update(self.pos, self.result.queued, sum(rejected.values()), None)
+            progress.update(self.pos, self.result.queued, sum(rejected.values()), self.backlog)
             if self._stop:
                 break
         if payloads:
             self._send(payloads, first_line, self.pos.line, progress)
         # Every line read so far has been queued or rejected (the chunk in hand was just sent).
         self.done_before = self.pos.line + 1
-        progress.update(self.pos, self.result.queued, sum(rejected.values()), None, force=True)
+        progress.update(self.pos, self.result.queued, sum(rejected.values()), self.backlog, force=self.tty)
 
     def _reject(self, item: Item, progress: Progress) -> None:
         n = sum(self.result.rejected.values())
@@ -573,7 +607,9 @@ class Importer:
                     f"is a worker with INGEST_TRANSPORT=stream running against this Redis?"
                 )
                 since = time.monotonic()
-            progress.update(self.pos, self.result.queued, sum(self.result.rejected.values()), self.backlog)
+            progress.update(
+                self.pos, self.result.queued, sum(self.result.rejected.values()), self.backlog, "waiting"
+            )
             time.sleep(POLL_S)
 
     def _read_backlog(self) -> int:
@@ -622,7 +658,9 @@ class Importer:
                     f"still waiting for the worker to process the last events (backlog {backlog:,})"
                 )
                 since = time.monotonic()
-            progress.update(self.pos, self.result.queued, sum(self.result.rejected.values()), backlog)
+            progress.update(
+                self.pos, self.result.queued, sum(self.result.rejected.values()), backlog, "draining"
+            )
             time.sleep(POLL_S)
 
 
