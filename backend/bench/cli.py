@@ -26,6 +26,7 @@ DEFAULTS = {
     "ingest_events": (200_000, 50_000),
     "publishers": (2, 2),
     "late_events": (200_000, 50_000),
+    "late_rounds": (3, 2),
     "fanout_clients": ([1, 10, 50], [1, 10, 50]),
     "fanout_rates": ([2000, 5000, 10000, 20000], [2000, 10000]),
     "step_seconds": (10.0, 4.0),
@@ -122,6 +123,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=int,
         default=None,
         help=f"late section: events per burst, in-order and spread over the hour (default {d['late_events']})",
+    )
+    g.add_argument(
+        "--late-rounds",
+        type=int,
+        default=None,
+        help=f"late section: in-order + spread rounds, best of each reported (default {d['late_rounds']})",
     )
     g = p.add_argument_group("fan-out and baseline")
     g.add_argument("--fanout-clients", type=_ints, default=None, help="client counts (default 1,10,50)")
@@ -267,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
                         bench,
                         events=opts.late_events,
                         publishers=opts.publishers,
+                        rounds=opts.late_rounds,
                         profile=bool(opts.profile and bench.py_spy),
                     )
                 elif section == "fanout":

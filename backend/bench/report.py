@@ -97,7 +97,9 @@ def section(name: str, r: dict, opts) -> str:
         heads = ["burst", "events", "ts", "worker /s", "pub /s", "srv CPU%", "redis CPU%", "accepted"]
         return (
             table(heads, rows)
-            + f"\n  spread / in-order: {_fmt(r['ratio'])} ({r['transport']} transport; rejected {r['rejected']})"
+            + f"\n  spread / in-order: {_fmt(r['ratio'])} (best of {len(r.get('rounds', [])) // 2} rounds each; "
+            f"all rounds, in-order/spread: {', '.join(_fmt(x['rate']) for x in r.get('rounds', []))}; "
+            f"{r['transport']} transport; rejected {r['rejected']})"
         )
     if name in ("fanout",):
         steps = [dict(s, clients=run["clients"]) for run in r["runs"] for s in run["steps"]]

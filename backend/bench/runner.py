@@ -254,11 +254,12 @@ def ingest(
 LATE_MARGIN_S = 120  # spread events stay this far inside RETENTION_S, so none turns stale mid-run
 
 
-def late(bench: Bench, *, events: int, publishers: int, profile: bool = False) -> dict:
+def late(bench: Bench, *, events: int, publishers: int, rounds: int = 2, profile: bool = False) -> dict:
     """Ingest rate of live events vs events stamped uniformly over the last hour, same server.
 
-    Both bursts go through the same server one after the other (in-order first), with the
-    section's transport. A live batch touches a handful of per-second buckets; a spread one
+    Both bursts go through the same server one after the other (in-order first), `rounds` times,
+    with the section's transport; each kind's best round is reported (on a machine shared with
+    other work the worst rounds measure the neighbours), every round is in `rounds`. A live batch touches a handful of per-second buckets; a spread one
     touches up to a thousand distinct seconds per metric, which is what a backlog flush or a
     history import looks like. The Pub/Sub output limit is lifted as in `ingest`: this measures
     throughput, not the disconnect (issue 15 covers that separately)."""
@@ -279,7 +280,9 @@ def late(bench: Bench, *, events: int, publishers: int, profile: bool = False) -
     server = None
     try:
         server = bench.server(names, label="late")
-        for kind, spread in (("in_order", 0.0), ("spread", float(spread_s))):
+        plan = [("in_order", 0.0), ("spread", float(spread_s))] * max(1, rounds)
+        out["rounds"] = []
+        for n_run, (kind, spread) in enumerate(plan):
             step = bench.next_step()
             for h, n in zip(pubs, per_pub, strict=True):
                 h.request(
@@ -289,7 +292,7 @@ def late(bench: Bench, *, events: int, publishers: int, profile: bool = False) -
             before = stats_accepted(bench.redis.client, names)
             profiler = (
                 prof.profile_or_none(bench.py_spy, server.pid, bench.profile_dir / f"late-{kind}.txt")
-                if profile
+                if profile and n_run >= len(plan) - 2  # the last round only
                 else None
             )
             if profiler:
@@ -302,6 +305,7 @@ def late(bench: Bench, *, events: int, publishers: int, profile: bool = False) -
             )
             cpu = meter.stop()
             run = {
+                "kind": kind,
                 "accepted": accepted - before,
                 "completed": done_at is not None,
                 "elapsed_s": _r(done_at - first_pub, 3) if done_at else None,
@@ -313,7 +317,10 @@ def late(bench: Bench, *, events: int, publishers: int, profile: bool = False) -
                 path = profiler.stop()
                 run["profile"] = prof.summarize(path) if path else {"error": "py-spy wrote nothing"}
                 run["profile_file"] = str(path) if path else None
-            out[kind] = run
+            out["rounds"].append(run)
+            best = out.get(kind)
+            if best is None or (run["rate"] or 0) > (best["rate"] or 0):
+                out[kind] = run
         stats = {k.decode(): int(v) for k, v in bench.redis.client.hgetall(f"{names.prefix}stats").items()}
         out["rejected"] = stats.get("rejected", 0)
         live, spread_rate = out["in_order"]["rate"], out["spread"]["rate"]
