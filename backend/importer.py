@@ -24,6 +24,7 @@ a terminal, a log line every few seconds otherwise), the summary to stdout.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import signal
 import sys
@@ -148,7 +149,7 @@ class Item:
     """One record of the input: where it starts, and either the event or why not."""
 
     line: int
-    raw: bytes | str
+    raw: bytes | str | list[str]  # a CSV record as its cells
     event: dict | None = None
     rejection: Rejection | None = None
 
@@ -214,7 +215,7 @@ def read_csv(f, pos: Position, first: int, *, now, retention_s, future_s, max_by
         started = ended + 1
         if line < first or not row or row == [""]:
             continue
-        raw = ",".join(row)
+        raw = row
         if any(n in pos.bad_utf8 for n in range(line, ended + 1)):
             yield Item(line, raw, rejection=Rejection("invalid_csv", "the line is not valid UTF-8"))
             continue
@@ -429,6 +430,7 @@ class Importer:
         self.done_before = resume_from
         self._writing: tuple[int, int] | None = None  # first/last line of the chunk being written
         self._stop = False
+        self._draining = False
         self._last_id = None
         self.backlog: int | None = None
 
@@ -453,6 +455,11 @@ class Importer:
         self.redis.close()
 
     def where_to_resume(self) -> str:
+        if self._draining:
+            return (
+                "every line was read and every good event queued; the worker stores the rest on its "
+                "own (nothing to resume)"
+            )
         if self._writing is not None:
             a, b = self._writing
             return (
@@ -567,7 +574,11 @@ class Importer:
                     "(further rejected lines are counted, not shown; --rejects FILE keeps them all)"
                 )
         if self._rejects_file is not None:
-            raw = item.raw.decode("utf-8", "replace") if isinstance(item.raw, bytes) else item.raw
+            raw = item.raw
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8", "replace")
+            elif isinstance(raw, list):
+                raw = _csv_text(raw)
             self._rejects_file.write(
                 orjson.dumps(
                     {"line": item.line, "reason": rej.reason, "detail": rej.detail, "raw": raw.rstrip("\r\n")}
@@ -636,6 +647,7 @@ class Importer:
         if self._last_id is None:
             return
         last = _stream_id(self._last_id)
+        self._draining = True
         since = time.monotonic()
         while not self._stop:
             pipe = self.redis.pipeline(transaction=False)
@@ -662,6 +674,13 @@ class Importer:
                 self.pos, self.result.queued, sum(self.result.rejected.values()), backlog, "draining"
             )
             time.sleep(POLL_S)
+
+
+def _csv_text(row: list[str]) -> str:
+    """A CSV record written back as CSV (quoted where needed), for the rejects file."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(row)
+    return out.getvalue()
 
 
 class _Clock:

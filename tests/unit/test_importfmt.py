@@ -10,7 +10,7 @@ import pytest
 
 from backend.core.events import Rejection
 from backend.core.importfmt import CsvMapping, detect_format, number
-from backend.importer import ImportFailed, Position, read_csv, read_ndjson
+from backend.importer import ImportFailed, Position, _csv_text, read_csv, read_ndjson
 
 NOW = time.time()
 KW = dict(now=lambda: NOW, retention_s=3600, future_s=300, max_bytes=1024)
@@ -127,3 +127,7 @@ def test_csv_bad_bytes_and_bad_quotes_are_rejected_per_row():
     assert "unexpected end of data" in items[2].rejection.detail
     with pytest.raises(ImportFailed, match="no 'metric' column"):
         csv_items(b"name,value\nx,1\n")
+
+
+def test_rejected_csv_records_are_kept_as_csv():
+    assert _csv_text(["a", "b,c", 'say "hi"', "two\nlines"]) == 'a,"b,c","say ""hi""","two\nlines"'
