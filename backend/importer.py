@@ -679,8 +679,8 @@ class Importer:
 def _csv_text(row: list[str]) -> str:
     """A CSV record written back as CSV (quoted where needed), for the rejects file."""
     out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(row)
-    return out.getvalue()
+    csv.writer(out).writerow(row)  # the default \r\n terminator: cells with newlines get quoted
+    return out.getvalue()[:-2]
 
 
 class _Clock:
