@@ -121,9 +121,12 @@ def run(args) -> int:
         return EXIT_ERROR
     except redis.RedisError as exc:
         print(f"pulseboard import: Redis: {exc}", file=sys.stderr)
-        if importer is not None:
+        if importer is not None and importer.result.queued:
             print(importer.where_to_resume(), file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:  # before the import began (connecting, checking the group)
+        print("pulseboard import: interrupted before anything was queued", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         if importer is not None:
             importer.close()
