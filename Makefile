@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NPM_STAMP := frontend/node_modules/.installed
 FRONTEND_SRC := $(shell find frontend/src frontend/public frontend/index.html frontend/vite.config.js frontend/package.json -type f 2>/dev/null)
 
-.PHONY: run test test-py test-frontend lint format bench frontend venv chromium clean
+.PHONY: run test test-py test-frontend lint format bench frontend venv chromium clean screenshots
 
 run: venv frontend
 	$(BIN)/pulseboard up
@@ -18,6 +18,7 @@ test-py: venv
 	$(BIN)/pytest
 
 test-frontend: $(NPM_STAMP)
+	cd frontend && npm run lint
 	cd frontend && npm test
 
 lint: venv
@@ -27,6 +28,10 @@ lint: venv
 format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Rewrites the docs/*.png screenshots (browser tests that write into the tree only with this opt-in).
+screenshots: venv frontend chromium
+	PULSEBOARD_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_alerting.py tests/e2e/test_dashboard.py -q -p no:randomly -k "screenshot or test_alerting"
 
 bench: venv frontend
 	$(BIN)/pulseboard bench

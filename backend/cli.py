@@ -1,4 +1,4 @@
-"""The `pulseboard` command: up, serve, worker, generate, bench.
+"""The `pulseboard` command: up, serve, worker, generate, import, bench.
 
 The async mode is chosen and the standard library monkey-patched before anything else is
 imported, which is why most imports below live inside the functions.
@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="publish simulated traffic")
     generator_cli.add_arguments(gen)
     gen.set_defaults(func=generator_cli.run)
+
+    imp = sub.add_parser("import", help="import events from an NDJSON or CSV file (or -) via the stream")
+    from backend import importer
+
+    importer.add_arguments(imp)
+    imp.set_defaults(func=importer.run)
 
     bench = sub.add_parser("bench", help="benchmark the pipeline on this machine (see docs/benchmarks.md)")
     bench.set_defaults(func=_bench)

@@ -184,6 +184,9 @@ class Config:
     ALERTS_KEEP_CLOSED = _int("ALERTS_KEEP_CLOSED", 500)  # closed alerts kept
     RULES_FILE = _str("RULES_FILE", "")  # YAML/JSON rules loaded on activation (empty: none)
     RULES_MAX = _int("RULES_MAX", 200)  # rules stored at most
+    # built-in rules (error rate, p95 latency, no data) active from the first minute; each can be
+    # turned off on its own through the API, this turns them all off
+    ALERT_DEFAULT_RULES = _bool("ALERT_DEFAULT_RULES", True)
     ALERT_WEBHOOK_URL = _str("ALERT_WEBHOOK_URL", "")  # POSTed on alert open and close (empty: off)
     ALERT_WEBHOOK_TIMEOUT_S = _float("ALERT_WEBHOOK_TIMEOUT_S", 3.0)  # s per attempt
     ALERT_WEBHOOK_ATTEMPTS = _int("ALERT_WEBHOOK_ATTEMPTS", 4)  # attempts per notification

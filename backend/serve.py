@@ -10,6 +10,7 @@ import time
 
 from flask import Flask
 
+from backend import status
 from backend.analytics.service import start_evaluator, stop_evaluator
 from backend.broadcast import Broadcaster, FanoutListener, Ticker
 from backend.extensions import socketio
@@ -59,6 +60,7 @@ def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
             fanout=runtime.fanout,
         )
         socketio.start_background_task(runtime.ticker.run)
+        status.start(app, socketio)  # Redis/worker up or down, pushed as `status` (backend/status.py)
 
 
 def stop_background(app: Flask, wait_s: float = 5.0) -> None:
@@ -68,6 +70,8 @@ def stop_background(app: Flask, wait_s: float = 5.0) -> None:
     if runtime.worker_process is not None:
         runtime.worker_process.stop()  # SIGTERM: it finishes its batch and releases the lease
     stop_evaluator(app)
+    if app.extensions.get(status.EXTENSION_KEY) is not None:
+        app.extensions[status.EXTENSION_KEY].stop()
     for task in (runtime.worker, runtime.ticker, runtime.listener):
         if task is not None:
             task.stop()

@@ -8,7 +8,7 @@ import redis
 from flask import current_app, request
 from flask_socketio import emit, join_room, leave_room, rooms
 
-from backend import telemetry
+from backend import status, telemetry
 from backend.broadcast import BATCH_ROOM, LEGACY_ROOM, WINDOW_ROOM_PREFIX, window_room
 from backend.extensions import socketio
 from backend.runtime import get_runtime
@@ -23,6 +23,8 @@ def on_connect(auth=None):
     telemetry.CONNECTED_CLIENTS.inc()
     join_room(LEGACY_ROOM)
     emit("connected", {"msg": "connected", "sid": request.sid, "modes": ["event", "batch"]})
+    if (state := status.current(current_app)) is not None:
+        emit("status", state)
 
 
 @socketio.on("disconnect")

@@ -37,6 +37,29 @@ STREAM_LENGTH = Gauge(
     "pulseboard_stream_length_entries", "Entries in the ingest stream (INGEST_TRANSPORT=stream)"
 )
 
+# Alerting (docs/analytics.md). Set by the evaluator, so only the process whose worker holds the
+# lease reports open alerts; the others report 0 (sum or max over instances).
+ALERTS_OPEN = Gauge(
+    "pulseboard_alerts_open",
+    "Alerts open now, as this process's evaluator sees them (state nodata: open, metric silent)",
+    ["severity", "state"],
+)
+ALERT_EVALUATOR_ACTIVE = Gauge("pulseboard_alert_evaluator_active", "1 while this process's evaluator acts")
+ALERT_EVALUATIONS = Counter(
+    "pulseboard_alert_evaluations_total", "Seconds of data judged live by the evaluator"
+)
+ALERT_CHANGES = Counter("pulseboard_alert_changes_total", "Alert changes published", ["event"])
+ALERT_WEBHOOK = Counter(
+    "pulseboard_alert_webhook_notifications_total",
+    "Webhook notifications by outcome: sent, failed (given up after every attempt), dropped (queue full)",
+    ["outcome"],
+)
+for _severity in ("warning", "critical"):
+    for _state in ("open", "nodata"):
+        ALERTS_OPEN.labels(_severity, _state).set(0)
+for _outcome in ("sent", "failed", "dropped"):
+    ALERT_WEBHOOK.labels(_outcome)
+
 
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST

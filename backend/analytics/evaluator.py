@@ -24,11 +24,12 @@ from pathlib import Path
 import orjson
 import redis
 
+from backend import telemetry
 from backend.analytics.breakdown import tag_series
 from backend.analytics.engine import Engine, Transition
-from backend.analytics.rules import rules_from_document
+from backend.analytics.rules import MAX_WINDOW_S, rules_from_document
 from backend.analytics.settings import AnalyticsSettings
-from backend.analytics.signals import Frame
+from backend.analytics.signals import CountHistory, Frame
 from backend.analytics.storage import AnalyticsStore
 from backend.analytics.webhook import WebhookSender
 from backend.core.aggregate import WindowStats
@@ -69,7 +70,9 @@ class Evaluator:
         sleep: Callable[[float], None] | None = None,
     ):
         self.settings = s = AnalyticsSettings.from_config(config)
-        self.analytics = AnalyticsStore(client, keys, keep_closed=s.keep_closed, rules_max=s.rules_max)
+        self.analytics = AnalyticsStore(
+            client, keys, keep_closed=s.keep_closed, rules_max=s.rules_max, default_rules=s.default_rules
+        )
         self.socketio = socketio
         self.worker = worker
         self.clock = clock
@@ -92,7 +95,11 @@ class Evaluator:
         self.engine: Engine | None = None
         self.next_second: int | None = None
         self.recent: deque[dict] = deque(maxlen=s.window_s)
+        # counts of the plain metrics for rules with a longer window_s; twice the longest, for the
+        # "was it flowing before" guard of rules on a drop in rate
+        self.counts = CountHistory(2 * MAX_WINDOW_S)
         self.ids: dict[str, str] = {}  # dedup key -> id of its open alert
+        self.open_state: dict[str, tuple[str, str]] = {}  # dedup key -> (severity, state), for /metrics
         self._rules_raw: dict | None = None
         self.running = False
         self._stopping = False
@@ -128,6 +135,9 @@ class Evaluator:
                 if self.engine is not None:
                     log.info("analytics: worker no longer active; evaluator standing by")
                     self.engine = None
+                    self.open_state.clear()
+                    self._export_open()
+                    telemetry.ALERT_EVALUATOR_ACTIVE.set(0)
                 return
             if self.engine is None:
                 self.activate()
@@ -169,6 +179,7 @@ class Evaluator:
         pending: dict[str, dict] = {}  # alerts open at the end of the replay, as the engine sees them
         resolved: dict[str, dict] = {}  # stored alerts whose condition cleared during the replay
         self.recent.clear()
+        self.counts = CountHistory(2 * MAX_WINDOW_S)
         first = due - s.history_s + 1
         for chunk_start in range(first, due + 1, REPLAY_CHUNK_S):
             chunk = range(chunk_start, min(chunk_start + REPLAY_CHUNK_S, due + 1))
@@ -176,7 +187,7 @@ class Evaluator:
                 t = float(sec + 1)
                 while to_adopt and to_adopt[0][0] <= t:
                     opened, key, alert = to_adopt.pop(0)
-                    if engine.adopt(key, opened, alert.get("severity") or "warning"):
+                    if engine.adopt(key, opened, alert.get("severity") or "warning", alert.get("state")):
                         pending[key] = alert
                 for tr in self._judge(engine, sec, h, th):
                     _track(pending, tr)
@@ -184,22 +195,29 @@ class Evaluator:
                         resolved[tr.key] = tr.alert
             self.sleep(0)  # let the worker and the clients breathe between chunks
         for opened, key, alert in to_adopt:  # opened after the replayed history (clock skew)
-            if engine.adopt(key, opened, alert.get("severity") or "warning"):
+            if engine.adopt(key, opened, alert.get("severity") or "warning", alert.get("state")):
                 pending[key] = alert
         self.engine = engine
         self.next_second = due + 1
         self.ids = {}
         now_t = float(due + 1)
         open_now = engine.open_keys()
+        self.open_state = {}
         for key, alert in stored.items():
             if key in open_now:
                 self.ids[key] = alert["id"]
+                self.open_state[alert["id"]] = (
+                    alert.get("severity") or "warning",
+                    alert.get("state") or "open",
+                )
             else:
                 fields = resolved.get(key) or {"closed_at": now_t, "message": _closed_meanwhile(alert)}
                 self._close(key, alert["id"], fields)
         for key in sorted(open_now - stored.keys()):
             if key in pending:
                 self._open(Transition("open", key, pending[key]))
+        self._export_open()
+        telemetry.ALERT_EVALUATOR_ACTIVE.set(1)
         log.info(
             "analytics: evaluator active; replayed %ds, %d rule(s), %d open alert(s)",
             s.history_s,
@@ -221,6 +239,7 @@ class Evaluator:
         for sec, h, th in self._seconds(seconds):
             self.apply(self._judge(self.engine, sec, h, th))
             self.evaluated += 1
+            telemetry.ALERT_EVALUATIONS.inc()
 
     def sync_rules(self, t: float) -> None:
         raw = self.analytics.raw_rules()
@@ -236,11 +255,12 @@ class Evaluator:
 
     def _judge(self, engine: Engine, sec: int, h: dict, th: dict) -> list[Transition]:
         stats = WindowStats.from_hashes([h]).metrics if h else {}
+        self.counts.push(stats)
         if th:
-            stats.update(tag_series(th, self.tags))
+            stats = {**stats, **tag_series(th, self.tags)}
         self.recent.append(stats)
         self.next_second = sec + 1
-        return engine.step(float(sec + 1), Frame(self.recent, self.settings.window_s))
+        return engine.step(float(sec + 1), Frame(self.recent, self.settings.window_s), self.counts)
 
     # --- alert changes ---------------------------------------------------------------------------
     def apply(self, transitions: list[Transition]) -> None:
@@ -262,7 +282,7 @@ class Evaluator:
         fields = dict(tr.alert)
         opened = _ts(fields.get("opened_at"))
         fields.update(
-            state="open",
+            state=fields.get("state") or "open",
             opened_at=iso_ms(opened),
             closed_at=None,
             updated_at=_now_iso(),
@@ -285,11 +305,32 @@ class Evaluator:
     def publish(self, event: str, alert: dict) -> None:
         alert = public(alert)
         self.published += 1
+        telemetry.ALERT_CHANGES.labels(event).inc()
+        self._count_open(event, alert)
         log.info("alert %s: %s", event, alert.get("message"))
         if self.socketio is not None:
             self.socketio.emit("alert", alert)
         if self.webhook is not None and event in ("open", "close"):
             self.webhook.notify(event, alert)
+
+    def _count_open(self, event: str, alert: dict) -> None:
+        """Keep pulseboard_alerts_open{severity,state} in step with what this evaluator published."""
+        alert_id = alert.get("id")
+        if alert_id is None:
+            return
+        if event == "close" or alert.get("state") == "closed":
+            self.open_state.pop(alert_id, None)
+        else:
+            self.open_state[alert_id] = (alert.get("severity") or "warning", alert.get("state") or "open")
+        self._export_open()
+
+    def _export_open(self) -> None:
+        counts = {(sev, st): 0 for sev in ("warning", "critical") for st in ("open", "nodata")}
+        for pair in self.open_state.values():
+            if pair in counts:
+                counts[pair] += 1
+        for (sev, st), n in counts.items():
+            telemetry.ALERTS_OPEN.labels(sev, st).set(n)
 
     def status(self) -> dict:
         return {

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from backend.analytics.breakdown import tag_series
+from backend.analytics.breakdown import is_series, tag_series
 from backend.analytics.engine import Engine, Transition
-from backend.analytics.signals import Frame
+from backend.analytics.signals import CountHistory, Frame
 from backend.config import Config
 from backend.core.aggregate import BatchAccumulator, TagAdmission, WindowStats, apply_delta
 from backend.core.events import validate
@@ -51,6 +51,7 @@ def replay(
     window_s: int,
     recent: deque[dict] | None = None,
     tags: Iterable[str] = (),
+    history: CountHistory | None = None,
 ) -> list[tuple[float, Transition]]:
     """Feed (second, that second's events) in order; returns every transition with its time.
 
@@ -60,8 +61,11 @@ def replay(
         recent = deque(maxlen=window_s)
     out = []
     for sec, events in seconds:
-        recent.append(second_stats(events, now=sec + 1, tags=tags).get(sec, {}))
+        stats = second_stats(events, now=sec + 1, tags=tags).get(sec, {})
+        recent.append(stats)
+        if history is not None:  # like the evaluator: counts of the plain metrics only
+            history.push({m: v for m, v in stats.items() if not is_series(m)})
         t = float(sec + 1)
-        for tr in engine.step(t, Frame(recent, window_s)):
+        for tr in engine.step(t, Frame(recent, window_s), history):
             out.append((t, tr))
     return out

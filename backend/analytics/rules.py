@@ -93,7 +93,17 @@ class Rule:
     for_s: float
     clear_s: float | None  # None: the ALERT_CLEAR_S default
     severity: str
-    source: str = "api"  # "api" | "file"
+    source: str = "api"  # "api" | "file" | "builtin"
+    # Optional refinements (all used by the built-in rules, docs/analytics.md "Built-in rules"):
+    window_s: float | None = None  # rate/error_rate over this many seconds instead of the window
+    min_rate: float | None = None  # volume guard, events/s (see Engine._armed)
+    clear_threshold: float | None = None  # a firing alert clears only beyond this level
+    critical: float | None = None  # escalates to critical beyond this level
+    critical_clear: float | None = None  # ... and back to the rule's severity beyond this one
+    baseline_factor: float | None = None  # also needs value > factor x its recent baseline
+    has_field: str | None = None  # only metrics whose events carry this field
+    enabled: bool = True
+    silenced_until: float | None = None  # unix s; until then the rule opens no alert
 
     @property
     def expr(self) -> str:
@@ -107,23 +117,56 @@ class Rule:
             text += f" for {format_duration(self.for_s)}"
         return f"{text} severity {self.severity}"
 
-    def holds(self, value: float | None) -> bool:
+    @property
+    def builtin(self) -> bool:
+        return self.source == "builtin"
+
+    @property
+    def named(self) -> bool:
+        """False when the name is only the rule text (nothing to say twice in messages)."""
+        return bool(self.name) and self.name != self.text
+
+    @property
+    def upward(self) -> bool:
+        return self.op in (">", ">=")
+
+    def holds(self, value: float | None, threshold: float | None = None) -> bool:
         if value is None:
             return False
+        limit = self.threshold if threshold is None else threshold
         if self.op == ">":
-            return value > self.threshold
+            return value > limit
         if self.op == ">=":
-            return value >= self.threshold
+            return value >= limit
         if self.op == "<":
-            return value < self.threshold
-        return value <= self.threshold
+            return value < limit
+        return value <= limit
+
+    def beyond(self, value: float | None, level: float) -> bool:
+        """`value` is on the alerting side of `level` (inclusive: a clear level is "still bad")."""
+        if value is None:
+            return False
+        return value >= level if self.upward else value <= level
 
     def definition(self) -> tuple:
         """What the rule evaluates; a change of it restarts the rule's state."""
-        return (self.metric, self.signal, self.field, self.op, self.threshold, self.for_s, self.clear_s)
+        return (
+            self.metric,
+            self.signal,
+            self.field,
+            self.op,
+            self.threshold,
+            self.for_s,
+            self.clear_s,
+            self.window_s,
+            self.min_rate,
+            self.clear_threshold,
+            self.baseline_factor,
+            self.has_field,
+        )
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "expr": self.expr, "rule": self.text}
+        return {**asdict(self), "expr": self.expr, "rule": self.text, "builtin": self.builtin}
 
 
 def format_number(x: float) -> str:
@@ -278,6 +321,77 @@ def _severity(value, field: str = "severity") -> str:
 
 
 _JSON_KEYS = {"id", "name", "metric", "expr", "op", "threshold", "for_s", "clear_s", "severity", "rule"}
+EXTRA_KEYS = (
+    "window_s",
+    "min_rate",
+    "clear_threshold",
+    "critical",
+    "critical_clear",
+    "baseline_factor",
+    "has_field",
+    "enabled",
+    "silenced_until",
+)
+_JSON_KEYS |= set(EXTRA_KEYS)
+MAX_WINDOW_S = 600  # rate/error_rate windows of rules; the evaluator keeps twice this many seconds of counts
+
+
+def _number(value, field: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RuleError(f"{field} must be a number", field)
+    value = float(value)
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise RuleError(f"{field} must be a number between {lo:g} and {hi:g}", field)
+    return value
+
+
+def _extras(body: dict, parts: dict) -> dict:
+    """The optional refinements, checked against the rule they refine."""
+    out: dict = {}
+    signal, upward = parts["signal"], parts["op"] in (">", ">=")
+    threshold = parts["threshold"]
+    if body.get("window_s") is not None:
+        if signal not in ("rate", "error_rate"):
+            raise RuleError("window_s applies to rate and error_rate rules only", "window_s")
+        out["window_s"] = _number(body["window_s"], "window_s", 1, MAX_WINDOW_S)
+    if body.get("min_rate") is not None:
+        out["min_rate"] = _number(body["min_rate"], "min_rate", 0, MAX_ABS_THRESHOLD)
+
+    def level(key: str, ref: float, ref_name: str) -> float:
+        value = _threshold(body[key], signal, key)
+        if (upward and value > ref) or (not upward and value < ref):
+            side = "at most" if upward else "at least"
+            raise RuleError(f"{key} must be {side} {ref_name} ({format_number(ref)})", key)
+        return value
+
+    if body.get("clear_threshold") is not None:
+        out["clear_threshold"] = level("clear_threshold", threshold, "the threshold")
+    if body.get("critical") is not None:
+        critical = _threshold(body["critical"], signal, "critical")
+        if (upward and critical < threshold) or (not upward and critical > threshold):
+            raise RuleError(f"critical must be beyond the threshold ({format_number(threshold)})", "critical")
+        out["critical"] = critical
+    if body.get("critical_clear") is not None:
+        if "critical" not in out:
+            raise RuleError("critical_clear needs critical", "critical_clear")
+        out["critical_clear"] = level("critical_clear", out["critical"], "critical")
+    if body.get("baseline_factor") is not None:
+        if signal in ("rate", "error_rate") or not upward:
+            raise RuleError(
+                "baseline_factor applies to > / >= rules on a field (p95(ms) > 500)", "baseline_factor"
+            )
+        out["baseline_factor"] = _number(body["baseline_factor"], "baseline_factor", 1, 1000)
+    if body.get("has_field") is not None:
+        if not isinstance(body["has_field"], str):
+            raise RuleError("has_field must be a field name", "has_field")
+        out["has_field"] = _field_name(body["has_field"], "has_field")
+    if body.get("enabled") is not None:
+        if not isinstance(body["enabled"], bool):
+            raise RuleError("enabled must be true or false", "enabled")
+        out["enabled"] = body["enabled"]
+    if body.get("silenced_until") is not None:
+        out["silenced_until"] = _number(body["silenced_until"], "silenced_until", 0, 4e9)
+    return out
 
 
 def rule_from_json(body, *, source: str = "api", new_id=None) -> Rule:
@@ -345,6 +459,7 @@ def rule_from_json(body, *, source: str = "api", new_id=None) -> Rule:
         clear_s=clear_s,
         severity=parts.get("severity", WARNING),
         source=source,
+        **_extras(body, parts),
     )
     name = name.strip() if name and name.strip() else rule.text
     if rule_id is None:
@@ -363,7 +478,8 @@ def rule_from_stored(data: dict) -> Rule:
     """A rule as stored by Store (already validated); raises RuleError if it is not one."""
     if not isinstance(data, dict):
         raise RuleError("stored rule is not an object", "body")
-    body = {k: data[k] for k in ("id", "name", "severity", "clear_s", "rule") if data.get(k) is not None}
+    keep = ("id", "name", "severity", "clear_s", "rule", *EXTRA_KEYS)
+    body = {k: data[k] for k in keep if data.get(k) is not None}
     return rule_from_json(body, source=data.get("source", "api"))
 
 

@@ -33,7 +33,11 @@ def analytics_store(app: Flask | None = None) -> AnalyticsStore:
         s = settings(app)
         runtime = get_runtime(app)
         store = app.extensions[STORE_KEY] = AnalyticsStore(
-            runtime.store.redis, runtime.store.keys, keep_closed=s.keep_closed, rules_max=s.rules_max
+            runtime.store.redis,
+            runtime.store.keys,
+            keep_closed=s.keep_closed,
+            rules_max=s.rules_max,
+            default_rules=s.default_rules,
         )
     return store
 

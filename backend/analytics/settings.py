@@ -28,6 +28,7 @@ SETTINGS = (
     "ALERTS_KEEP_CLOSED",
     "RULES_FILE",
     "RULES_MAX",
+    "ALERT_DEFAULT_RULES",
     "ALERT_WEBHOOK_URL",
     "ALERT_WEBHOOK_TIMEOUT_S",
     "ALERT_WEBHOOK_ATTEMPTS",
@@ -54,6 +55,7 @@ class AnalyticsSettings:
     keep_closed: int
     rules_file: str
     rules_max: int
+    default_rules: bool
     webhook_url: str
     webhook_timeout_s: float
     webhook_attempts: int
@@ -94,6 +96,7 @@ class AnalyticsSettings:
             keep_closed=max(1, int(get("ALERTS_KEEP_CLOSED"))),
             rules_file=str(get("RULES_FILE") or ""),
             rules_max=max(1, int(get("RULES_MAX"))),
+            default_rules=bool(get("ALERT_DEFAULT_RULES")),
             webhook_url=str(get("ALERT_WEBHOOK_URL") or ""),
             webhook_timeout_s=float(get("ALERT_WEBHOOK_TIMEOUT_S")),
             webhook_attempts=max(1, int(get("ALERT_WEBHOOK_ATTEMPTS"))),

@@ -12,6 +12,7 @@ A Frame merges them once and answers any signal of any metric:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 
 from backend.core.aggregate import is_latency_field, merge_field
@@ -105,3 +106,44 @@ class Frame:
         if hi is not None and est > hi:
             est = hi
         return est
+
+
+class CountHistory:
+    """Events and errors per metric for each of the last `max_s` seconds, for rules whose
+    rate/error_rate looks further back than the analytics window (the built-in error rate: 60 s).
+    Only counts are kept, so a long window costs O(seconds) additions, never a sketch merge."""
+
+    __slots__ = ("_cache", "seconds")
+
+    def __init__(self, max_s: int):
+        self.seconds: deque[dict[str, tuple[int, int]]] = deque(maxlen=max(1, max_s))
+        self._cache: dict[tuple, tuple[int, int]] = {}
+
+    def push(self, stats: dict) -> None:
+        """One second's stats (``metric -> [count, errors, fields]``), oldest first."""
+        self.seconds.append({m: (v[0], v[1]) for m, v in stats.items()})
+        self._cache.clear()
+
+    def totals(self, metric: str, window_s: int, skip_s: int = 0) -> tuple[int, int]:
+        """(events, errors) over `window_s` seconds, ending `skip_s` seconds before the newest."""
+        key = (metric, window_s, skip_s)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        n = len(self.seconds)
+        count = errors = 0
+        for i in range(max(0, n - skip_s - window_s), max(0, n - skip_s)):
+            c = self.seconds[i].get(metric)
+            if c is not None:
+                count += c[0]
+                errors += c[1]
+        self._cache[key] = (count, errors)
+        return count, errors
+
+    def value(self, metric: str, signal: str, window_s: int) -> float | None:
+        count, errors = self.totals(metric, window_s)
+        if signal == "rate":
+            return count / window_s
+        if signal == "error_rate":
+            return errors / count if count else None
+        raise ValueError(f"{signal!r} has no long-window form")

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 import orjson
 import redis
 
+from backend.analytics import defaults
 from backend.analytics.rules import Rule, RuleError, rule_from_stored
 from backend.core.aggregate import TagStats, plan_window
 from backend.core.timefmt import iso_ms
@@ -49,8 +50,11 @@ _UPDATE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return nil
 end
-if ARGV[1] == 'open' and redis.call('HGET', KEYS[1], 'state') ~= '"open"' then
-  return nil
+if ARGV[1] == 'open' then
+  local state = redis.call('HGET', KEYS[1], 'state')
+  if state ~= '"open"' and state ~= '"nodata"' then
+    return nil
+  end
 end
 for i = 2, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
@@ -127,7 +131,16 @@ def _decode_alert(raw) -> dict | None:
 
 
 class AnalyticsStore:
-    def __init__(self, client: redis.Redis, keys: Keys, *, keep_closed: int = 500, rules_max: int = 200):
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        keep_closed: int = 500,
+        rules_max: int = 200,
+        default_rules: bool = False,
+    ):
+        self.default_rules = default_rules  # merge the built-in rules into rules()/parse_rules()
         self.redis = client
         self.keys = keys
         self.keep_closed = keep_closed
@@ -142,15 +155,24 @@ class AnalyticsStore:
     def raw_rules(self) -> dict[bytes, bytes]:
         return self.redis.hgetall(self.keys.rules)
 
-    @staticmethod
-    def parse_rules(raw: Mapping) -> list[Rule]:
+    def parse_rules(self, raw: Mapping) -> list[Rule]:
+        """The stored rules, and the built-in ones not overridden (with default_rules)."""
         rules = []
         for rule_id, data in sorted(raw.items()):
             try:
                 rules.append(rule_from_stored(orjson.loads(data)))
             except (orjson.JSONDecodeError, RuleError) as exc:
                 log.warning("ignoring stored rule %r: %s", rule_id, exc)
-        return rules
+        return defaults.merge(rules, enabled=self.default_rules)
+
+    def stored_rule(self, rule_id: str) -> Rule | None:
+        data = self.redis.hget(self.keys.rules, rule_id)
+        if data is None:
+            return None
+        try:
+            return rule_from_stored(orjson.loads(data))
+        except (orjson.JSONDecodeError, RuleError):
+            return None
 
     def rules(self) -> list[Rule]:
         return self.parse_rules(self.raw_rules())

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import orjson
 
+from backend import telemetry
+
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.1
@@ -55,6 +57,7 @@ class WebhookSender:
         if len(self.queue) >= self.queue_max:
             self.queue.popleft()
             self.dropped += 1
+            telemetry.ALERT_WEBHOOK.labels("dropped").inc()
             log.warning("alert webhook queue full (%d): dropped the oldest notification", self.queue_max)
         self.queue.append({"event": event, "alert": alert})
 
@@ -80,9 +83,11 @@ class WebhookSender:
             retry, what = self._post(data)
             if retry is None:
                 self.sent += 1
+                telemetry.ALERT_WEBHOOK.labels("sent").inc()
                 return True
             if not retry or attempt == self.attempts:
                 self.failed += 1
+                telemetry.ALERT_WEBHOOK.labels("failed").inc()
                 log.warning("alert webhook gave up after %d attempt(s): %s", attempt, what)
                 return False
             log.info("alert webhook attempt %d failed (%s); retrying in %.2fs", attempt, what, delay)

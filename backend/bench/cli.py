@@ -1,6 +1,6 @@
 """`pulseboard bench` (also `python -m backend.bench`): run the benchmark, print tables, write JSON.
 
-    pulseboard bench [--quick] [--only ingest,fanout,baseline,queries,soak,modes]
+    pulseboard bench [--quick] [--only ingest,late,fanout,baseline,queries,soak,modes]
                      [--json bench-results/latest.json] [--profile] [...]
 
 The full run takes about 15 minutes plus `--soak-seconds` (600 by default); `--quick` takes
@@ -19,12 +19,14 @@ from pathlib import Path
 
 import orjson
 
-SECTIONS = ("realtime", "ingest", "fanout", "baseline", "queries", "soak", "modes")
+SECTIONS = ("realtime", "ingest", "late", "fanout", "baseline", "queries", "soak", "modes")
 
 # name: (full run, --quick)
 DEFAULTS = {
     "ingest_events": (200_000, 50_000),
     "publishers": (2, 2),
+    "late_events": (200_000, 50_000),
+    "late_rounds": (3, 2),
     "fanout_clients": ([1, 10, 50], [1, 10, 50]),
     "fanout_rates": ([2000, 5000, 10000, 20000], [2000, 10000]),
     "step_seconds": (10.0, 4.0),
@@ -115,6 +117,18 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--publishers", type=int, default=None, help=f"burst publisher processes (default {d['publishers']})"
+    )
+    g.add_argument(
+        "--late-events",
+        type=int,
+        default=None,
+        help=f"late section: events per burst, in-order and spread over the hour (default {d['late_events']})",
+    )
+    g.add_argument(
+        "--late-rounds",
+        type=int,
+        default=None,
+        help=f"late section: in-order + spread rounds, best of each reported (default {d['late_rounds']})",
     )
     g = p.add_argument_group("fan-out and baseline")
     g.add_argument("--fanout-clients", type=_ints, default=None, help="client counts (default 1,10,50)")
@@ -259,6 +273,14 @@ def run(args: argparse.Namespace) -> int:
                     from backend.bench.realtime import realtime
 
                     results["realtime"] = realtime(bench)
+                elif section == "late":
+                    results["late"] = rn.late(
+                        bench,
+                        events=opts.late_events,
+                        publishers=opts.publishers,
+                        rounds=opts.late_rounds,
+                        profile=bool(opts.profile and bench.py_spy),
+                    )
                 elif section == "fanout":
                     results["fanout"] = rn.fanout(bench)
                 elif section == "baseline":

@@ -9,8 +9,10 @@ With ``--stream KEY`` every event is ``XADD KEY MAXLEN ~ N * event <json>`` inst
 on the channel, for measuring the server with INGEST_TRANSPORT=stream.
 
 Commands (JSON lines on stdin):
-  {"cmd": "prepare", "mode": "burst", "count": N, "step": S}
+  {"cmd": "prepare", "mode": "burst", "count": N, "step": S, "spread_s": 0}
       encode N events up front, so the burst measures Redis and the consumer, not our encoder.
+      With spread_s > 0 each event's ts is drawn uniformly from the spread_s seconds before
+      now (a backlog or history import) instead of now (live traffic).
   {"cmd": "prepare", "mode": "paced", "rate": R, "duration": D, "step": S}
       publish round(R*D) events on a fixed schedule (deadline pacing, no catch-up skipping: an
       event that is late is sent late, and the reply says how far behind we fell).
@@ -20,6 +22,7 @@ Commands (JSON lines on stdin):
 from __future__ import annotations
 
 import argparse
+import random
 import socket
 import sys
 import time
@@ -120,9 +123,16 @@ class Publisher:
         step = int(cmd["step"])
         if cmd["mode"] == "burst":
             count = int(cmd["count"])
+            spread = float(cmd.get("spread_s") or 0.0)
             now = time.time()
+            rng = random.Random(step * 1000 + self.pub)
             payloads = [
-                self.templates.encode(i, now, f"{self.tag}{make_key(step, self.pub, i)}", None)
+                self.templates.encode(
+                    i,
+                    now - rng.random() * spread if spread else now,
+                    f"{self.tag}{make_key(step, self.pub, i)}",
+                    None,
+                )
                 for i in range(count)
             ]
             chunks = [

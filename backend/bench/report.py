@@ -84,6 +84,27 @@ def section(name: str, r: dict, opts) -> str:
     if name == "ingest":
         # "bare sub" is a bare Pub/Sub subscriber, or with the stream transport a bare consumer group
         return _ingest_table([(f"eventlet/{r.get('transport', 'pubsub')}", r)])
+    if name == "late":
+        rows = [
+            [
+                kind,
+                r["events"],
+                "now" if kind == "in_order" else f"uniform over {r['spread_s']}s",
+                r[kind]["rate"],
+                r[kind]["publish_rate"],
+                r[kind]["cpu_pct"].get("server"),
+                r[kind]["cpu_pct"].get("redis"),
+                r[kind]["accepted"],
+            ]
+            for kind in ("in_order", "spread")
+        ]
+        heads = ["burst", "events", "ts", "worker /s", "pub /s", "srv CPU%", "redis CPU%", "accepted"]
+        return (
+            table(heads, rows)
+            + f"\n  spread / in-order: {_fmt(r['ratio'])} (best of {len(r.get('rounds', [])) // 2} rounds each; "
+            f"all rounds, in-order/spread: {', '.join(_fmt(x['rate']) for x in r.get('rounds', []))}; "
+            f"{r['transport']} transport; rejected {r['rejected']})"
+        )
     if name in ("fanout",):
         steps = [dict(s, clients=run["clients"]) for run in r["runs"] for s in run["steps"]]
         return table(STEP_HEADERS, _step_rows(steps))
@@ -222,6 +243,15 @@ def target_rows(results: dict) -> list[dict]:
             ratio,
             ratio is not None and ratio >= 0.40,
             f"bare subscriber {ing['bare']['rate']}/s",
+        )
+    late = results.get("late")
+    if late and "ratio" in late:
+        ratio = late["ratio"]
+        add(
+            "late events (ts spread over the hour) >= 50% of the in-order ingest rate",
+            ratio,
+            ratio is not None and ratio >= 0.5,
+            f"in-order {late['in_order']['rate']}/s, spread {late['spread']['rate']}/s",
         )
     fan = results.get("fanout")
     if fan and "runs" in fan:

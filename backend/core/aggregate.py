@@ -337,110 +337,80 @@ class BatchAccumulator:
         """Deltas of the per-tag hashes (``Keys.tag_bucket``); empty unless tags are counted.
 
         Counts each group's (tag, value) pairs, sends values the admission table refuses to
-        ``__other__``, then rolls seconds up into minutes."""
+        ``__other__``, and adds every count to its second's and its minute's delta at once.
+
+        Written for both shapes of batch: live events put hundreds of events in a group, counted
+        with Counter.update over chains (C speed); late events (a backlog spread over the hour)
+        put about one event in each of thousands of groups, so everything per group is kept to
+        dict lookups. A (tag, value) pair is admitted, and its field-name prefix built, once per
+        (minute, metric) of the batch rather than once per second."""
         if not self._tags_on:
             return {}
         admit = self._admission.admit
         items = dict.items
-        seconds: dict[tuple[int, str], dict[tuple[str, str], list]] = {}
+        out: dict[tuple[int, int], BucketDelta] = {}
+        minutes: dict[int, dict[str, int]] = {}
+        # (minute, metric) -> {(tag, value): "metric|@tag=admitted value|"}
+        prefixes_by: dict[tuple[int, str], dict[tuple[str, str], str]] = {}
         for (sec, metric), group in self._groups.items():
             tagged = group[_TAGGED]
             if tagged is None:
                 continue
             minute = sec - sec % _COARSE
+            prefixes = prefixes_by.get((minute, metric))
+            if prefixes is None:
+                prefixes = prefixes_by[(minute, metric)] = {}
+            delta = out.get((1, sec))
+            if delta is None:
+                delta = out[(1, sec)] = BucketDelta()
+            s_incr = delta.incr
+            m_incr = minutes.get(minute)
+            if m_incr is None:
+                m_incr = minutes[minute] = {}
             uncounted, error_tags, latency, count_field = tagged
-            # (tag, value) -> [events, errors, {latency field: {bin key: n}}], after admission
-            per_value: dict[tuple[str, str], list] = {}
-            admitted: dict[tuple[str, str], list] = {}  # (tag, value) as sent -> its per_value entry
 
             for fname, by_bin in latency.items():
                 counting = fname == count_field
+                bin_infix = fname + "|b:"
                 for bk, tag_dicts in by_bin.items():
-                    if len(tag_dicts) == 1:  # common at low rates: one event in this bin
+                    if len(tag_dicts) == 1:  # the common case for late events, and at low rates
                         in_bin = dict.fromkeys(items(tag_dicts[0]), 1)
                     else:
                         in_bin = Counter()
                         in_bin.update(chain.from_iterable(map(items, tag_dicts)))
+                    tail = bin_infix + bk
                     for pair, n in in_bin.items():
-                        acc = admitted.get(pair) or _tag_entry(
-                            pair, admitted, per_value, admit, minute, metric
-                        )
+                        prefix = prefixes.get(pair) or _tag_prefix(pair, prefixes, admit, minute, metric)
                         if counting:
-                            acc[0] += n
-                        lat = acc[2]
-                        bins = lat.get(fname)
-                        if bins is None:
-                            lat[fname] = {bk: n}
-                        else:
-                            bins[bk] = bins.get(bk, 0) + n
-            for source, slot in ((uncounted, 0), (error_tags, 1)):
+                            k = prefix + "c"
+                            s_incr[k] = s_incr.get(k, 0) + n
+                            m_incr[k] = m_incr.get(k, 0) + n
+                        k = prefix + tail
+                        s_incr[k] = s_incr.get(k, 0) + n
+                        m_incr[k] = m_incr.get(k, 0) + n
+            for source, suffix in ((uncounted, "c"), (error_tags, "e")):
                 if not source:
                     continue
-                counts: Counter = Counter()
-                counts.update(chain.from_iterable(map(items, source)))
+                if len(source) == 1:
+                    counts = dict.fromkeys(items(source[0]), 1)
+                else:
+                    counts = Counter()
+                    counts.update(chain.from_iterable(map(items, source)))
                 for pair, n in counts.items():
-                    acc = admitted.get(pair) or _tag_entry(pair, admitted, per_value, admit, minute, metric)
-                    acc[slot] += n
-            seconds[(sec, metric)] = per_value
-
-        out: dict[tuple[int, int], BucketDelta] = {}
-        minutes: dict[tuple[int, str], dict[tuple[str, str], list]] = {}
-        for (sec, metric), per_value in seconds.items():
-            delta = out.get((1, sec))
-            if delta is None:
-                delta = out[(1, sec)] = BucketDelta()
-            _emit_tags(delta.incr, metric, per_value)
-            into = minutes.get((sec - sec % _COARSE, metric))
-            if into is None:
-                into = minutes[(sec - sec % _COARSE, metric)] = {}
-            for tv, (count, errors_n, lat) in per_value.items():
-                acc = into.get(tv)
-                if acc is None:
-                    acc = into[tv] = [0, 0, {}]
-                acc[0] += count
-                acc[1] += errors_n
-                if lat:
-                    _add_bins(acc[2], lat)
-        for (start, metric), per_value in minutes.items():
-            delta = out.get((_COARSE, start))
-            if delta is None:
-                delta = out[(_COARSE, start)] = BucketDelta()
-            _emit_tags(delta.incr, metric, per_value)
+                    prefix = prefixes.get(pair) or _tag_prefix(pair, prefixes, admit, minute, metric)
+                    k = prefix + suffix
+                    s_incr[k] = s_incr.get(k, 0) + n
+                    m_incr[k] = m_incr.get(k, 0) + n
+        for minute, incr in minutes.items():
+            out[(_COARSE, minute)] = BucketDelta(incr=incr)
         return out
 
 
-def _tag_entry(
-    pair: tuple[str, str], admitted: dict, per_value: dict, admit, minute: int, metric: str
-) -> list:
-    """The per_value entry a (tag, value) pair counts into, after admission; remembered in `admitted`."""
-    tv = (pair[0], admit(minute, metric, pair[0], pair[1]))
-    acc = per_value.get(tv)
-    if acc is None:
-        acc = per_value[tv] = [0, 0, {}]
-    admitted[pair] = acc
-    return acc
-
-
-def _add_bins(into: dict[str, dict[str, int]], lat: dict[str, dict[str, int]]) -> None:
-    for fname, bins in lat.items():
-        own = into.get(fname)
-        if own is None:
-            into[fname] = dict(bins)
-            continue
-        for bk, n in bins.items():
-            own[bk] = own.get(bk, 0) + n
-
-
-def _emit_tags(incr: dict[str, int], metric: str, per_value: dict[tuple[str, str], list]) -> None:
-    for (tag, value), (count, errors, lat) in per_value.items():
-        prefix = f"{metric}|@{tag}={encode_tag_value(value)}|"
-        incr[prefix + "c"] = count
-        if errors:
-            incr[prefix + "e"] = errors
-        for fname, bins in lat.items():
-            bin_prefix = f"{prefix}{fname}|b:"
-            for bk, n in bins.items():
-                incr[bin_prefix + bk] = n
+def _tag_prefix(pair: tuple[str, str], prefixes: dict, admit, minute: int, metric: str) -> str:
+    """The field-name prefix `pair` counts under, after admission; remembered in `prefixes`."""
+    tag = pair[0]
+    prefix = prefixes[pair] = f"{metric}|@{tag}={encode_tag_value(admit(minute, metric, tag, pair[1]))}|"
+    return prefix
 
 
 def _roll_up(groups: Mapping[tuple[int, str], list], res: int) -> dict[tuple[int, str], list]:

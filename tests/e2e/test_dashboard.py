@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -125,6 +126,13 @@ def test_web_node_restart_shows_reconnecting_then_recovers_missed_events(server_
         stop(restarted)
 
 
+SCREENSHOTS = pytest.mark.skipif(
+    os.environ.get("PULSEBOARD_SCREENSHOTS") != "1",
+    reason="writes docs/*.png: run with PULSEBOARD_SCREENSHOTS=1 (make screenshots)",
+)
+
+
+@SCREENSHOTS
 def test_screenshots_for_the_readme(server_factory, page: Page):
     """Light and dark screenshots of the dashboard with the generator running, for the README."""
     server = server_factory()
@@ -234,6 +242,7 @@ def test_acknowledge_without_the_api_key_shows_why(server_factory, page: Page):
         stop(generator)
 
 
+@SCREENSHOTS
 def test_screenshot_of_the_alert_feed_for_the_docs(server_factory, page: Page):
     """docs/dashboard-alert.png: the top of the dashboard with open critical and warning alerts,
     a closed one, trend arrows on the counters; light theme."""

@@ -18,6 +18,7 @@ class Recorder:
         self.aggregates: list[dict] = []
         self.generator: list[dict] = []
         self.alerts: list[dict] = []
+        self.status: list[dict] = []
         self.sub_acks: list = []
         self.client = socketio.Client(reconnection=True, reconnection_delay=0.1, reconnection_delay_max=0.5)
         c = self.client
@@ -27,6 +28,7 @@ class Recorder:
         c.on("aggregate", lambda data: self._add(self.aggregates, data))
         c.on("generator", lambda data: self._add(self.generator, data))
         c.on("alert", lambda data: self._add(self.alerts, data))
+        c.on("status", lambda data: self._add(self.status, data))
         c.on("connect", self._on_connect)
 
     def _add(self, target: list, item) -> None:

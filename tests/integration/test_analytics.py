@@ -81,6 +81,7 @@ FAST = {
     "ANALYTICS_HISTORY_S": 30,
     "ALERT_CLEAR_S": 3,
     "ANOMALY_ENABLED": False,
+    "ALERT_DEFAULT_RULES": False,  # the built-in rules have tests of their own
 }
 
 
@@ -252,14 +253,45 @@ def test_rules_crud(api):
     assert replaced.status_code == 200 and replaced.get_json()["metric"] is None
     api.post("/api/rules", json={"expr": "p95(ms)", "op": ">", "threshold": 500, "metric": "latency"})
     api.post("/api/rules", json={"rule": "rate(orders) < 1 for 2m"})
-    listed = api.get("/api/rules").get_json()
-    assert listed["count"] == 3 and {r["signal"] for r in listed["rules"]} == {"error_rate", "p95", "rate"}
+    listed = [r for r in api.get("/api/rules").get_json()["rules"] if not r["builtin"]]
+    assert len(listed) == 3 and {r["signal"] for r in listed} == {"error_rate", "p95", "rate"}
     full = api.post("/api/rules", json={"rule": "rate > 100"})
     assert full.status_code == 409 and "RULES_MAX" in full.get_json()["error"]
     assert api.delete(f"/api/rules/{rule['id']}").get_json() == {"deleted": rule["id"]}
     assert api.delete(f"/api/rules/{rule['id']}").status_code == 404
     assert api.delete("/api/rules/not%20an%20id").status_code == 404
-    assert api.get("/api/rules").get_json()["count"] == 2
+    assert len([r for r in api.get("/api/rules").get_json()["rules"] if not r["builtin"]]) == 2
+
+
+def test_built_in_rules_are_listed_can_be_turned_off_and_restored(api):
+    listed = {r["id"]: r for r in api.get("/api/rules").get_json()["rules"]}
+    assert {"builtin-error-rate", "builtin-latency-p95", "builtin-no-data"} <= set(listed)
+    err = listed["builtin-error-rate"]
+    assert err["builtin"] is True and err["enabled"] is True and err["source"] == "builtin"
+    assert (err["threshold"], err["clear_threshold"], err["critical"], err["critical_clear"]) == (
+        0.02,
+        0.01,
+        0.05,
+        0.02,
+    )
+    assert (err["window_s"], err["min_rate"]) == (60, 2)  # 120 events/min
+    off = api.patch("/api/rules/builtin-error-rate", json={"enabled": False})
+    assert off.status_code == 201 and off.get_json()["enabled"] is False and off.get_json()["builtin"] is True
+    again = {r["id"]: r for r in api.get("/api/rules").get_json()["rules"]}["builtin-error-rate"]
+    assert again["enabled"] is False and again["critical"] == 0.05  # the rest kept
+    bad = api.patch("/api/rules/builtin-error-rate", json={"clear_threshold": 0.5})
+    assert bad.status_code == 400 and bad.get_json()["field"] == "clear_threshold"
+    assert api.delete("/api/rules/builtin-error-rate").get_json() == {
+        "deleted": "builtin-error-rate",
+        "restored": True,
+    }
+    assert {r["id"]: r for r in api.get("/api/rules").get_json()["rules"]}["builtin-error-rate"][
+        "enabled"
+    ] is True
+    assert api.delete("/api/rules/builtin-no-data").status_code == 409
+    assert api.patch("/api/rules/nope", json={"enabled": False}).status_code == 404
+    put = api.put("/api/rules/my-rule", json={"rule": "rate > 5"})
+    assert put.status_code == 201 and put.get_json()["id"] == "my-rule"
 
 
 def test_writes_need_the_api_key_when_one_is_set(redis_url, names):
@@ -389,6 +421,7 @@ def test_generator_incident_opens_an_anomaly_alert_and_it_closes_after(server_fa
             "ANALYTICS_WINDOW_S": "3",
             "ANALYTICS_SETTLE_MS": "300",
             "ALERT_CLEAR_S": "3",
+            "ALERT_DEFAULT_RULES": "false",  # this is about anomaly detection
         },
     )
     wait_for(lambda: _up(server), timeout=20, message="server up")
@@ -462,7 +495,12 @@ def incident_end_iso(ts: float) -> str:
 def test_rule_fires_is_acked_clears_and_calls_the_webhook(server_factory, r):
     with Hook() as hook:
         server = server_factory(
-            env={"ALERT_WEBHOOK_URL": hook.url, "ALERT_CLEAR_S": "2", "ANALYTICS_SETTLE_MS": "300"}
+            env={
+                "ALERT_WEBHOOK_URL": hook.url,
+                "ALERT_CLEAR_S": "2",
+                "ANALYTICS_SETTLE_MS": "300",
+                "ALERT_DEFAULT_RULES": "false",
+            }
         )
         rec, alerts = alert_recorder(server.url)
         with rec:

@@ -90,3 +90,34 @@ def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path, transport):
     # The summary of targets is there and refers to what was measured.
     targets = {row["target"]: row for row in results["targets"]}
     assert targets["ingest >= 50,000 events/s"]["value"] == ingest["worker"]["rate"]
+
+
+@pytest.mark.slow
+def test_tiny_late_section_measures_in_order_and_spread_events(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "backend.bench",
+            "--only", "late",
+            "--late-events", "3000",
+            "--late-rounds", "1",
+            "--publishers", "1",
+            "--json", str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    late = json.loads(out.read_text())["late"]
+    assert "error" not in late, late.get("traceback")
+    assert [r["kind"] for r in late["rounds"]] == ["in_order", "spread"]
+    for kind in ("in_order", "spread"):
+        # Every event of both bursts stored: the spread ones stay inside the retention window.
+        assert late[kind]["completed"] is True and late[kind]["accepted"] == 3000
+        assert late[kind]["rate"] > 0
+    assert late["rejected"] == 0
+    assert late["spread_s"] == 3600 - 120
+    assert late["ratio"] == round(late["spread"]["rate"] / late["in_order"]["rate"], 3)
+    assert "spread / in-order:" in proc.stdout

@@ -1,15 +1,12 @@
 import { memo, useCallback, useState } from 'react'
-import { formatAlertTime, formatDuration, openCounts } from '../lib/alerts.js'
+import { formatAlertTime, formatDuration, isActive, openCounts } from '../lib/alerts.js'
+import { ApiKeyPrompt } from './ApiKeyPrompt.jsx'
 
 export const CLOSED_SHOWN = 20 // recent closed alerts under the open ones
 
 /** What went wrong, in words an operator can act on. */
 export function ackErrorText(err) {
-  if (err?.status === 401)
-    return (
-      `Not acknowledged: this server requires an API key for changes (${err.message}). ` +
-      'The dashboard does not send one; acknowledge with curl and X-API-Key instead.'
-    )
+  if (err?.status === 401) return `Not acknowledged: this server requires an API key for changes (${err.message}).`
   if (err?.status === 404) return 'Not acknowledged: the server no longer has this alert.'
   return `Not acknowledged: ${err?.message ?? err}`
 }
@@ -18,13 +15,16 @@ const fmt = (v) => (v == null ? '—' : String(Math.round(v * 1000) / 1000))
 
 // The message already says what and how much; this says why it fired.
 function detail(a) {
-  if (a.kind === 'rule') return `rule · threshold ${fmt(a.threshold)}`
+  if (a.kind === 'rule') {
+    const what = a.rule_id?.startsWith('builtin-') ? 'built-in rule' : 'rule'
+    return `${what} · threshold ${fmt(a.threshold)}${a.baseline != null ? ` · baseline ${fmt(a.baseline)}` : ''}`
+  }
   const z = a.zscore != null ? ` · z ${a.zscore.toFixed(1)}` : ''
   return `anomaly${z}${a.baseline != null ? ` · baseline ${fmt(a.baseline)}` : ''}`
 }
 
-const AlertItem = memo(function AlertItem({ alert: a, busy, error, onAck }) {
-  const open = a.state === 'open'
+const AlertItem = memo(function AlertItem({ alert: a, busy, error, needsKey = false, onAck }) {
+  const open = isActive(a)
   const lasted = open ? null : formatDuration(a.opened_at, a.closed_at)
   return (
     <li
@@ -37,7 +37,15 @@ const AlertItem = memo(function AlertItem({ alert: a, busy, error, onAck }) {
         <span className="badge alert-severity" data-testid="alert-severity">
           {a.severity}
         </span>
-        {open ? <span className="sr-only">open alert on</span> : <span className="badge alert-closed">closed</span>}
+        {a.state === 'nodata' ? (
+          <span className="badge alert-nodata" data-testid="alert-nodata" title="Still open: its metric stopped reporting">
+            no data
+          </span>
+        ) : open ? (
+          <span className="sr-only">open alert on</span>
+        ) : (
+          <span className="badge alert-closed">closed</span>
+        )}
         <span className="alert-metric">{a.metric}</span>
         {a.tags &&
           Object.entries(a.tags).map(([k, v]) => (
@@ -78,6 +86,7 @@ const AlertItem = memo(function AlertItem({ alert: a, busy, error, onAck }) {
           {error}
         </div>
       )}
+      {error && needsKey && <ApiKeyPrompt onSaved={() => onAck(a.id)} />}
     </li>
   )
 })
@@ -89,6 +98,7 @@ const AlertItem = memo(function AlertItem({ alert: a, busy, error, onAck }) {
 export const AlertFeed = memo(function AlertFeed({ alerts, api, onUpdate, className = '' }) {
   const [busy, setBusy] = useState({})
   const [errors, setErrors] = useState({})
+  const [needsKey, setNeedsKey] = useState({})
   const items = alerts?.items ?? []
   const { open, critical } = openCounts(items)
   const shown = items.slice(0, open + CLOSED_SHOWN)
@@ -102,6 +112,7 @@ export const AlertFeed = memo(function AlertFeed({ alerts, api, onUpdate, classN
         if (next && typeof next === 'object') onUpdate?.(next)
       } catch (err) {
         setErrors((e) => ({ ...e, [id]: ackErrorText(err) }))
+        setNeedsKey((k) => ({ ...k, [id]: err?.status === 401 }))
       } finally {
         setBusy(({ [id]: _, ...rest }) => rest)
       }
@@ -137,7 +148,14 @@ export const AlertFeed = memo(function AlertFeed({ alerts, api, onUpdate, classN
           <ul className="alert-list" role="list" aria-label="Alerts, open first">
             {/* An ack from elsewhere (another tab, curl) makes an earlier failure here moot. */}
             {shown.map((a) => (
-              <AlertItem key={a.id} alert={a} busy={Boolean(busy[a.id])} error={a.acked ? null : errors[a.id]} onAck={ack} />
+              <AlertItem
+                key={a.id}
+                alert={a}
+                busy={Boolean(busy[a.id])}
+                error={a.acked ? null : errors[a.id]}
+                needsKey={Boolean(needsKey[a.id])}
+                onAck={ack}
+              />
             ))}
           </ul>
         )}

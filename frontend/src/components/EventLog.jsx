@@ -4,13 +4,14 @@ import { metricColor } from './colors.js'
 
 export const LOG_ROWS = 200 // never more rows than this in the DOM
 
-// Lower-cased text each event is searched by, computed once per event.
+// Lower-cased text each event is searched by, computed once per event (lazily: only while a text
+// filter is set). Only what a row shows: metric, source, value, tag chips, status.
 const searchText = new WeakMap()
+const tagChips = (ev) => (ev.tags ? Object.entries(ev.tags).map(([k, v]) => `${k}=${v}`) : [])
 function textOf(ev) {
   let t = searchText.get(ev)
   if (t === undefined) {
-    const tags = ev.tags ? Object.entries(ev.tags).map(([k, v]) => `${k}=${v}`).join(' ') : ''
-    t = `${ev.metric} ${ev.source ?? ''} ${ev.status} ${formatValue(ev.value)} ${tags} ${ev.id}`.toLowerCase()
+    t = `${ev.metric} ${ev.source ?? ''} ${ev.status} ${formatValue(ev.value)} ${tagChips(ev).join(' ')}`.toLowerCase()
     searchText.set(ev, t)
   }
   return t
@@ -30,7 +31,7 @@ export function filterEvents(events, metric, text, limit = LOG_ROWS) {
 
 const EventRow = memo(function EventRow({ ev }) {
   const value = formatValue(ev.value)
-  const tags = ev.tags ? Object.entries(ev.tags).map(([k, v]) => `${k}=${v}`).join(', ') : ''
+  const chips = tagChips(ev)
   return (
     <tr data-testid="event-row" className={ev.status === 'error' ? 'row-error' : undefined}>
       <td className="mono nowrap muted">{formatClock(ev.ts)}</td>
@@ -40,8 +41,13 @@ const EventRow = memo(function EventRow({ ev }) {
         </span>
       </td>
       <td className="nowrap cell-source">{ev.source ?? '—'}</td>
-      <td className="mono cell-value" title={tags ? `${value}\n${tags}` : value}>
-        {value}
+      <td className="mono cell-value" title={chips.length ? `${value}\n${chips.join(', ')}` : value}>
+        <span className="cell-value-text">{value}</span>
+        {chips.map((c) => (
+          <span key={c} className="tag-chip" data-testid="tag-chip">
+            {c}
+          </span>
+        ))}
       </td>
       <td>
         <span className={`badge ${ev.status === 'error' ? 'badge-error' : 'badge-ok'}`}>{ev.status}</span>
@@ -50,9 +56,17 @@ const EventRow = memo(function EventRow({ ev }) {
   )
 })
 
-export function EventLog({ events, metrics = [], paused, newCount = 0, onResume }) {
-  const [metric, setMetric] = useState('')
-  const [text, setText] = useState('')
+export function EventLog({ events, metrics = [], paused, newCount = 0, onResume, initialMetric = '', initialText = '', onFiltersChange }) {
+  const [metric, setMetricState] = useState(initialMetric)
+  const [text, setTextState] = useState(initialText)
+  const setMetric = (m) => {
+    setMetricState(m)
+    onFiltersChange?.({ metric: m, text })
+  }
+  const setText = (t) => {
+    setTextState(t)
+    onFiltersChange?.({ metric, text: t })
+  }
   const query = useDeferredValue(text)
   const rows = useMemo(() => filterEvents(events, metric, query), [events, metric, query])
   const options = useMemo(() => {
@@ -130,7 +144,7 @@ export function EventLog({ events, metrics = [], paused, newCount = 0, onResume 
               <th scope="col">Time</th>
               <th scope="col">Metric</th>
               <th scope="col">Source</th>
-              <th scope="col">Value</th>
+              <th scope="col">Value · tags</th>
               <th scope="col">Status</th>
             </tr>
           </thead>

@@ -53,4 +53,29 @@ describe('EventLog', () => {
     rerender(<EventLog events={newestFirst(5)} paused={false} />)
     expect(screen.queryByTestId('new-events')).toBeNull()
   })
+
+  it('shows tags as chips on the row, and the text filter matches only what rows show', () => {
+    const events = [
+      ev(2, { metric: 'http_request', tags: { endpoint: '/api/checkout', region: 'eu' }, id: 'evt-secret-id' }),
+      ev(1, { metric: 'http_request', tags: { endpoint: '/api/orders' } }),
+    ]
+    render(<EventLog events={events} />)
+    const [first] = screen.getAllByTestId('event-row')
+    expect(within(first).getAllByTestId('tag-chip').map((c) => c.textContent)).toEqual(['endpoint=/api/checkout', 'region=eu'])
+    fireEvent.change(screen.getByTestId('log-filter-text'), { target: { value: '/api/checkout' } })
+    const rows = screen.getAllByTestId('event-row')
+    expect(rows).toHaveLength(1)
+    expect(rows[0]).toHaveTextContent('/api/checkout')
+    fireEvent.change(screen.getByTestId('log-filter-text'), { target: { value: 'evt-secret-id' } })
+    expect(screen.queryAllByTestId('event-row')).toHaveLength(0) // not shown, so not matched
+  })
+
+  it('starts from the filters it is given and reports changes (for the URL)', () => {
+    const changes = []
+    render(<EventLog events={newestFirst(4)} initialMetric="orders" initialText="x" onFiltersChange={(f) => changes.push(f)} />)
+    expect(screen.getByTestId('log-filter-metric')).toHaveValue('orders')
+    expect(screen.getByTestId('log-filter-text')).toHaveValue('x')
+    fireEvent.change(screen.getByTestId('log-filter-text'), { target: { value: 'y' } })
+    expect(changes).toEqual([{ metric: 'orders', text: 'y' }])
+  })
 })

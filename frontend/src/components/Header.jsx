@@ -8,11 +8,32 @@ export function statusText(status, attempt) {
   return 'Connecting…'
 }
 
-export function ConnectionStatus({ status, attempt }) {
+const hms = (ms) => {
+  const d = new Date(ms)
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':')
+}
+
+/** "Redis down since 12:00:04" from the server's `status` push; null while all is up. */
+export function serverStatusText(serverStatus) {
+  if (!serverStatus) return null
+  const what = serverStatus.redis === 'down' ? 'Redis down' : serverStatus.worker === 'down' ? 'Worker down' : null
+  if (!what) return null
+  const since = Date.parse(serverStatus.since ?? '')
+  return Number.isFinite(since) ? `${what} since ${hms(since)}` : what
+}
+
+export function ConnectionStatus({ status, attempt, serverStatus = null }) {
+  const degraded = status === 'connected' ? serverStatusText(serverStatus) : null
   return (
-    <span className={`status-pill status-${status}`} role="status" aria-live="polite">
+    <span className={`status-pill status-${degraded ? 'degraded' : status}`} role="status" aria-live="polite">
       <span className="status-dot" aria-hidden="true" />
       <span data-testid="connection-status">{statusText(status, attempt)}</span>
+      {degraded && (
+        <span className="server-status" data-testid="server-status">
+          {' · '}
+          {degraded}
+        </span>
+      )}
     </span>
   )
 }
@@ -38,6 +59,7 @@ export function Header({
   attempt,
   ratePerSec,
   redisDown,
+  serverStatus = null,
   openAlerts = null,
   windowSec,
   onWindowChange,
@@ -54,8 +76,8 @@ export function Header({
           <Logo />
           Pulseboard
         </h1>
-        <ConnectionStatus status={status} attempt={attempt} />
-        {redisDown && (
+        <ConnectionStatus status={status} attempt={attempt} serverStatus={serverStatus} />
+        {redisDown && !serverStatus && (
           <span className="badge badge-error" title="The server reports that Redis is unreachable">
             Redis down
           </span>

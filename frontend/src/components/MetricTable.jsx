@@ -59,6 +59,9 @@ export const MetricTable = memo(function MetricTable({ aggregate, trends = null,
         <h2 className="card-title">By metric</h2>
         <span className="card-subtitle">avg / p95 of each metric&apos;s latency field, else its first field</span>
       </header>
+      <p className="scroll-hint" aria-hidden="true" data-testid="scroll-hint">
+        Swipe the table sideways for more columns →
+      </p>
       <div className="table-scroll">
         <table className="table metric-table" data-testid="metric-table">
           <thead>

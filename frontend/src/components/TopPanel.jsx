@@ -122,6 +122,9 @@ export const TopPanel = memo(function TopPanel({ api, windowSec, catalog, classN
           {off ? `Top-N is turned off on this server: ${error.message}.` : `Could not load the top values: ${error.message}`}
         </div>
       )}
+      <p className="scroll-hint" aria-hidden="true" data-testid="scroll-hint">
+        Swipe the table sideways for more columns →
+      </p>
       <div className="table-scroll">
         {(rows.length > 0 || other) && (
           <table className="table top-table" data-testid="top-table">

@@ -64,8 +64,31 @@ function snapshotOf(s) {
     generator: s.generator,
     windowSec: s.windowSec,
     alerts: s.alerts,
+    serverStatus: s.serverStatus,
+    aggregateAt: s.aggregateAt,
+    stale: s.stale,
   }
 }
+
+/**
+ * Whether the numbers on screen may be old, and since when: the server said Redis or its worker
+ * is down, the socket is not connected, or the last aggregate is older than its window.
+ * Returns null when they are current, else {reason, since (ms)}.
+ */
+export function staleness({ status, serverStatus, aggregateAt, windowSec, now }) {
+  if (aggregateAt == null) return null
+  const down = serverStatus && (serverStatus.redis === 'down' || serverStatus.worker === 'down')
+  if (down) {
+    const what = serverStatus.redis === 'down' ? 'Redis down' : 'worker down'
+    const since = Date.parse(serverStatus.since ?? '')
+    return { reason: what, since: Number.isFinite(since) ? Math.min(since, now) : aggregateAt, asOf: aggregateAt }
+  }
+  if (status !== 'connected') return { reason: 'not connected', since: aggregateAt, asOf: aggregateAt }
+  if (now - aggregateAt > windowSec * 1000) return { reason: 'no update', since: aggregateAt, asOf: aggregateAt }
+  return null
+}
+
+const sameStale = (a, b) => (a === null || b === null ? a === b : a.reason === b.reason && a.since === b.since)
 
 export function usePulse({
   windowSec,
@@ -74,9 +97,8 @@ export function usePulse({
   flushMs = FLUSH_MS,
   bufferSize = LOG_BUFFER,
 } = {}) {
-  const ref = useRef(null)
-  if (ref.current === null) {
-    ref.current = {
+  // The mutable state the socket handlers write: created once, then only touched outside render.
+  const [initial] = useState(() => ({
       socket: null,
       buffer: new EventBuffer(bufferSize),
       events: [], // what the log shows: buffer.items as of the last log commit (every LOG_MS)
@@ -110,18 +132,23 @@ export function usePulse({
       alertsLoaded: false,
       alertsDirty: false,
       alertsToken: 0,
-    }
-  }
+      serverStatus: null, // the server's `status` push: {redis, worker, since}
+      aggregateAt: null, // when the last aggregate arrived (ms)
+      stale: null, // staleness(), recomputed by the flush
+  }))
+  const ref = useRef(initial)
   const apiRef = useRef(api)
-  apiRef.current = api
-  const [snap, setSnap] = useState(() => snapshotOf(ref.current))
+  useEffect(() => {
+    apiRef.current = api
+  })
+  const [snap, setSnap] = useState(() => snapshotOf(initial))
 
   /**
    * Loads chart history. `fresh`: a new store (first load, window change); otherwise the history
    * is reloaded into the current store (after a reconnect, or the scheduled refresh). `refreshLater`
    * schedules one more reload a step later, which settles the bucket that was in progress.
    */
-  const loadSeries = useCallback(async ({ fresh = false, refreshLater = true } = {}) => {
+  const loadSeries = useCallback(async function load({ fresh = false, refreshLater = true } = {}) {
     const s = ref.current
     const win = s.windowSec
     const token = ++s.seriesToken
@@ -169,7 +196,7 @@ export function usePulse({
     s.seriesAt = 0
     s.dirty = true
     if (refreshLater && !s.disposed) {
-      s.refreshTimer = setTimeout(() => loadSeries({ refreshLater: false }), store.stepMs + HISTORY_SETTLE_MS)
+      s.refreshTimer = setTimeout(() => load({ refreshLater: false }), store.stepMs + HISTORY_SETTLE_MS)
     }
   }, [])
 
@@ -300,6 +327,7 @@ export function usePulse({
       // A tick computed for the previous window can still be in flight after a change.
       if (body.window_seconds != null && Number(body.window_seconds) !== s.windowSec) return
       s.aggregate = body
+      s.aggregateAt = Date.now()
       const lat = pickLatencyField(body.metrics)
       if (lat) s.series?.setLatency(lat)
       touch()
@@ -310,6 +338,13 @@ export function usePulse({
         s.alertsDirty = true
         touch()
       }
+    }
+
+    function onStatus(body) {
+      if (!body || typeof body !== 'object') return
+      const updown = (v) => (v === 'down' ? 'down' : 'up')
+      s.serverStatus = { redis: updown(body.redis), worker: updown(body.worker), since: String(body.since ?? '') }
+      touch()
     }
 
     function onGenerator(body) {
@@ -342,6 +377,7 @@ export function usePulse({
     socket.on('aggregate', onAggregate)
     socket.on('generator', onGenerator)
     socket.on('alert', onAlert)
+    socket.on('status', onStatus)
     manager?.on('reconnect_attempt', onReconnectAttempt)
     manager?.on('reconnect_failed', onReconnectFailed)
     window.addEventListener('offline', onBrowserOffline)
@@ -357,6 +393,7 @@ export function usePulse({
       socket.off('aggregate', onAggregate)
       socket.off('generator', onGenerator)
       socket.off('alert', onAlert)
+      socket.off('status', onStatus)
       manager?.off('reconnect_attempt', onReconnectAttempt)
       manager?.off('reconnect_failed', onReconnectFailed)
       socket.disconnect()
@@ -390,6 +427,11 @@ export function usePulse({
       // Charts: at most every SERIES_MS, and at least every second so the time axis slides.
       const seriesDue = s.series && now - s.seriesAt >= (s.dirty ? SERIES_MS : 1000)
       const logDue = s.events !== s.buffer.items && now - s.eventsAt >= LOG_MS
+      const stale = staleness({ ...s, now })
+      if (!sameStale(stale, s.stale)) {
+        s.stale = stale
+        s.dirty = true
+      }
       if (!s.dirty && rate === s.rate && !seriesDue && !logDue) return
       if (seriesDue) {
         s.seriesSnap = s.series.snapshot(now - s.clockOffset)

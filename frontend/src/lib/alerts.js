@@ -29,7 +29,9 @@ export function normalizeAlert(raw) {
     field: str(raw.field),
     direction: raw.direction === 'below' ? 'below' : 'above',
     severity: raw.severity === 'critical' ? 'critical' : 'warning',
-    state: raw.state === 'closed' ? 'closed' : 'open',
+    // nodata: still open, but its metric stopped reporting (neither bad nor resolved)
+    state: raw.state === 'closed' ? 'closed' : raw.state === 'nodata' ? 'nodata' : 'open',
+    rule_id: str(raw.rule_id),
     value: num(raw.value),
     threshold: num(raw.threshold),
     zscore: num(raw.zscore),
@@ -43,10 +45,13 @@ export function normalizeAlert(raw) {
   }
 }
 
+/** Not closed: open, or open without data (`nodata`). */
+export const isActive = (a) => a.state !== 'closed'
+
 /** Open before closed; open ones critical first, then newest; closed ones most recently closed first. */
 export function compareAlerts(a, b) {
-  if (a.state !== b.state) return a.state === 'open' ? -1 : 1
-  if (a.state === 'open') {
+  if (isActive(a) !== isActive(b)) return isActive(a) ? -1 : 1
+  if (isActive(a)) {
     if (a.severity !== b.severity) return a.severity === 'critical' ? -1 : 1
     return (time(b.opened_at) ?? 0) - (time(a.opened_at) ?? 0) || (a.id < b.id ? -1 : 1)
   }
@@ -112,8 +117,8 @@ export class AlertBook {
 
   #resort() {
     const all = [...this.byId.values()].sort(compareAlerts)
-    const open = all.filter((a) => a.state === 'open')
-    const closed = all.filter((a) => a.state === 'closed')
+    const open = all.filter(isActive)
+    const closed = all.filter((a) => !isActive(a))
     // Bounded: a long session would otherwise keep every alert it ever saw.
     for (const a of closed.slice(this.keepClosed)) this.byId.delete(a.id)
     this.sorted = open.concat(closed.slice(0, this.keepClosed))
@@ -124,7 +129,7 @@ export function openCounts(alerts) {
   let open = 0
   let critical = 0
   for (const a of alerts) {
-    if (a.state !== 'open') continue
+    if (!isActive(a)) continue
     open += 1
     if (a.severity === 'critical') critical += 1
   }

@@ -15,7 +15,29 @@ function query(params) {
   return s ? `?${s}` : ''
 }
 
-export function createApi(fetchImpl = (...args) => globalThis.fetch(...args)) {
+// The API key for writes (INGEST_API_KEY on the server), entered by the user when the server
+// answers 401; kept for the tab only (sessionStorage), sent as X-API-Key.
+export const API_KEY_STORAGE = 'pulseboard:api-key'
+
+function session() {
+  try {
+    return globalThis.sessionStorage ?? null
+  } catch {
+    return null
+  }
+}
+
+export const apiKeyStore = {
+  get: () => session()?.getItem(API_KEY_STORAGE) || null,
+  set: (key) => {
+    const s = session()
+    if (!s) return
+    if (key) s.setItem(API_KEY_STORAGE, key)
+    else s.removeItem(API_KEY_STORAGE)
+  },
+}
+
+export function createApi(fetchImpl = (...args) => globalThis.fetch(...args), keys = apiKeyStore) {
   async function request(path, init) {
     let res
     try {
@@ -23,7 +45,7 @@ export function createApi(fetchImpl = (...args) => globalThis.fetch(...args)) {
     } catch (err) {
       throw new ApiError(`network error: ${err?.message ?? err}`, 0)
     }
-    let body = null
+    let body
     try {
       body = await res.json()
     } catch {
@@ -31,20 +53,39 @@ export function createApi(fetchImpl = (...args) => globalThis.fetch(...args)) {
     }
     if (!res.ok) {
       const msg = body && typeof body.error === 'string' ? body.error : `HTTP ${res.status}`
-      throw new ApiError(msg, res.status)
+      const err = new ApiError(msg, res.status)
+      err.field = body && typeof body.field === 'string' ? body.field : null
+      throw err
     }
     return body
   }
 
+  /** A change: JSON body, and the API key when the user gave one. */
+  function write(path, method, body) {
+    const headers = { Accept: 'application/json' }
+    if (body !== undefined) headers['Content-Type'] = 'application/json'
+    const key = keys?.get()
+    if (key) headers['X-API-Key'] = key
+    return request(path, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) })
+  }
+  const rulePath = (id) => `/api/rules/${encodeURIComponent(id)}`
+
   return {
     health: () => request('/api/health'),
     recent: ({ limit = 200, metric, after } = {}) => request(`/api/metrics/recent${query({ limit, metric, after })}`),
-    aggregate: ({ window, metric } = {}) => request(`/api/metrics/aggregate${query({ window, metric })}`),
-    timeseries: ({ window, step, metric, field } = {}) =>
-      request(`/api/metrics/timeseries${query({ window, step, metric, field })}`),
+    // from/to: ISO strings (an absolute range); tag: "endpoint=/api/orders" (timeseries only)
+    aggregate: ({ window, metric, from, to } = {}, { signal } = {}) =>
+      request(`/api/metrics/aggregate${query({ window, metric, from, to })}`, { signal }),
+    timeseries: ({ window, step, metric, field, from, to, tag } = {}, { signal } = {}) =>
+      request(`/api/metrics/timeseries${query({ window, step, metric, field, from, to, tag })}`, { signal }),
     // Reads take an optional `signal`: a poll whose answer is no longer wanted is aborted, not left running.
     alerts: ({ state = 'all', limit } = {}, { signal } = {}) => request(`/api/alerts${query({ state, limit })}`, { signal }),
-    ackAlert: (id) => request(`/api/alerts/${encodeURIComponent(id)}/ack`, { method: 'POST' }),
+    ackAlert: (id) => write(`/api/alerts/${encodeURIComponent(id)}/ack`, 'POST'),
+    rules: ({ signal } = {}) => request('/api/rules', { signal }),
+    createRule: (body) => write('/api/rules', 'POST', body),
+    replaceRule: (id, body) => write(rulePath(id), 'PUT', body),
+    patchRule: (id, body) => write(rulePath(id), 'PATCH', body),
+    deleteRule: (id) => write(rulePath(id), 'DELETE'),
     trends: ({ window, metric } = {}, { signal } = {}) =>
       request(`/api/metrics/trends${query({ window, metric })}`, { signal }),
     top: ({ by, window, metric, n, order, field } = {}, { signal } = {}) =>

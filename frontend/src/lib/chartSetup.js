@@ -1,7 +1,9 @@
 // The only place Chart.js parts are registered (tree-shaken: line charts on a linear axis).
 // A linear x axis of unix ms with a tick formatter avoids needing a date adapter.
-import { Chart, Filler, Legend, LinearScale, LineController, LineElement, PointElement, Tooltip } from 'chart.js'
+import { Chart, Filler, Legend, LinearScale, LineController, LineElement, LogarithmicScale, PointElement, Tooltip } from 'chart.js'
 
-Chart.register(LineController, LineElement, PointElement, LinearScale, Filler, Legend, Tooltip)
+import { alertMarkerPlugin } from './markers.js'
+
+Chart.register(LineController, LineElement, PointElement, LinearScale, LogarithmicScale, Filler, Legend, Tooltip, alertMarkerPlugin)
 
 export { Chart }

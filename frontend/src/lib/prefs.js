@@ -22,7 +22,7 @@ function storage() {
 
 /** Read preferences, ignoring anything malformed (the value is user-editable). */
 export function loadPrefs() {
-  let raw = null
+  let raw
   try {
     raw = JSON.parse(storage()?.getItem(PREFS_KEY) ?? 'null')
   } catch {

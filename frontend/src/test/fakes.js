@@ -166,7 +166,35 @@ export function fakeApi(overrides = {}) {
       top: [],
       other: null,
     })),
+    rules: vi.fn(async () => ({ count: 0, rules: [] })),
+    createRule: vi.fn(async (body) => ruleBody({ id: 'r-new', ...body })),
+    replaceRule: vi.fn(async (id, body) => ruleBody({ ...body, id })),
+    patchRule: vi.fn(async (id, body) => ruleBody({ ...body, id })),
+    deleteRule: vi.fn(async (id) => ({ deleted: id })),
     ...overrides,
+  }
+}
+
+/** A rule as GET /api/rules lists it. */
+export function ruleBody(extra = {}) {
+  return {
+    id: 'r-1',
+    name: 'error_rate > 0.05 severity warning',
+    metric: null,
+    signal: 'error_rate',
+    field: null,
+    expr: 'error_rate',
+    op: '>',
+    threshold: 0.05,
+    for_s: 0,
+    clear_s: null,
+    severity: 'warning',
+    source: 'api',
+    rule: 'error_rate > 0.05 severity warning',
+    builtin: false,
+    enabled: true,
+    silenced_until: null,
+    ...extra,
   }
 }
 

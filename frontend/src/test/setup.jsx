@@ -28,6 +28,8 @@ if (!window.matchMedia) {
 afterEach(() => {
   cleanup()
   localStorage.clear()
+  sessionStorage.clear()
+  window.history.replaceState(null, '', '/') // the app writes its view into the URL
   delete document.documentElement.dataset.theme
   vi.useRealTimers()
 })
