@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NPM_STAMP := frontend/node_modules/.installed
 FRONTEND_SRC := $(shell find frontend/src frontend/public frontend/index.html frontend/vite.config.js frontend/package.json -type f 2>/dev/null)
 
-.PHONY: run test test-py test-frontend lint format bench frontend venv chromium clean
+.PHONY: run test test-py test-frontend lint format bench screenshots frontend venv chromium clean
 
 run: venv frontend
 	$(BIN)/pulseboard up
@@ -27,6 +27,11 @@ lint: venv
 format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The README's pictures: the browser tests that take them, told to write into docs/ (a plain test
+# run writes them to its temporary folder, so it never rewrites the committed files).
+screenshots: venv frontend chromium
+	PULSEBOARD_SCREENSHOTS=docs $(BIN)/pytest tests/e2e -k screenshot
 
 bench: venv frontend
 	$(BIN)/pulseboard bench

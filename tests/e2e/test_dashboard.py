@@ -18,7 +18,6 @@ from backend.procs import generator_command, pulseboard_command, stop
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
-DOCS = ROOT / "docs"
 
 
 def ingest(server, events) -> None:
@@ -125,7 +124,7 @@ def test_web_node_restart_shows_reconnecting_then_recovers_missed_events(server_
         stop(restarted)
 
 
-def test_screenshots_for_the_readme(server_factory, page: Page):
+def test_screenshots_for_the_readme(server_factory, page: Page, screenshot_dir: Path):
     """Light and dark screenshots of the dashboard with the generator running, for the README."""
     server = server_factory()
     generator = subprocess.Popen(
@@ -147,14 +146,13 @@ def test_screenshots_for_the_readme(server_factory, page: Page):
             "() => Number(document.querySelector('[data-testid=total-events]').innerText.replace(/\\D/g, '')) >= 1000",
             timeout=20_000,
         )
-        DOCS.mkdir(exist_ok=True)
         for theme in ("light", "dark"):
             if page.locator("html").get_attribute("data-theme") != theme:
                 page.get_by_test_id("theme-toggle").click()
             expect(page.locator("html")).to_have_attribute("data-theme", theme)
-            path = DOCS / f"dashboard-{theme}.png"
+            path = screenshot_dir / f"dashboard-{theme}.png"
             page.screenshot(path=str(path), full_page=True)
-            assert Path(path).stat().st_size > 20_000
+            assert path.stat().st_size > 20_000
         assert total_events(page) > 0
     finally:
         stop(generator)
@@ -234,7 +232,7 @@ def test_acknowledge_without_the_api_key_shows_why(server_factory, page: Page):
         stop(generator)
 
 
-def test_screenshot_of_the_alert_feed_for_the_docs(server_factory, page: Page):
+def test_screenshot_of_the_alert_feed_for_the_docs(server_factory, page: Page, screenshot_dir: Path):
     """docs/dashboard-alert.png: the top of the dashboard with open critical and warning alerts,
     a closed one, trend arrows on the counters; light theme."""
     server = server_factory(env={"ANALYTICS_SETTLE_MS": "300"})
@@ -266,7 +264,7 @@ def test_screenshot_of_the_alert_feed_for_the_docs(server_factory, page: Page):
             timeout=20_000,
         )
         page.evaluate("window.scrollTo(0, 0)")
-        path = DOCS / "dashboard-alert.png"
+        path = screenshot_dir / "dashboard-alert.png"
         page.screenshot(path=str(path))
         assert path.stat().st_size > 20_000
     finally:
