@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,12 @@ from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DB = 9
+
+# Hypothesis (under schemathesis) keeps a cache in ./.hypothesis by default; a test run must leave
+# the work tree as it found it. Read when Hypothesis first writes, which is after this import.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "pulseboard-hypothesis")
+)
 
 
 @pytest.fixture(scope="session")
