@@ -43,15 +43,22 @@ def test_three_web_nodes_two_workers_exactly_once_and_failover(server_factory, r
     try:
         wait_for(lambda: all(c.sub_acks for c in clients), message="all subscribed")
         publish(r, webs[0].channel, [{"metric": "scale", "value": i} for i in range(300)])
+        # Each node broadcasts in order, so a duplicate of the 300 would reach a client before the
+        # end marker published after them.
+        publish(r, webs[0].channel, [{"metric": "scale-end"}])
         for c in clients:
-            wait_for(lambda c=c: len(c.batched_events()) >= 300, timeout=20, message="300 events per client")
-        time.sleep(0.3)  # room for a duplicate to show up
+            wait_for(
+                lambda c=c: any(e["metric"] == "scale-end" for e in c.batched_events()),
+                timeout=20,
+                message="300 events and the end marker per client",
+            )
         for c in clients:
-            assert [e["value"] for e in c.batched_events()] == list(range(300))
+            assert [e["metric"] for e in c.batched_events()][-1] == "scale-end"
+            assert [e["value"] for e in c.batched_events()[:-1]] == list(range(300))
 
         # One logical consumer: the aggregate counts each event once, not once per worker.
         agg = requests.get(webs[1].url + "/api/metrics/aggregate?window=60", timeout=5).json()
-        assert agg["aggregate"] == {"scale": 300}
+        assert agg["aggregate"] == {"scale": 300, "scale-end": 1}
 
         first.process.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
@@ -62,9 +69,9 @@ def test_three_web_nodes_two_workers_exactly_once_and_failover(server_factory, r
 
         publish(r, webs[0].channel, [{"metric": "after", "value": i} for i in range(100)])
         for c in clients:
-            wait_for(lambda c=c: len(c.batched_events()) >= 400, timeout=20, message="events after failover")
+            wait_for(lambda c=c: len(c.batched_events()) >= 401, timeout=20, message="events after failover")
         for c in clients:
-            assert [e["value"] for e in c.batched_events()[300:]] == list(range(100))
+            assert [e["value"] for e in c.batched_events()[301:]] == list(range(100))
         for web in webs:
             assert requests.get(web.url + "/api/ready", timeout=5).status_code == 200
         # Each node ticks for its own clients only: no client gets the same tick twice.
