@@ -74,12 +74,14 @@ def test_three_web_nodes_two_workers_exactly_once_and_failover(server_factory, r
             assert [e["value"] for e in c.batched_events()[301:]] == list(range(100))
         for web in webs:
             assert requests.get(web.url + "/api/ready", timeout=5).status_code == 200
-        # Each node ticks for its own clients only: no client gets the same tick twice.
-        # (The first aggregate is the immediate answer to `subscribe`, which may share a second.)
+        # Each node ticks for its own clients only: with three nodes ticking every client, each
+        # second would come three times. (The first aggregate is the immediate answer to
+        # `subscribe`, which may share a second; and on a busy machine a late tick can share one
+        # with the next, so the odd repeat is not that bug.)
         for c in clients:
-            wait_for(lambda c=c: len(c.aggregates) >= 4, message="three ticks")
+            wait_for(lambda c=c: len(c.aggregates) >= 5, message="four ticks")
             ticks = [a["to"] for a in c.aggregates[1:]]
-            assert len(ticks) == len(set(ticks)), ticks
+            assert len(set(ticks)) > len(ticks) / 2, ticks
     finally:
         for c in clients:
             c.close()
