@@ -14,8 +14,11 @@ run: venv frontend
 
 test: venv frontend chromium lint test-frontend test-py
 
+# Parallel workers, each with its own embedded Redis (tests/conftest.py); most tests wait on
+# servers and browsers, so more workers than cores pays. Override: make test PYTEST_WORKERS=0.
+PYTEST_WORKERS ?= 4
 test-py: venv
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxschedchunk 1
 
 test-frontend: $(NPM_STAMP)
 	cd frontend && npm test

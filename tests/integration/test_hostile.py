@@ -11,6 +11,7 @@ import sys
 import time
 
 import orjson
+import pytest
 import requests
 
 from tests.helpers import wait_for
@@ -70,6 +71,7 @@ def valid_events(n: int, marker: str) -> list[dict]:
     ]
 
 
+@pytest.mark.slow
 def test_ten_thousand_hostile_messages_interleaved_with_valid_events(live_server, r):
     rnd = random.Random(42)
     bad = hostile_messages(10_000, rnd)
@@ -186,6 +188,7 @@ def _stuck_client(url: str) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_a_client_that_stops_reading_is_dropped_and_does_not_slow_others(server_factory, r):
     server = server_factory(env={"SLOW_CLIENT_MAX_PENDING": "20"})
     stuck = _stuck_client(server.url)
