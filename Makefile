@@ -12,7 +12,12 @@ FRONTEND_SRC := $(shell find frontend/src frontend/public frontend/index.html fr
 run: venv frontend
 	$(BIN)/pulseboard up
 
-test: venv frontend chromium lint test-frontend test-py
+# Two jobs side by side first: the Python env installs while the dashboard's packages install and
+# its tests run (on a fresh clone the vitest run costs no extra time); then lint and pytest, which
+# gets the machine to itself (its tests start servers and browsers and wait on them with deadlines).
+test:
+	@$(MAKE) --no-print-directory -j2 --output-sync=target venv frontend chromium test-frontend
+	@$(MAKE) --no-print-directory lint test-py
 
 # Parallel workers, each with its own embedded Redis (tests/conftest.py); most tests wait on
 # servers and browsers, so more workers than cores pays. Override: make test PYTEST_WORKERS=0.
