@@ -18,7 +18,7 @@ import redis
 import requests
 
 from backend.embedded_redis import EmbeddedRedis, free_port
-from backend.procs import pulseboard_command, stop
+from backend.procs import pulseboard_command
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,8 +171,16 @@ def server_factory(redis_url, names, tmp_path):
         return server
 
     yield factory
-    for server in started:
-        stop(server.process)
+    # SIGTERM them all first, so several servers shut down side by side, not one after another.
+    running = [server.process for server in started if server.process.poll() is None]
+    for process in running:
+        process.terminate()
+    for process in running:
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
 
 
 @pytest.fixture
