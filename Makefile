@@ -7,15 +7,23 @@ STAMP := $(VENV)/.installed
 NPM_STAMP := frontend/node_modules/.installed
 FRONTEND_SRC := $(shell find frontend/src frontend/public frontend/index.html frontend/vite.config.js frontend/package.json -type f 2>/dev/null)
 
-.PHONY: run test test-py test-frontend lint format bench frontend venv chromium clean screenshots
+.PHONY: run test test-py test-frontend lint format bench screenshots frontend venv chromium clean
 
 run: venv frontend
 	$(BIN)/pulseboard up
 
-test: venv frontend chromium lint test-frontend test-py
+# Two jobs side by side first: the Python env installs while the dashboard's packages install and
+# its tests run (on a fresh clone the vitest run costs no extra time); then lint and pytest, which
+# gets the machine to itself (its tests start servers and browsers and wait on them with deadlines).
+test:
+	@$(MAKE) --no-print-directory -j2 --output-sync=target venv frontend chromium test-frontend
+	@$(MAKE) --no-print-directory lint test-py
 
+# Parallel workers, each with its own embedded Redis (tests/conftest.py); most tests wait on
+# servers and browsers, so more workers than cores pays. Override: make test PYTEST_WORKERS=0.
+PYTEST_WORKERS ?= 4
 test-py: venv
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxschedchunk 1
 
 test-frontend: $(NPM_STAMP)
 	cd frontend && npm run lint
@@ -29,9 +37,10 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Rewrites the docs/*.png screenshots (browser tests that write into the tree only with this opt-in).
+# The README's pictures: the browser tests that take them, told to write into docs/ (a plain test
+# run writes them to its temporary folder, so it never rewrites the committed files).
 screenshots: venv frontend chromium
-	PULSEBOARD_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_alerting.py tests/e2e/test_dashboard.py -q -p no:randomly -k "screenshot or test_alerting"
+	PULSEBOARD_SCREENSHOTS=docs $(BIN)/pytest tests/e2e -p no:randomly
 
 bench: venv frontend
 	$(BIN)/pulseboard bench

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,25 @@ import redis
 import requests
 
 from backend.embedded_redis import EmbeddedRedis, free_port
-from backend.procs import pulseboard_command, stop
+from backend.procs import pulseboard_command
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DB = 9
+
+# Hypothesis (under schemathesis) keeps a cache in ./.hypothesis by default; a test run must leave
+# the work tree as it found it. Read when Hypothesis first writes, which is after this import.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "pulseboard-hypothesis")
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    # Slow tests first (a stable sort keeps the rest in order): with `make test`'s workers each
+    # taking one test at a time (pytest-xdist, --maxschedchunk 1), they start at once on different
+    # workers and the short tests fill in around them, instead of one starting last and the
+    # run waiting for it alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
@@ -156,8 +171,16 @@ def server_factory(redis_url, names, tmp_path):
         return server
 
     yield factory
-    for server in started:
-        stop(server.process)
+    # SIGTERM them all first, so several servers shut down side by side, not one after another.
+    running = [server.process for server in started if server.process.poll() is None]
+    for process in running:
+        process.terminate()
+    for process in running:
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
 
 
 @pytest.fixture

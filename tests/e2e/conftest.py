@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
-DIST = Path(__file__).resolve().parents[2] / "frontend" / "dist" / "index.html"
+DIST = ROOT / "frontend" / "dist" / "index.html"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -48,3 +49,16 @@ def browser_type_launch_args(browser_type_launch_args):
 @pytest.fixture
 def browser_context_args(browser_context_args):
     return {**browser_context_args, "viewport": {"width": 1440, "height": 1000}}
+
+
+@pytest.fixture
+def screenshot_dir(tmp_path) -> Path:
+    """Where the screenshot tests write their pictures: the test's own temporary folder, so a test
+    run leaves the committed docs/*.png alone. `make screenshots` sets PULSEBOARD_SCREENSHOTS=docs
+    to refresh the README's pictures on purpose (a relative path is taken from the repository)."""
+    target = os.environ.get("PULSEBOARD_SCREENSHOTS")
+    if not target:
+        return tmp_path
+    path = ROOT / target
+    path.mkdir(parents=True, exist_ok=True)
+    return path

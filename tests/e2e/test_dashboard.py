@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -19,7 +18,6 @@ from backend.procs import generator_command, pulseboard_command, stop
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
-DOCS = ROOT / "docs"
 
 
 def ingest(server, events) -> None:
@@ -93,6 +91,7 @@ def test_theme_toggle_persists_across_reload(live_server, page: Page):
     expect(html).to_have_attribute("data-theme", after)
 
 
+@pytest.mark.slow
 def test_web_node_restart_shows_reconnecting_then_recovers_missed_events(server_factory, page: Page):
     # Worker and web node as separate processes (the scale-out topology), so events published
     # while the web node is down are still stored, and the dashboard must fetch them on reconnect.
@@ -126,14 +125,8 @@ def test_web_node_restart_shows_reconnecting_then_recovers_missed_events(server_
         stop(restarted)
 
 
-SCREENSHOTS = pytest.mark.skipif(
-    os.environ.get("PULSEBOARD_SCREENSHOTS") != "1",
-    reason="writes docs/*.png: run with PULSEBOARD_SCREENSHOTS=1 (make screenshots)",
-)
-
-
-@SCREENSHOTS
-def test_screenshots_for_the_readme(server_factory, page: Page):
+@pytest.mark.slow
+def test_screenshots_for_the_readme(server_factory, page: Page, screenshot_dir: Path):
     """Light and dark screenshots of the dashboard with the generator running, for the README."""
     server = server_factory()
     generator = subprocess.Popen(
@@ -155,14 +148,13 @@ def test_screenshots_for_the_readme(server_factory, page: Page):
             "() => Number(document.querySelector('[data-testid=total-events]').innerText.replace(/\\D/g, '')) >= 1000",
             timeout=20_000,
         )
-        DOCS.mkdir(exist_ok=True)
         for theme in ("light", "dark"):
             if page.locator("html").get_attribute("data-theme") != theme:
                 page.get_by_test_id("theme-toggle").click()
             expect(page.locator("html")).to_have_attribute("data-theme", theme)
-            path = DOCS / f"dashboard-{theme}.png"
+            path = screenshot_dir / f"dashboard-{theme}.png"
             page.screenshot(path=str(path), full_page=True)
-            assert Path(path).stat().st_size > 20_000
+            assert path.stat().st_size > 20_000
         assert total_events(page) > 0
     finally:
         stop(generator)
@@ -185,6 +177,7 @@ def add_rule(server, rule: str, name: str) -> dict:
     return resp.json()
 
 
+@pytest.mark.slow
 def test_rule_alert_appears_live_and_is_acknowledged(server_factory, page: Page):
     """A rule that fires at once on the generator's traffic: its alert must reach the open page
     over the socket, with its severity, and Acknowledge must stick (also across a reload)."""
@@ -242,8 +235,8 @@ def test_acknowledge_without_the_api_key_shows_why(server_factory, page: Page):
         stop(generator)
 
 
-@SCREENSHOTS
-def test_screenshot_of_the_alert_feed_for_the_docs(server_factory, page: Page):
+@pytest.mark.slow
+def test_screenshot_of_the_alert_feed_for_the_docs(server_factory, page: Page, screenshot_dir: Path):
     """docs/dashboard-alert.png: the top of the dashboard with open critical and warning alerts,
     a closed one, trend arrows on the counters; light theme."""
     server = server_factory(env={"ANALYTICS_SETTLE_MS": "300"})
@@ -277,7 +270,7 @@ def test_screenshot_of_the_alert_feed_for_the_docs(server_factory, page: Page):
             timeout=20_000,
         )
         page.evaluate("window.scrollTo(0, 0)")
-        path = DOCS / "dashboard-alert.png"
+        path = screenshot_dir / "dashboard-alert.png"
         page.screenshot(path=str(path))
         assert path.stat().st_size > 20_000
     finally:

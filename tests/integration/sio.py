@@ -55,6 +55,15 @@ class Recorder:
         with self.lock:
             return [event for batch in self.batches for event in batch]
 
+    def last_event(self) -> dict | None:
+        """The newest batched event: a cheap check for an end marker after many events."""
+        with self.lock:
+            return self.batches[-1][-1] if self.batches and self.batches[-1] else None
+
+    def got_marker(self, metric: str) -> bool:
+        last = self.last_event()
+        return last is not None and last["metric"] == metric
+
     def __enter__(self) -> Recorder:
         return self.connect()
 

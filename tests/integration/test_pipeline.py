@@ -42,8 +42,10 @@ def test_every_event_reaches_batch_client_once_in_seq_order(live_server, r):
         ids = [f"e{i}" for i in range(n)]
         publish(r, live_server.channel, [{"metric": "load", "value": i, "id": ids[i]} for i in range(n)])
         wait_for(lambda: len(rec.batched_events()) >= n, timeout=20, message=f"{n} events")
-        time.sleep(0.2)  # a duplicate would arrive right behind the originals
-        got = rec.batched_events()
+        # Everything is broadcast in order, so a duplicate of the originals would come before this.
+        publish(r, live_server.channel, [{"metric": "load", "value": n, "id": "end"}])
+        wait_for(lambda: rec.batched_events()[-1]["id"] == "end", message="the end marker")
+        got = rec.batched_events()[:-1]
         assert [e["id"] for e in got] == ids
         seqs = [e["seq"] for e in got]
         assert all(b > a for a, b in itertools.pairwise(seqs))

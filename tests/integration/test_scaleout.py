@@ -7,6 +7,7 @@ import signal
 import time
 
 import orjson
+import pytest
 import requests
 
 from tests.helpers import wait_for
@@ -32,6 +33,7 @@ def active_worker(workers):
     return wait_for(find, timeout=15, message="an active worker")
 
 
+@pytest.mark.slow
 def test_three_web_nodes_two_workers_exactly_once_and_failover(server_factory, r):
     workers = [server_factory(command="worker", env=MQ) for _ in range(2)]
     webs = [server_factory(args=("--no-worker",), env=MQ) for _ in range(3)]
@@ -43,15 +45,22 @@ def test_three_web_nodes_two_workers_exactly_once_and_failover(server_factory, r
     try:
         wait_for(lambda: all(c.sub_acks for c in clients), message="all subscribed")
         publish(r, webs[0].channel, [{"metric": "scale", "value": i} for i in range(300)])
+        # Each node broadcasts in order, so a duplicate of the 300 would reach a client before the
+        # end marker published after them.
+        publish(r, webs[0].channel, [{"metric": "scale-end"}])
         for c in clients:
-            wait_for(lambda c=c: len(c.batched_events()) >= 300, timeout=20, message="300 events per client")
-        time.sleep(0.3)  # room for a duplicate to show up
+            wait_for(
+                lambda c=c: any(e["metric"] == "scale-end" for e in c.batched_events()),
+                timeout=20,
+                message="300 events and the end marker per client",
+            )
         for c in clients:
-            assert [e["value"] for e in c.batched_events()] == list(range(300))
+            assert [e["metric"] for e in c.batched_events()][-1] == "scale-end"
+            assert [e["value"] for e in c.batched_events()[:-1]] == list(range(300))
 
         # One logical consumer: the aggregate counts each event once, not once per worker.
         agg = requests.get(webs[1].url + "/api/metrics/aggregate?window=60", timeout=5).json()
-        assert agg["aggregate"] == {"scale": 300}
+        assert agg["aggregate"] == {"scale": 300, "scale-end": 1}
 
         first.process.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
@@ -62,22 +71,25 @@ def test_three_web_nodes_two_workers_exactly_once_and_failover(server_factory, r
 
         publish(r, webs[0].channel, [{"metric": "after", "value": i} for i in range(100)])
         for c in clients:
-            wait_for(lambda c=c: len(c.batched_events()) >= 400, timeout=20, message="events after failover")
+            wait_for(lambda c=c: len(c.batched_events()) >= 401, timeout=20, message="events after failover")
         for c in clients:
-            assert [e["value"] for e in c.batched_events()[300:]] == list(range(100))
+            assert [e["value"] for e in c.batched_events()[301:]] == list(range(100))
         for web in webs:
             assert requests.get(web.url + "/api/ready", timeout=5).status_code == 200
-        # Each node ticks for its own clients only: no client gets the same tick twice.
-        # (The first aggregate is the immediate answer to `subscribe`, which may share a second.)
+        # Each node ticks for its own clients only: with three nodes ticking every client, each
+        # second would come three times. (The first aggregate is the immediate answer to
+        # `subscribe`, which may share a second; and on a busy machine a late tick can share one
+        # with the next, so the odd repeat is not that bug.)
         for c in clients:
-            wait_for(lambda c=c: len(c.aggregates) >= 4, message="three ticks")
+            wait_for(lambda c=c: len(c.aggregates) >= 5, message="four ticks")
             ticks = [a["to"] for a in c.aggregates[1:]]
-            assert len(ticks) == len(set(ticks)), ticks
+            assert len(set(ticks)) > len(ticks) / 2, ticks
     finally:
         for c in clients:
             c.close()
 
 
+@pytest.mark.slow
 def test_one_evaluator_across_workers_and_its_alert_survives_a_failover(server_factory, r):
     """Two workers, one web node: only the lease holder evaluates, so a rule opens one alert; the
     standby's evaluator takes over with the lease, adopts that alert instead of opening another,
@@ -117,6 +129,7 @@ def test_one_evaluator_across_workers_and_its_alert_survives_a_failover(server_f
     assert listed["count"] == 1 and listed["alerts"][0]["state"] == "closed"
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_worker_cleanly_and_hands_over_at_once(server_factory, r):
     # A lease long enough that a takeover within it can only come from a clean release.
     env = {**MQ, "LEASE_TTL_MS": "20000"}
