@@ -5,12 +5,15 @@ from __future__ import annotations
 import warnings
 
 MODES = ("eventlet", "gevent", "threading")
+ACTIVE = "threading"  # what patch() set up in this process (tests and tools patch nothing)
 
 
 def patch(mode: str) -> None:
     """Monkey-patch the standard library for `mode`; the only place eventlet/gevent are imported."""
+    global ACTIVE
     if mode not in MODES:
         raise SystemExit(f"ASYNC_MODE must be one of {', '.join(MODES)}, got {mode!r}")
+    ACTIVE = mode
     if mode == "eventlet":
         with warnings.catch_warnings():
             # eventlet announces its own deprecation on import (a plain Warning subclass), which

@@ -119,6 +119,14 @@ def _app(args, **overrides):
 
 
 def cmd_serve(args) -> int:
+    from backend.procs import share_metrics_with_children, worker_in_own_process
+
+    worker = not args.no_worker and Config.RUN_WORKER
+    own_process = worker and worker_in_own_process(Config.as_dict())
+    if own_process:
+        # Before anything imports prometheus_client: the worker's figures reach our /metrics
+        # through its multiprocess files (backend/telemetry.py).
+        share_metrics_with_children()
     from backend.httpserver import ensure_port_free
     from backend.runtime import get_runtime
     from backend.serve import (
@@ -127,13 +135,10 @@ def cmd_serve(args) -> int:
         start_background,
         start_worker_process,
         stop_background,
-        worker_in_own_process,
     )
 
     ensure_port_free(args.host, args.port)  # before anything starts: a clean one-line error
     interrupt_on_sigterm()
-    worker = not args.no_worker and Config.RUN_WORKER
-    own_process = worker and worker_in_own_process(Config.as_dict())
     # A worker in a process of its own hands batches over through Redis (the fan-out channel).
     app = _app(args, RUN_WORKER=worker, **({"MESSAGE_QUEUE": True} if own_process else {}))
     try:

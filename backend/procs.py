@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 _PR_SET_PDEATHSIG = 1
 
@@ -38,3 +42,20 @@ def pulseboard_command(*args: str) -> list[str]:
 def generator_command(redis_url: str, *args: str) -> list[str]:
     """The dashboard's generator (`pulseboard up` starts it): the one POST /api/generator steers."""
     return pulseboard_command("generate", "--redis-url", redis_url, "--name", "dashboard", *args)
+
+
+def share_metrics_with_children() -> None:
+    """Prometheus multiprocess mode for this process and the children it starts (backend/
+    telemetry.py): call before anything imports prometheus_client. Kept if the user set it."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    path = tempfile.mkdtemp(prefix="pulseboard-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+
+
+def worker_in_own_process(cfg) -> bool:
+    mode = cfg["WORKER_MODE"]
+    if mode not in ("auto", "process", "thread"):
+        raise ValueError(f"WORKER_MODE must be auto, process or thread, got {mode!r}")
+    return mode == "process" or (mode == "auto" and (os.cpu_count() or 1) > 1)

@@ -128,13 +128,6 @@ def serve(app: Flask, host: str, port: int) -> None:
     socketio.run(app, **kwargs)
 
 
-def worker_in_own_process(cfg) -> bool:
-    mode = cfg["WORKER_MODE"]
-    if mode not in ("auto", "process", "thread"):
-        raise ValueError(f"WORKER_MODE must be auto, process or thread, got {mode!r}")
-    return mode == "process" or (mode == "auto" and (os.cpu_count() or 1) > 1)
-
-
 class WorkerProcess:
     """The ingest worker as a supervised child process (`pulseboard worker`).
 
@@ -173,6 +166,7 @@ class WorkerProcess:
             if self._stopping or self.process is None or self.process.poll() is None:
                 continue
             log.warning("the ingest worker process exited with %s; restarting it", self.process.returncode)
+            _forget_metrics_of(self.process.pid)
             socketio.sleep(backoff)
             backoff = min(backoff * 2, self.backoff_max_s)
             if not self._stopping:
@@ -185,6 +179,13 @@ class WorkerProcess:
         if self.process is not None:
             clean = self.process.returncode == 0
             log.info("worker stopped (%s)", "clean" if clean else f"exit {self.process.returncode}")
+
+
+def _forget_metrics_of(pid: int) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # its live gauges no longer count
 
 
 def start_worker_process(app: Flask, async_mode: str) -> WorkerProcess:

@@ -31,6 +31,7 @@ from backend.core.aggregate import (
 from backend.core.events import numbered
 from backend.core.timefmt import iso_ms
 from backend.keys import Keys
+from backend.offload import cpu
 
 # The whole batch in one script: one round trip, applied all or nothing (a script runs to the end
 # once Redis has it, whatever happens to the worker that sent it), sequence numbers included.
@@ -207,6 +208,10 @@ def _history_events(entry_id, fields) -> list[dict]:
     if not blob:
         return []
     return [orjson.loads(e) for e in numbered(_entry_seq(entry_id), blob.split(b"\n"))]
+
+
+def _combined_with(closed: WindowStats, live_hash) -> WindowStats:
+    return _combined(closed, WindowStats.from_hashes([live_hash]))
 
 
 def _combined(a: WindowStats, b: WindowStats) -> WindowStats:
@@ -631,7 +636,7 @@ class Store:
         if cached is not None:
             return cached
         stats = self._window_stats(to_s, window_s)
-        body = stats.to_aggregate(window_s=window_s, from_s=to_s - window_s, to_s=to_s, metric=metric)
+        body = cpu(stats.to_aggregate, window_s=window_s, from_s=to_s - window_s, to_s=to_s, metric=metric)
         if len(self._aggregate_cache) >= AGGREGATE_CACHE_MAX:
             self._aggregate_cache.clear()
         self._aggregate_cache[key] = body
@@ -649,20 +654,23 @@ class Store:
         from_s = to_s - window_s
         current = (to_s - 1) // 60 * 60  # the minute holding the window's last second
         if from_s >= current:  # a window inside the current minute: its seconds
-            return WindowStats.from_hashes(
-                self._hgetall_many(self.keys.bucket(1, sec) for sec in range(from_s, to_s))
+            return cpu(
+                WindowStats.from_hashes,
+                self._hgetall_many(self.keys.bucket(1, sec) for sec in range(from_s, to_s)),
             )
         key = (from_s, current)
         clock = time.monotonic()
         hit = self._closed_minutes.get(key)
         if hit is None or clock - hit[0] >= CLOSED_MINUTES_TTL_S:
             plan = plan_window(current, current - from_s)
-            merged = WindowStats.from_hashes(self._hgetall_many(self.keys.bucket(r, st) for r, st in plan))
+            merged = cpu(
+                WindowStats.from_hashes, self._hgetall_many(self.keys.bucket(r, st) for r, st in plan)
+            )
             if len(self._closed_minutes) >= 16:
                 self._closed_minutes.clear()
             hit = self._closed_minutes[key] = (clock, merged)
-        live = WindowStats.from_hashes([self.redis.hgetall(self.keys.bucket(60, current))])
-        return _combined(hit[1], live)
+        live = self.redis.hgetall(self.keys.bucket(60, current))
+        return cpu(_combined_with, hit[1], live)
 
     def timeseries(
         self, window_s: int, step_s: int, metric: str | None, field: str | None, now: float | None = None
@@ -691,8 +699,15 @@ class Store:
             hashes = dict(
                 zip(starts, self._hgetall_many(self.keys.bucket(res, b) for b in starts), strict=True)
             )
-            fresh = timeseries(
-                hashes, from_s=from_s, to_s=to_s, step_s=step_s, res=res, metric=metric, field=field
+            fresh = cpu(
+                timeseries,
+                hashes,
+                from_s=from_s,
+                to_s=to_s,
+                step_s=step_s,
+                res=res,
+                metric=metric,
+                field=field,
             )["points"]
             if len(cache) >= TIMESERIES_CACHE_MAX:
                 cache.clear()

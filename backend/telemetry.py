@@ -1,8 +1,26 @@
-"""Prometheus metrics. Updated per batch or per connection, never per event, to stay off the hot path."""
+"""Prometheus metrics. Updated per batch or per connection, never per event, to stay off the hot path.
+
+A web process that supervises its worker process (backend/serve.py) shares prometheus_client's
+multiprocess mode with it (PROMETHEUS_MULTIPROC_DIR, set before this module is first imported),
+so the node's one /metrics shows ingest, fan-out and alerting together: counters summed over the
+processes, gauges as each says (`multiprocess_mode`).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import Gauge as _Gauge
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def Gauge(*args, mode: str = "livesum", **kwargs):
+    """A gauge that also aggregates across processes: `mode` says how (livesum, livemax, ...)."""
+    return _Gauge(*args, multiprocess_mode=mode, **kwargs)
+
 
 EVENTS_RECEIVED = Counter("pulseboard_events_received_total", "Messages read from the channel or the stream")
 EVENTS_ACCEPTED = Counter("pulseboard_events_accepted_total", "Events validated, stored and broadcast")
@@ -24,6 +42,7 @@ REDIS_RECONNECTS = Counter(
 SUBSCRIBER_LAG = Gauge(
     "pulseboard_subscriber_lag_seconds",
     "Age of the newest event in the last batch when it was processed (event ts to now)",
+    mode="livemax",
 )
 STREAM_PENDING = Gauge(
     "pulseboard_stream_pending_entries",
@@ -62,6 +81,10 @@ for _outcome in ("sent", "failed", "dropped"):
 
 
 def render() -> tuple[bytes, str]:
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
 
 

@@ -14,12 +14,21 @@ import subprocess
 
 from backend.config import Config
 from backend.embedded_redis import EmbeddedRedis
-from backend.procs import die_with_parent, generator_command, stop
+from backend.procs import (
+    die_with_parent,
+    generator_command,
+    share_metrics_with_children,
+    stop,
+    worker_in_own_process,
+)
 
 log = logging.getLogger(__name__)
 
 
 def up(args) -> int:
+    own_process = worker_in_own_process(Config.as_dict())
+    if own_process:
+        share_metrics_with_children()  # before prometheus_client is imported: one /metrics
     from backend import create_app
     from backend.extensions import socketio
     from backend.httpserver import ensure_port_free
@@ -30,7 +39,6 @@ def up(args) -> int:
         start_background,
         start_worker_process,
         stop_background,
-        worker_in_own_process,
     )
 
     ensure_port_free(args.host, args.port)  # before Redis or the worker start: a one-line error
@@ -50,7 +58,6 @@ def up(args) -> int:
             embedded = EmbeddedRedis().start()
             url = embedded.url
             log.info("started embedded Redis at %s (%s)", url, embedded.binary)
-        own_process = worker_in_own_process(Config.as_dict())
         app = create_app(
             {
                 "ASYNC_MODE": args.async_mode,

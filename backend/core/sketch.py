@@ -9,6 +9,11 @@ counts, with no loss beyond the one ALPHA bound.
 Bin ``p{i}`` holds positive x with gamma**(i-1) < x <= gamma**i; ``n{i}`` the same for -x; ``z``
 holds |x| < ZERO_EPS. The representative 2*gamma**i/(gamma+1) is at most ALPHA away (relative)
 from both edges of the bin.
+
+Bounded: |x| above MAX_TRACKED (1e18) is counted in the top bin of its sign, as DDSketch collapses
+its extreme bins, so one field has at most ~3,100 bins per sign (|x| in [1e-9, 1e18] at 1%)
+however widely a producer spreads its values; min, max, count and sum stay exact, and a
+percentile that falls in an edge bin is clamped to the exact min/max by the readers.
 """
 
 from __future__ import annotations
@@ -26,15 +31,17 @@ _REP_FACTOR = 2.0 / (GAMMA + 1.0)
 ZERO_EPS = 1e-9
 ZERO_KEY = "z"
 
+MAX_TRACKED = 1e18
 _log = math.log
 _ceil = math.ceil
+MAX_INDEX = _ceil(_log(MAX_TRACKED) * _INV_LOG_GAMMA)
 
 
 def bin_key(x: float) -> str:
     if x >= ZERO_EPS:
-        return f"p{_ceil(_log(x) * _INV_LOG_GAMMA)}"
+        return f"p{min(MAX_INDEX, _ceil(_log(x) * _INV_LOG_GAMMA))}"
     if x <= -ZERO_EPS:
-        return f"n{_ceil(_log(-x) * _INV_LOG_GAMMA)}"
+        return f"n{min(MAX_INDEX, _ceil(_log(-x) * _INV_LOG_GAMMA))}"
     if x != x:  # NaN compares false both ways above; it has no place in any bin
         raise ValueError("cannot bin NaN")
     return ZERO_KEY

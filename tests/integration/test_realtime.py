@@ -107,6 +107,7 @@ def test_one_round_trip_stores_a_batch(worker, r, names):
     acc = BatchAccumulator()
     for ev in evs:
         acc.add(ev)
+    worker.store.write_batch([], {}, [], received=0)  # the script loaded (first use: NOSCRIPT, LOAD)
     before = r.info("commandstats")
     worker.store.write_batch([ev.data for ev in evs], acc.deltas(), [], received=5)
     after = r.info("commandstats")
@@ -175,7 +176,17 @@ def test_the_worker_runs_in_a_process_of_its_own_and_is_restarted(server_factory
         assert "took over the lease" in server.log()
         r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "child", "value": 2}))
         wait_for(lambda: len(rec.batched_events()) == 2, message="the event after the restart")
+        # One /metrics for the node: the web process's own figures and both workers' together.
+        text = server.get("/metrics").text
+        assert _sample(text, "pulseboard_connected_clients") >= 1
+        assert _sample(text, "pulseboard_events_accepted_total") == 2
     assert [e["value"] for e in rec.batched_events()] == [1, 2]
+
+
+def _sample(text: str, name: str) -> float:
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert values, f"{name} not in /metrics"
+    return values[0]
 
 
 def test_metric_names_beyond_the_bound_are_dead_lettered(server_factory, r, names):

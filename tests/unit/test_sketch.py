@@ -8,7 +8,17 @@ import re
 import numpy as np
 import pytest
 
-from backend.core.sketch import ALPHA, GAMMA, Sketch, bin_key, bin_value, nearest_rank, parse_key
+from backend.core.sketch import (
+    ALPHA,
+    GAMMA,
+    MAX_INDEX,
+    MAX_TRACKED,
+    Sketch,
+    bin_key,
+    bin_value,
+    nearest_rank,
+    parse_key,
+)
 
 QS = (0.5, 0.95, 0.99)
 # Float slack on top of ALPHA: the bound is attained at a bin's lower edge, and log/exp round.
@@ -143,13 +153,13 @@ def test_bin_key_format_and_zero_band():
         for signed in (float(x), -float(x)):
             key = bin_key(signed)
             assert re.fullmatch(r"[pn]-?\d+|z", key)
-            if abs(signed) >= 1e-9:
+            if 1e-9 <= abs(signed) <= MAX_TRACKED:  # beyond: the edge bin (bounded sketches)
                 assert rel_err(bin_value(key), signed) <= TOL
 
 
 def test_bin_edges():
     # Bin i holds (gamma**(i-1), gamma**i]; check just inside both edges.
-    for i in (-500, -3, 1, 2, 250, 5000):
+    for i in (-500, -3, 1, 2, 250, MAX_INDEX):
         lo, hi = GAMMA ** (i - 1), GAMMA**i
         assert bin_key(lo * (1 + 1e-9)) == f"p{i}"
         assert bin_key(hi * (1 - 1e-9)) == f"p{i}"
@@ -197,3 +207,14 @@ def test_nearest_rank_matches_numpy_for_every_small_n():
         xs = np.arange(n, dtype=float)
         for q in (0.0, *QS, 1.0):
             assert nearest_rank(q, n) == int(exact(xs, q)), (n, q)
+
+
+def test_bins_are_bounded_however_widely_values_spread():
+    """300 decades of values: at most MAX_INDEX + the zero-side bins per sign, not thousands per
+    decade; the extremes land in the edge bins (min/max are kept exactly elsewhere)."""
+    keys = {bin_key(10.0 ** (e / 10)) for e in range(-1500, 1500)}
+    keys |= {bin_key(-(10.0 ** (e / 10))) for e in range(-1500, 1500)}
+    assert len(keys) <= 2 * (MAX_INDEX + 1100)
+    assert bin_key(1e150) == bin_key(1e300) == f"p{MAX_INDEX}"
+    assert bin_key(-1e300) == f"n{MAX_INDEX}"
+    assert bin_key(1e-150) == "z"
