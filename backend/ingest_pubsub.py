@@ -31,20 +31,21 @@ log = logging.getLogger(__name__)
 READ_WAIT_S = 0.25  # longest a read waits before the reader checks whether it should stop
 RECV_BYTES = 1 << 20  # bytes per socket read at most
 
+try:
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - another redis-py layout: then hiredis says False
+    _NOT_ENOUGH_DATA = False
+
 
 def _raw_parts(pubsub):
-    """The subscription's socket and hiredis reader, when it has them (hiredis installed, RESP2);
-    None otherwise, and the reader falls back to redis-py's get_message."""
+    """The subscription's socket and hiredis reader, when it has them (hiredis installed); None
+    otherwise, and the reader falls back to redis-py's get_message. (RESP2 replies and RESP3 push
+    notifications both come out of hiredis as a list: [b"message", channel, data].)"""
     conn = pubsub.connection
     parser = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
     sock = getattr(conn, "_sock", None)
-    if (
-        reader is None
-        or sock is None
-        or not hasattr(reader, "gets")
-        or getattr(conn, "protocol", 2) not in (2, "2")
-    ):
+    if reader is None or sock is None or not hasattr(reader, "gets"):
         return None
     return sock, reader
 
@@ -109,9 +110,11 @@ class PubSubReader:
         while not self._stopping:
             items = []
             reply = gets()
-            while reply is not False:
+            # hiredis answers "no complete reply yet" with False, or with the marker the reader
+            # was created with (redis-py passes its own).
+            while reply is not False and reply is not _NOT_ENOUGH_DATA:
                 # [b"message", channel, data]; anything else (a PONG) carries no event.
-                if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
                     items.append(reply[2])
                 reply = gets()
             if items:
