@@ -179,6 +179,9 @@ def cmd_worker(args) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    from backend.procs import settle_gc
+
+    settle_gc()
     runtime.worker.run()  # runs until stopped; reconnects by itself
     return 0
 

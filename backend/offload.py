@@ -28,3 +28,16 @@ def cpu(fn: Callable[..., T], *args, **kwargs) -> T:
 
         return gevent.get_hub().threadpool.apply(fn, args, kwargs)
     return fn(*args, **kwargs)
+
+
+def pause() -> None:
+    """Let the loop run other tasks (deliveries) between the parts of a long read."""
+    mode = asyncmode.ACTIVE
+    if mode == "eventlet":
+        import eventlet
+
+        eventlet.sleep(0)
+    elif mode == "gevent":
+        import gevent
+
+        gevent.sleep(0)

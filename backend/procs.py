@@ -59,3 +59,15 @@ def worker_in_own_process(cfg) -> bool:
     if mode not in ("auto", "process", "thread"):
         raise ValueError(f"WORKER_MODE must be auto, process or thread, got {mode!r}")
     return mode == "process" or (mode == "auto" and (os.cpu_count() or 1) > 1)
+
+
+def settle_gc() -> None:
+    """After start-up: move what exists to the permanent generation (gc.freeze) and collect the
+    young generations less often. A busy node allocates many short-lived objects per batch; with
+    the defaults, full collections walk every object of the app and pause the loop for tens of
+    milliseconds, which showed as the p99 of event delivery."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)

@@ -15,7 +15,7 @@ from backend.analytics.service import start_evaluator, stop_evaluator
 from backend.broadcast import Broadcaster, FanoutListener, Ticker
 from backend.extensions import socketio
 from backend.fanout import Fanout
-from backend.procs import die_with_parent, pulseboard_command, stop
+from backend.procs import die_with_parent, pulseboard_command, settle_gc, stop
 from backend.runtime import get_runtime
 from backend.worker import Worker
 
@@ -93,6 +93,7 @@ def interrupt_on_sigterm() -> None:
 
 
 def serve(app: Flask, host: str, port: int) -> None:
+    settle_gc()
     cfg = app.config
     if socketio.async_mode == "eventlet":
         # Not socketio.run: it listens with SO_REUSEPORT and a backlog of 50, and offers no hook for

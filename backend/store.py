@@ -9,6 +9,7 @@ buckets concurrently and the result stays exact.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping
 
@@ -31,7 +32,7 @@ from backend.core.aggregate import (
 from backend.core.events import numbered
 from backend.core.timefmt import iso_ms
 from backend.keys import Keys
-from backend.offload import cpu
+from backend.offload import cpu, pause
 
 # The whole batch in one script: one round trip, applied all or nothing (a script runs to the end
 # once Redis has it, whatever happens to the worker that sent it), sequence numbers included.
@@ -188,6 +189,7 @@ end
 return 0
 """
 
+READ_CHUNK = 16  # bucket hashes per round trip of a window read
 HISTORY_PAGE = 100  # history entries (batches) read per round trip
 CLOSED_MINUTES_TTL_S = 5.0  # seconds a merge of a window's closed minutes is reused
 AGGREGATE_CACHE_MAX = 256  # (window, metric, second) results kept; cleared wholesale when full
@@ -326,6 +328,7 @@ class Store:
         self._aggregate_cache: dict[tuple, dict] = {}
         self._timeseries_cache: dict[tuple, tuple[float, dict]] = {}
         self._closed_minutes: dict[tuple[int, int], tuple[float, WindowStats]] = {}
+        self._computing: dict[tuple[int, int], threading.Event] = {}
         self._renew = client.register_script(_RENEW_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self._takeover = client.register_script(_TAKEOVER_LUA)
@@ -618,10 +621,19 @@ class Store:
         return {k.decode(): int(v) for k, v in self.redis.hgetall(self.keys.stats).items()}
 
     def _hgetall_many(self, bucket_keys: Iterable[str]) -> list[dict]:
-        pipe = self.redis.pipeline(transaction=False)
-        for key in bucket_keys:
-            pipe.hgetall(key)
-        return pipe.execute()
+        """HGETALL of many hashes, READ_CHUNK per round trip, letting the loop run between the
+        chunks: parsing a wide window's replies is C work that holds the loop while it runs, and
+        a whole hour of wide minutes in one pipeline held every client's events for seconds."""
+        keys = list(bucket_keys)
+        out: list[dict] = []
+        for i in range(0, len(keys), READ_CHUNK):
+            if i:
+                pause()
+            pipe = self.redis.pipeline(transaction=False)
+            for key in keys[i : i + READ_CHUNK]:
+                pipe.hgetall(key)
+            out += pipe.execute()
+        return out
 
     def aggregate(self, window_s: int, metric: str | None = None, now: float | None = None) -> dict:
         """The window ending with the current second.
@@ -662,13 +674,27 @@ class Store:
         clock = time.monotonic()
         hit = self._closed_minutes.get(key)
         if hit is None or clock - hit[0] >= CLOSED_MINUTES_TTL_S:
-            plan = plan_window(current, current - from_s)
-            merged = cpu(
-                WindowStats.from_hashes, self._hgetall_many(self.keys.bucket(r, st) for r, st in plan)
-            )
-            if len(self._closed_minutes) >= 16:
-                self._closed_minutes.clear()
-            hit = self._closed_minutes[key] = (clock, merged)
+            busy = self._computing.get(key)
+            if busy is not None:
+                # Another request is merging this very window (single flight): wait for it, or
+                # keep the answer it is refreshing, rather than merge a wide hour per request.
+                if hit is None:
+                    busy.wait()
+                    hit = self._closed_minutes.get(key)
+            else:
+                done = self._computing[key] = threading.Event()
+                try:
+                    plan = plan_window(current, current - from_s)
+                    hashes = self._hgetall_many(self.keys.bucket(r, st) for r, st in plan)
+                    merged = cpu(WindowStats.from_hashes, hashes)
+                    if len(self._closed_minutes) >= 16:
+                        self._closed_minutes.clear()
+                    hit = self._closed_minutes[key] = (clock, merged)
+                finally:
+                    del self._computing[key]
+                    done.set()
+            if hit is None:  # the read we waited for failed; its caller reports why
+                raise redis.ConnectionError("a concurrent read of this window failed; retry")
         live = self.redis.hgetall(self.keys.bucket(60, current))
         return cpu(_combined_with, hit[1], live)
 

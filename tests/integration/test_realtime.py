@@ -164,15 +164,18 @@ def test_the_worker_runs_in_a_process_of_its_own_and_is_restarted(server_factory
         r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "child", "value": 1}))
         wait_for(lambda: rec.batched_events(), message="the event, through the fan-out channel")
         os.kill(pid, signal.SIGKILL)
+
         # The supervisor restarts it, and the new worker takes the dead one's lease at once
         # (its lease would otherwise block it for LEASE_TTL_MS).
-        lease = f"{names['KEY_PREFIX']}worker:lease"
+        def new_worker_subscribed():
+            workers = server.get("/api/health").json()["workers"]
+            return [
+                w
+                for w in workers
+                if f":{pid}:" not in w["token"] and w["role"] == "active" and w["subscribed"]
+            ]
 
-        def new_holder():
-            holder = r.get(lease)
-            return holder is not None and f":{pid}:" not in holder.decode()
-
-        wait_for(new_holder, timeout=15, message="a new worker holding the lease")
+        wait_for(new_worker_subscribed, timeout=15, message="a new worker, active and subscribed")
         assert "took over the lease" in server.log()
         r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "child", "value": 2}))
         wait_for(lambda: len(rec.batched_events()) == 2, message="the event after the restart")
