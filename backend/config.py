@@ -137,7 +137,9 @@ class Config:
     SLOW_CLIENT_SOFT_S = _float("SLOW_CLIENT_SOFT_S", 2.0)  # seconds
     AGGREGATE_TICK_MS = _int("AGGREGATE_TICK_MS", 1000)  # how often `aggregate` is pushed
     RECONNECT_MIN_S = _float("RECONNECT_MIN_S", 0.1)  # first backoff after Redis drops us
-    RECONNECT_MAX_S = _float("RECONNECT_MAX_S", 5.0)  # backoff cap
+    # backoff cap: low, because what Pub/Sub producers publish while the worker is not subscribed
+    # is lost; a reconnect attempt is one cheap TCP connect, so poll for Redis about 4x a second
+    RECONNECT_MAX_S = _float("RECONNECT_MAX_S", 0.25)
     LEASE_TTL_MS = _int("LEASE_TTL_MS", 3000)  # a dead worker's lease expires after this; standby takes over
     # "batch" (default) or "per_event": the original design's strategy (one message, its own
     # Redis round trips and one emit at a time), kept so the benchmark can measure the ratio.
