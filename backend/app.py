@@ -57,6 +57,11 @@ def create_app(config: dict | None = None) -> Flask:
         json=jsonutil,
         serializer=jsonutil.JsonPacket,
         max_http_buffer_size=app.config["MAX_CONTENT_LENGTH"],
+        # A client that stops reading still has kernel buffers to fill (megabytes: minutes at a
+        # few hundred events/s), so bytes alone find it late; a missed PONG finds it within
+        # interval + timeout whatever the rate.
+        ping_interval=app.config["PING_INTERVAL_S"],
+        ping_timeout=app.config["PING_TIMEOUT_S"],
     )
     register_security(app)  # after init_app: its nosniff wrapper covers Socket.IO's responses too
     app.extensions[EXTENSION_KEY] = Runtime(store=Store.from_config(app.config))

@@ -135,6 +135,10 @@ class Config:
     SLOW_CLIENT_HARD_BYTES = _int("SLOW_CLIENT_HARD_BYTES", 32 * 1024 * 1024)  # bytes
     SLOW_CLIENT_SOFT_BYTES = _int("SLOW_CLIENT_SOFT_BYTES", 64 * 1024)  # bytes
     SLOW_CLIENT_SOFT_S = _float("SLOW_CLIENT_SOFT_S", 2.0)  # seconds
+    # Engine.IO heartbeat: the server PINGs every PING_INTERVAL_S and drops a client whose PONG
+    # has not come PING_TIMEOUT_S later (a stalled or vanished client: gone within their sum).
+    PING_INTERVAL_S = _float("PING_INTERVAL_S", 3.0)  # seconds
+    PING_TIMEOUT_S = _float("PING_TIMEOUT_S", 5.0)  # seconds
     AGGREGATE_TICK_MS = _int("AGGREGATE_TICK_MS", 1000)  # how often `aggregate` is pushed
     RECONNECT_MIN_S = _float("RECONNECT_MIN_S", 0.1)  # first backoff after Redis drops us
     # backoff cap: low, because what Pub/Sub producers publish while the worker is not subscribed

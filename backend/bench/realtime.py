@@ -161,11 +161,25 @@ def stalled_client(server, extra: dict):
         stopped_at = time.monotonic()
         found = {}
 
+        def connected() -> float | None:
+            try:
+                text = requests.get(server.url + "/metrics", timeout=2).text
+            except requests.RequestException:
+                return None
+            for line in text.splitlines():
+                if line.startswith("pulseboard_connected_clients "):
+                    return float(line.split()[-1])
+            return None
+
+        before = connected()
+
         def watch():
+            # Dropped by the slow-client rule (bytes) or the Engine.IO heartbeat (missed PONG).
             while "at" not in found and time.monotonic() - stopped_at < 60:
-                if "dropping slow client" in server_log(server):
+                now = connected()
+                if before is not None and now is not None and now < before:
                     found["at"] = time.monotonic() - stopped_at
-                time.sleep(0.1)
+                time.sleep(0.2)
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
