@@ -272,7 +272,6 @@ def realtime(bench) -> dict:
         mode="event",
         rate=500,
         clients=5,
-        env={"MAX_METRICS": "20000"},
         during=_with_wide_fill(bench, readers(8)),
     )
     return {"runs": runs}

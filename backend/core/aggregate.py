@@ -45,7 +45,7 @@ from itertools import chain
 from urllib.parse import unquote
 
 from backend.core.events import Event
-from backend.core.sketch import GAMMA, Sketch, bin_key, parse_key
+from backend.core.sketch import GAMMA, bin_key, parse_key, quantiles_of
 from backend.core.timefmt import iso_ms
 
 RESOLUTIONS = (1, 60)
@@ -801,7 +801,7 @@ def _counts(count: int, errors: int, seconds: int) -> dict:
 def _percentiles(f: list) -> list[float | None]:
     """p50/p95/p99 from the sketch, clamped to the exact [min, max] (bin representatives can
     overshoot the true extremes by up to ALPHA)."""
-    estimates = Sketch(f[4]).quantiles(_QS)
+    estimates = quantiles_of(f[4], _QS)
     lo, hi = f[2], f[3]
     out: list[float | None] = []
     for est in estimates:

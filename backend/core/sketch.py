@@ -83,10 +83,39 @@ def nearest_rank(q: float, n: int) -> int:
     return min(n - 1, max(0, math.ceil(q * n - 1e-9) - 1))
 
 
+@lru_cache(maxsize=16384)
 def _order(key: str) -> tuple[int, int]:
-    """Sort key putting bins in ascending order of their values."""
+    """Sort key putting bins in ascending order of their values (cached: every aggregate sorts
+    the same few thousand keys again)."""
     sign, index = parse_key(key)
     return sign, sign * index
+
+
+def quantiles_of(
+    bins: Mapping[str, int], qs: Iterable[float], count: int | None = None
+) -> list[float | None]:
+    """Quantiles of a bins mapping as it is (no copy into a Sketch): one pass over the sorted bins."""
+    qs = list(qs)
+    for q in qs:
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must be in [0, 1], got {q!r}")
+    if count is None:
+        count = sum(n for n in bins.values() if n > 0)
+    if count <= 0:
+        return [None] * len(qs)
+    # The nearest-rank element (docs/api.md): the one a sorted list holds at this index.
+    wanted = sorted((nearest_rank(q, count), i) for i, q in enumerate(qs))
+    out: list[float | None] = [None] * len(qs)
+    w = 0
+    seen = 0
+    for key in sorted((k for k, n in bins.items() if n > 0), key=_order):
+        seen += bins[key]
+        while w < len(wanted) and wanted[w][0] < seen:
+            out[wanted[w][1]] = bin_value(key)
+            w += 1
+        if w == len(wanted):
+            break
+    return out
 
 
 class Sketch:
@@ -120,25 +149,7 @@ class Sketch:
 
     def quantiles(self, qs: Iterable[float]) -> list[float | None]:
         """Several quantiles in one pass over the sorted bins (what every aggregate asks for)."""
-        qs = list(qs)
-        for q in qs:
-            if not 0.0 <= q <= 1.0:
-                raise ValueError(f"quantile must be in [0, 1], got {q!r}")
-        if self.count <= 0:
-            return [None] * len(qs)
-        # The nearest-rank element (docs/api.md): the one a sorted list holds at this index.
-        wanted = sorted((nearest_rank(q, self.count), i) for i, q in enumerate(qs))
-        out: list[float | None] = [None] * len(qs)
-        w = 0
-        seen = 0
-        for key in sorted((k for k, n in self.bins.items() if n > 0), key=_order):
-            seen += self.bins[key]
-            while w < len(wanted) and wanted[w][0] < seen:
-                out[wanted[w][1]] = bin_value(key)
-                w += 1
-            if w == len(wanted):
-                break
-        return out
+        return quantiles_of(self.bins, qs, self.count)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sketch):
