@@ -1,33 +1,15 @@
-"""CPU-heavy work of a request, off the cooperative loop.
+"""Long work of a request, cut into parts that let the cooperative loop run in between.
 
 Under eventlet or gevent every request, emit and fan-out delivery of a web node shares one loop:
-a query that merges a wide window in Python for 200 ms would hold every client's events for
-200 ms. Run such work in a native thread of the loop's pool instead: the loop keeps running
-while it computes (the interpreter switches threads every few milliseconds), and the request
-waits for the result like for any I/O. Under threading it is a plain call.
+a query that reads and merges a wide window for seconds would hold every client's events that
+long. Reads pause() between their parts, so deliveries go out in between. (Native threads were
+tried: with several wide queries at once, threads holding the GIL made every socket write of the
+loop wait for it, and deliveries crawled.) Under threading, pause() does nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
 from backend import asyncmode
-
-T = TypeVar("T")
-
-
-def cpu(fn: Callable[..., T], *args, **kwargs) -> T:
-    mode = asyncmode.ACTIVE
-    if mode == "eventlet":
-        from eventlet import tpool
-
-        return tpool.execute(fn, *args, **kwargs)
-    if mode == "gevent":
-        import gevent
-
-        return gevent.get_hub().threadpool.apply(fn, args, kwargs)
-    return fn(*args, **kwargs)
 
 
 def pause() -> None:

@@ -32,7 +32,7 @@ from backend.core.aggregate import (
 from backend.core.events import numbered
 from backend.core.timefmt import iso_ms
 from backend.keys import Keys
-from backend.offload import cpu, pause
+from backend.offload import pause
 
 # The whole batch in one script: one round trip, applied all or nothing (a script runs to the end
 # once Redis has it, whatever happens to the worker that sent it), sequence numbers included.
@@ -660,7 +660,7 @@ class Store:
         if cached is not None:
             return cached
         stats = self._window_stats(to_s, window_s)
-        body = cpu(stats.to_aggregate, window_s=window_s, from_s=to_s - window_s, to_s=to_s, metric=metric)
+        body = stats.to_aggregate(window_s=window_s, from_s=to_s - window_s, to_s=to_s, metric=metric)
         if len(self._aggregate_cache) >= AGGREGATE_CACHE_MAX:
             self._aggregate_cache.clear()
         self._aggregate_cache[key] = body
@@ -707,7 +707,7 @@ class Store:
             if hit is None:  # the read we waited for failed; its caller reports why
                 raise redis.ConnectionError("a concurrent read of this window failed; retry")
         live = self.redis.hgetall(self.keys.bucket(60, current))
-        return cpu(_combined_with, hit[1], live)
+        return _combined_with(hit[1], live)
 
     def timeseries(
         self, window_s: int, step_s: int, metric: str | None, field: str | None, now: float | None = None
@@ -736,8 +736,7 @@ class Store:
             hashes = dict(
                 zip(starts, self._hgetall_many(self.keys.bucket(res, b) for b in starts), strict=True)
             )
-            fresh = cpu(
-                timeseries,
+            fresh = timeseries(
                 hashes,
                 from_s=from_s,
                 to_s=to_s,
