@@ -11,6 +11,9 @@ import logging
 import os
 import signal
 import subprocess
+import time
+
+import redis
 
 from backend.config import Config
 from backend.embedded_redis import EmbeddedRedis
@@ -72,6 +75,7 @@ def up(args) -> int:
             # A dead embedded Redis is restarted (empty, unless it persists); a crash loop stops us.
             socketio.start_background_task(embedded.watch, socketio.sleep, on_give_up=give_up)
         if not args.no_generator:
+            _wait_for_worker(get_runtime(app).store)  # else its first events go to nobody
             generator = subprocess.Popen(
                 generator_command(
                     url,
@@ -91,9 +95,9 @@ def up(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        stop(generator)  # first: nothing it publishes may find the worker gone
         if app is not None:
             stop_background(app)  # before Redis goes, so the worker doesn't log a false outage
-        stop(generator)
         if embedded is not None:
             embedded.close()
         log.info("stopped")
@@ -101,3 +105,16 @@ def up(args) -> int:
         log.error("stopped because the embedded Redis keeps dying: %s", gave_up[0])
         return 1
     return 0
+
+
+def _wait_for_worker(store, timeout_s: float = 15.0) -> None:
+    """Until a worker is subscribed (its heartbeat is set only then), at most `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if store.worker_alive():
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(0.05)
+    log.warning("no worker subscribed after %.0fs; starting the generator anyway", timeout_s)
