@@ -163,7 +163,10 @@ export function usePulse({
     try {
       const agg = await api.aggregate({ window: win })
       if (!current()) return
-      if (!s.aggregate) s.aggregate = agg
+      if (!s.aggregate) {
+        s.aggregate = agg
+        s.aggregateAt = Date.now() // numbers shown are dated from here: an outage greys them too
+      }
       const lat = pickLatencyField(agg?.metrics)
       if (lat) store.setLatency(lat)
       const step = stepFor(win)
