@@ -281,7 +281,29 @@ openapi.EXTRA_PATHS["/api/rules/{rule_id}"] = {
     "patch": {
         "summary": "Change some keys of a rule, e.g. enabled or silenced_until",
         "parameters": [{"name": "rule_id", "in": "path", "required": True, "schema": _ID}],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+        # What the dashboard changes; the other RuleIn keys may be patched too (validated alike),
+        # but documenting each combination as valid on its own would be untrue.
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            "silenced_until": {
+                                "type": "number",
+                                "minimum": 0,
+                                "maximum": 4e9,
+                                "nullable": True,
+                                "description": "unix seconds; null ends a silence",
+                            },
+                        },
+                    }
+                }
+            },
+        },
         "responses": {
             "200": openapi._json(openapi._ref("Rule"), "Changed"),
             "201": openapi._json(openapi._ref("Rule"), "Override of a built-in rule stored"),
