@@ -136,7 +136,7 @@ def decode_fanout_message(data: bytes) -> list[bytes]:
 
 
 class Ticker:
-    """Once a second: aggregates per window room, generator state, legacy presence."""
+    """Once a second: aggregates per window room, generator state, slow clients."""
 
     def __init__(self, socketio, store: Store, *, interval_s: float, fanout: Fanout | None = None):
         self.socketio = socketio

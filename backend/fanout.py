@@ -14,8 +14,10 @@ Engine.IO packets.
 
 Slow clients are judged Redis-style (`client-output-buffer-limit`): bytes queued for a client
 over a hard limit, or over a soft limit for longer than a grace time, drop it. Time counts only
-while the client's socket is not writable, i.e. while the client, not this server, is behind: a
-server that fell behind its own queues (a CPU hiccup) drops nobody.
+while the client makes no progress (its queue has not moved and its socket takes nothing), i.e.
+while the client, not this server, is behind: a server that fell behind its own queues (a CPU
+hiccup) drops nobody. A client stalled at a low rate, whose kernel buffers are still filling, is
+found by the Engine.IO heartbeat instead (PING_INTERVAL_S + PING_TIMEOUT_S).
 """
 
 from __future__ import annotations
@@ -46,14 +48,13 @@ class FramesPacket:
     It stands in for an engineio Packet in the client's send queue (its writer calls encode()
     and hands the result to the websocket), so it carries the attributes engineio reads."""
 
-    __slots__ = ("blob", "count")
+    __slots__ = ("blob",)
     packet_type = eio_packet.MESSAGE
     binary = False
     data = "<frames>"
 
-    def __init__(self, blob: FrameBlob, count: int):
+    def __init__(self, blob: FrameBlob):
         self.blob = blob
-        self.count = count
 
     def encode(self, b64=False):
         return self.blob
@@ -92,9 +93,7 @@ class Fanout:
         self.framed: dict[str, object] = {}  # eio sid -> eventlet websocket taking FrameBlobs
         self._over_since: dict[str, float] = {}
         self._heads: dict[str, object] = {}  # eio sid -> its queue's first item at the last look
-        self._inflight: dict[str, int] = {}  # eio sid -> bytes a _finish task still has to write
         self.dropped_slow_clients = 0
-        self.delivered_batches = 0
 
     # --- the websocket hook ----------------------------------------------------------------
     def install(self) -> None:
@@ -146,7 +145,6 @@ class Fanout:
             self._send_room(server, BATCH_ROOM, [batch_text(encoded)])
         if rooms.get(LEGACY_ROOM):
             self._send_room(server, LEGACY_ROOM, event_texts(encoded))
-        self.delivered_batches += 1
 
     def _send_room(self, server, room: str, texts: list[bytes]) -> None:
         eio = server.eio
@@ -158,51 +156,13 @@ class Fanout:
                 continue
             if eio_sid in self.framed and sock.upgraded:
                 if frames is None:
-                    frames = FramesPacket(
-                        FrameBlob(b"".join(text_frame(b"4" + t) for t in texts)), len(texts)
-                    )
+                    frames = FramesPacket(FrameBlob(b"".join(text_frame(b"4" + t) for t in texts)))
                 sock.send(frames)
             else:
                 if packets is None:
                     packets = [eio_packet.Packet(eio_packet.MESSAGE, t.decode()) for t in texts]
                 for pkt in packets:
                     sock.send(pkt)
-
-    def _send_now(self, sock, ws, blob: bytes) -> bool:
-        """Write `blob` to an idle client's socket at once, skipping the queue and the wake-up of
-        its writer task (most of a node's cost per client and batch). Only when nothing can be
-        ahead of it: the client's queue is empty and no write is under way (its writer holds the
-        send lock while it writes). A write the kernel takes only in part is finished by a task
-        that keeps the lock meanwhile, so nothing can come between the two parts."""
-        if sock.queue.qsize() or not ws._sendlock.acquire(blocking=False):
-            return False
-        try:
-            raw = ws.socket.fd
-            sent = raw.send(blob)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            ws._sendlock.release()
-            return True  # the connection is gone; its handler notices and cleans up
-        except Exception:
-            ws._sendlock.release()
-            return False
-        if sent >= len(blob):
-            ws._sendlock.release()
-            return True
-        rest = blob[sent:]
-        self._inflight[sock.sid] = len(rest)
-        self.socketio.start_background_task(self._finish, sock.sid, ws, rest)
-        return True
-
-    def _finish(self, sid: str, ws, rest: bytes) -> None:
-        try:
-            ws.socket.sendall(rest)  # green: waits for the client without blocking anyone else
-        except Exception:
-            log.debug("client %s went away mid-write", sid, exc_info=True)
-        finally:
-            self._inflight.pop(sid, None)
-            ws._sendlock.release()
 
     # --- slow clients ----------------------------------------------------------------------
     def drop_slow_clients(self, now: float | None = None) -> int:
@@ -220,7 +180,7 @@ class Fanout:
             if sock.closed:
                 continue
             seen.add(eio_sid)
-            pending = pending_bytes(sock) + self._inflight.get(eio_sid, 0)
+            pending = pending_bytes(sock)
             head = _head(sock)
             moved = self._heads.get(eio_sid, _NOTHING) is not head
             self._heads[eio_sid] = head

@@ -185,7 +185,3 @@ class PubSubReader:
 
     def pending(self) -> int:
         return len(self._items)
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
