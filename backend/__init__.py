@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 def create_app(config=None):
-    """Application factory (see :func:`backend.app.create_app`)."""
-    from backend.app import create_app as _create_app
+    """Application factory (see :func:`backend.web.app.create_app`)."""
+    from backend.web.app import create_app as _create_app
 
     return _create_app(config)

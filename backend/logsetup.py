@@ -32,7 +32,7 @@ def _only_library_frames(exc: BaseException) -> bool:
         path = tb.tb_frame.f_code.co_filename.replace("\\", "/")
         if "/socketio/" in path or "/engineio/" in path:
             saw_socketio = True
-        elif "/backend/" in path and not path.endswith("/backend/jsonutil.py"):
+        elif "/backend/" in path and not path.endswith("/backend/core/jsonutil.py"):
             return False
         tb = tb.tb_next
     return saw_socketio

@@ -1,6 +1,6 @@
 """Prometheus metrics. Updated per batch or per connection, never per event, to stay off the hot path.
 
-A web process that supervises its worker process (backend/serve.py) shares prometheus_client's
+A web process that supervises its worker process (backend/cli/serve.py) shares prometheus_client's
 multiprocess mode with it (PROMETHEUS_MULTIPROC_DIR, set before this module is first imported),
 so the node's one /metrics shows ingest, fan-out and alerting together: counters summed over the
 processes, gauges as each says (`multiprocess_mode`).

@@ -8,9 +8,9 @@ load balancer and MESSAGE_QUEUE=true, not with more gunicorn workers.
 from __future__ import annotations
 
 from backend import create_app
+from backend.cli.serve import start_background
 from backend.config import Config
 from backend.logsetup import setup
-from backend.serve import start_background
 
 setup(Config.LOG_LEVEL, Config.LOG_FORMAT)
 app = create_app()

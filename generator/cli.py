@@ -20,8 +20,8 @@ import threading
 from collections.abc import Callable
 
 from backend.config import Config
-from backend.ingest_stream import TRANSPORTS
-from backend.keys import DASHBOARD_GENERATOR
+from backend.ingest.stream import TRANSPORTS
+from backend.storage.keys import DASHBOARD_GENERATOR
 from generator.publisher import MAX_RATE, Generator, Summary
 from generator.traffic import DEFAULT_BURST_EVERY_S, PROFILES
 

@@ -50,8 +50,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from backend.config import Config
-from backend.ingest_stream import check_transport, xadd_all
-from backend.keys import DASHBOARD_GENERATOR, Keys
+from backend.ingest.stream import check_transport, xadd_all
+from backend.storage.keys import DASHBOARD_GENERATOR, Keys
 from generator.traffic import DAY_S, DEFAULT_BURST_EVERY_S, PROFILES, TrafficModel
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.embedded_redis import EmbeddedRedis, free_port
-from backend.procs import pulseboard_command, stop
+from backend.cli.embedded_redis import EmbeddedRedis, free_port
+from backend.cli.procs import pulseboard_command, stop
 
 
 def raise_own_fd_limit() -> None:

@@ -18,8 +18,8 @@ import time
 import requests
 from playwright.sync_api import sync_playwright
 
-from backend.embedded_redis import EmbeddedRedis, free_port
-from backend.procs import generator_command, pulseboard_command, stop
+from backend.cli.embedded_redis import EmbeddedRedis, free_port
+from backend.cli.procs import generator_command, pulseboard_command, stop
 
 PROBE = """
 () => {

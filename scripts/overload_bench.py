@@ -28,8 +28,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.embedded_redis import EmbeddedRedis, free_port
-from backend.procs import pulseboard_command, stop
+from backend.cli.embedded_redis import EmbeddedRedis, free_port
+from backend.cli.procs import pulseboard_command, stop
 
 
 def fill(redis_url: str, base: str) -> None:
@@ -113,7 +113,7 @@ def main() -> int:
             print(f"Redis down {args.outage_s:.0f} s: {dict(outage)} answers, errors {sorted(bodies)}")
             print(
                 f"  server log meanwhile: {during.count(chr(10))} lines, {during.count('Traceback')} tracebacks, "
-                f"{during.count('backend.errors')} from the request path"
+                f"{during.count('backend.web.errors')} from the request path"
             )
             time.sleep(0.2)  # let the ready check reconnect; the ingests below reuse pooled connections
             ingest = collections.Counter(

@@ -17,8 +17,8 @@ import pytest
 import redis
 import requests
 
-from backend.embedded_redis import EmbeddedRedis, free_port
-from backend.procs import pulseboard_command
+from backend.cli.embedded_redis import EmbeddedRedis, free_port
+from backend.cli.procs import pulseboard_command
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

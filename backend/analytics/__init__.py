@@ -9,11 +9,10 @@ Pure logic (no Flask, no Redis), testable with a controlled clock:
     trend       online least-squares slope and its classification
     top         ranking tag values by count, errors or p95
 
-I/O:
-    storage     rules and alerts in Redis, bucket reads for the evaluator, top-N and trends
-    webhook     a bounded queue and a background sender with retries
-    evaluator   the once-a-second task in the process holding the worker lease
     settings    the analytics settings read from the Flask config
+
+Their I/O lives with the other stages: rules, alerts and bucket reads in backend/storage/alerts.py,
+the once-a-second evaluator and the webhook sender in backend/tasks/.
 
 See docs/analytics.md.
 """

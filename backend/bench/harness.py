@@ -19,9 +19,9 @@ import redis
 import requests
 
 from backend.bench.proto import ROOT
-from backend.embedded_redis import EmbeddedRedis, free_port
-from backend.procs import die_with_parent
-from backend.procs import stop as stop_process
+from backend.cli.embedded_redis import EmbeddedRedis, free_port
+from backend.cli.procs import die_with_parent
+from backend.cli.procs import stop as stop_process
 
 
 @dataclass

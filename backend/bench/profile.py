@@ -20,7 +20,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from backend.procs import die_with_parent
+from backend.cli.procs import die_with_parent
 
 # (category, regex over one frame), most specific first.
 RULES: list[tuple[str, re.Pattern]] = [
@@ -67,7 +67,7 @@ RULES: list[tuple[str, re.Pattern]] = [
     ("aggregate tick (Ticker)", re.compile(r"^(Ticker\.)?(tick|_push_aggregates|_push_generator_state) \(")),
     (
         "HTTP request handling (wsgi server, flask)",
-        re.compile(r"(eventlet/wsgi\.py|werkzeug/|flask/|backend/api/)"),
+        re.compile(r"(eventlet/wsgi\.py|werkzeug/|flask/|backend/web/api/)"),
     ),
     ("worker loop, other", re.compile(r"backend/worker\.py")),
     ("eventlet/gevent hub, scheduling", re.compile(r"(eventlet/|gevent/|greenlet)")),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from backend.procs import die_with_parent
+from backend.cli.procs import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -617,8 +617,8 @@ def fill_hour(bench: Bench, names: Names, *, rate: float, window_s: int = 3600, 
     the store (validate -> BatchAccumulator -> Store.write_batch), as the worker would have."""
     from backend.core.aggregate import BatchAccumulator
     from backend.core.events import validate
-    from backend.keys import Keys
-    from backend.store import Store
+    from backend.storage.keys import Keys
+    from backend.storage.store import Store
 
     store = Store(
         bench.redis.client,

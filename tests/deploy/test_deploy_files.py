@@ -30,9 +30,9 @@ import pytest
 import requests
 import yaml
 
+from backend.cli.embedded_redis import free_port
+from backend.cli.procs import stop
 from backend.config import Config
-from backend.embedded_redis import free_port
-from backend.procs import stop
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -258,7 +258,7 @@ def find_values(node, key: str):
 
 
 def test_commands_are_real_pulseboard_commands(model):
-    from backend.cli import build_parser
+    from backend.cli.main import build_parser
 
     help_text = subprocess.run(
         [str(BIN / "pulseboard"), "--help"], capture_output=True, text=True, timeout=30, check=True

@@ -15,7 +15,7 @@ import pytest
 import redis
 from playwright.sync_api import Page, expect
 
-from backend.embedded_redis import EmbeddedRedis
+from backend.cli.embedded_redis import EmbeddedRedis
 from tests.conftest import ROOT
 from tests.helpers import wait_for
 from tests.integration.test_builtin_alerts import ErrorTraffic

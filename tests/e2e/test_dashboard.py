@@ -14,7 +14,7 @@ import redis
 import requests
 from playwright.sync_api import Page, expect
 
-from backend.procs import generator_command, pulseboard_command, stop
+from backend.cli.procs import generator_command, pulseboard_command, stop
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e

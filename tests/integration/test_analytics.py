@@ -16,13 +16,13 @@ import redis
 import requests
 
 from backend import create_app
-from backend.analytics.evaluator import Evaluator
 from backend.analytics.rules import rule_from_json
-from backend.analytics.storage import AnalyticsStore
 from backend.core.aggregate import OTHER, TAG_ALPHA, BatchAccumulator
 from backend.core.events import validate
-from backend.keys import Keys
-from backend.store import Store, connect
+from backend.storage.alerts import AnalyticsStore
+from backend.storage.keys import Keys
+from backend.storage.store import Store, connect
+from backend.tasks.evaluator import Evaluator
 from generator.traffic import TrafficModel
 from tests.helpers import wait_for
 from tests.integration.sio import Recorder

@@ -7,7 +7,7 @@ import threading
 
 import redis
 
-from backend.embedded_redis import EmbeddedRedis, find_redis_server, server_version
+from backend.cli.embedded_redis import EmbeddedRedis, find_redis_server, server_version
 from tests.helpers import wait_for
 
 

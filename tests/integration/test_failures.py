@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 import requests
 
-from backend.embedded_redis import EmbeddedRedis
-from backend.procs import pulseboard_command
+from backend.cli.embedded_redis import EmbeddedRedis
+from backend.cli.procs import pulseboard_command
 from tests.conftest import ROOT
 from tests.helpers import wait_for
 
@@ -311,8 +311,8 @@ def test_the_rate_limit_holds_over_any_window_not_just_fixed_ones(server_factory
 
 # --- generator identity (row 13) -------------------------------------------------------------------
 def test_pulseboard_generate_does_not_retune_the_dashboards_generator(redis_url, r, names, tmp_path):
-    from backend.keys import Keys
-    from backend.procs import generator_command, stop
+    from backend.cli.procs import generator_command, stop
+    from backend.storage.keys import Keys
 
     keys = Keys.from_config(names)
     env = {**os.environ, **names, "PULSEBOARD_ENV_FILE": "/nonexistent"}

@@ -12,8 +12,8 @@ import pytest
 import redis
 import requests
 
-from backend.embedded_redis import EmbeddedRedis
-from backend.procs import generator_command
+from backend.cli.embedded_redis import EmbeddedRedis
+from backend.cli.procs import generator_command
 from tests.conftest import ROOT
 from tests.helpers import wait_for
 from tests.integration.sio import Recorder

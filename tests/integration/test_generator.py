@@ -18,9 +18,9 @@ import orjson
 import pytest
 import redis
 
+from backend.cli.embedded_redis import EmbeddedRedis
 from backend.config import Config
-from backend.embedded_redis import EmbeddedRedis
-from backend.keys import Keys
+from backend.storage.keys import Keys
 from generator import cli
 from generator.publisher import Generator, Summary, backoff_delay
 

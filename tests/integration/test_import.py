@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from backend.procs import pulseboard_command
+from backend.cli.procs import pulseboard_command
 from tests.conftest import ROOT
 from tests.helpers import wait_for
 

@@ -9,7 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from backend.api.openapi import document
+from backend.web.api.openapi import document
 from tests.conftest import start_server
 
 UNDOCUMENTED = {"/api/docs", "/api/docs/{name}"}  # the Swagger UI page itself, not API

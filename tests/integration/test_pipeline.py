@@ -12,7 +12,7 @@ import orjson
 import pytest
 import redis
 
-from backend.embedded_redis import EmbeddedRedis
+from backend.cli.embedded_redis import EmbeddedRedis
 from tests.helpers import wait_for
 from tests.integration.sio import Recorder
 

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from backend import create_app
-from backend.keys import Keys
-from backend.store import Store, connect
+from backend.storage.keys import Keys
+from backend.storage.store import Store, connect
 from tests.integration.test_analytics import write_seconds
 
 

@@ -9,11 +9,11 @@ import time
 import orjson
 import pytest
 
-from backend.broadcast import Broadcaster, decode_fanout_message
 from backend.config import Config
-from backend.fanout import batch_text, event_texts, text_frame
-from backend.ingest_pubsub import PubSubReader
-from backend.worker import IDLE_WAIT_S, Worker
+from backend.ingest.pubsub import PubSubReader
+from backend.ingest.worker import IDLE_WAIT_S, Worker
+from backend.realtime.broadcast import Broadcaster, decode_fanout_message
+from backend.realtime.fanout import batch_text, event_texts, text_frame
 from tests.helpers import wait_for
 from tests.integration.sio import Recorder
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.embedded_redis import EmbeddedRedis
+from backend.cli.embedded_redis import EmbeddedRedis
 from tests.helpers import wait_for
 from tests.integration.sio import Recorder
 

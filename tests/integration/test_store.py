@@ -11,8 +11,8 @@ import pytest
 
 from backend.core.aggregate import BatchAccumulator
 from backend.core.events import validate
-from backend.keys import Keys
-from backend.store import Store, connect
+from backend.storage.keys import Keys
+from backend.storage.store import Store, connect
 
 
 @pytest.fixture

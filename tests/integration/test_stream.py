@@ -15,7 +15,7 @@ import orjson
 import pytest
 import requests
 
-from backend.ingest_stream import CONSUMER, GROUP
+from backend.ingest.stream import CONSUMER, GROUP
 from tests.helpers import wait_for
 from tests.integration.sio import Recorder
 

@@ -11,8 +11,8 @@ import psutil
 import pytest
 import requests
 
-from backend.embedded_redis import free_port
-from backend.procs import pulseboard_command
+from backend.cli.embedded_redis import free_port
+from backend.cli.procs import pulseboard_command
 from tests.conftest import ROOT
 from tests.helpers import wait_for
 

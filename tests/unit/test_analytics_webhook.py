@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from backend.analytics.webhook import WebhookSender
-from backend.embedded_redis import free_port
+from backend.cli.embedded_redis import free_port
+from backend.tasks.webhook import WebhookSender
 
 
 class Hook:

@@ -8,9 +8,9 @@ import time
 import orjson
 import pytest
 
+from backend.cli.importer import ImportFailed, Position, _csv_text, read_csv, read_ndjson
 from backend.core.events import Rejection
 from backend.core.importfmt import CsvMapping, detect_format, number
-from backend.importer import ImportFailed, Position, _csv_text, read_csv, read_ndjson
 
 NOW = time.time()
 KW = dict(now=lambda: NOW, retention_s=3600, future_s=300, max_bytes=1024)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.ingest_stream import Entry, _entries, check_transport
+from backend.ingest.stream import Entry, _entries, check_transport
 from generator.publisher import Pacer, Summary
 
 

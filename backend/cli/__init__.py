@@ -1,0 +1,1 @@
+"""Entry points and processes: the `pulseboard` command, `up`, `serve`, `import`, the embedded Redis."""

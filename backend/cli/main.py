@@ -1,0 +1,196 @@
+"""The `pulseboard` command: up, serve, worker, generate, import, bench.
+
+The async mode is chosen and the standard library monkey-patched before anything else is
+imported, which is why most imports below live inside the functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+try:
+    from backend.config import Config, SettingError
+except ValueError as _exc:  # a malformed setting (config names it): one line, not a traceback
+    sys.exit(f"pulseboard: {_exc}")
+
+SERVER_COMMANDS = {"up", "serve", "worker"}
+
+
+def _command_of(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _async_mode_of(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--async-mode" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--async-mode="):
+            return arg.split("=", 1)[1]
+    return Config.ASYNC_MODE
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _command_of(argv) in SERVER_COMMANDS:
+        from backend.asyncmode import patch
+
+        patch(_async_mode_of(argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from backend.logsetup import setup
+
+    setup(Config.LOG_LEVEL, Config.LOG_FORMAT)
+    try:
+        return args.func(args) or 0
+    except SettingError as exc:
+        print(f"pulseboard: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from generator import cli as generator_cli
+
+    parser = argparse.ArgumentParser(prog="pulseboard", description="Real-time analytics on Redis Pub/Sub.")
+    sub = parser.add_subparsers(dest="command")
+
+    def server_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default=Config.HOST, help="bind address (default %(default)s)")
+        p.add_argument("--port", type=int, default=Config.PORT, help="port (default %(default)s)")
+        p.add_argument("--async-mode", default=Config.ASYNC_MODE, choices=["eventlet", "gevent", "threading"])
+
+    up = sub.add_parser(
+        "up",
+        help="everything on one machine: embedded Redis (if REDIS_URL is unset), "
+        "server, worker and generator",
+    )
+    server_options(up)
+    up.add_argument("--rate", type=float, default=Config.GENERATOR_RATE, help="generator events/s")
+    up.add_argument("--profile", default=Config.GENERATOR_PROFILE)
+    up.add_argument("--no-generator", action="store_true", help="start no generator")
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="web node: REST + Socket.IO (+ the worker unless --no-worker)")
+    server_options(serve)
+    serve.add_argument("--no-worker", action="store_true", help="serve clients only; run `pulseboard worker`")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser(
+        "worker", help="the ingest worker alone, emitting through the Redis message queue"
+    )
+    worker.add_argument(
+        "--async-mode", default=Config.ASYNC_MODE, choices=["eventlet", "gevent", "threading"]
+    )
+    worker.set_defaults(func=cmd_worker)
+
+    gen = sub.add_parser("generate", help="publish simulated traffic")
+    generator_cli.add_arguments(gen)
+    gen.set_defaults(func=generator_cli.run)
+
+    imp = sub.add_parser("import", help="import events from an NDJSON or CSV file (or -) via the stream")
+    from backend.cli import importer
+
+    importer.add_arguments(imp)
+    imp.set_defaults(func=importer.run)
+
+    bench = sub.add_parser("bench", help="benchmark the pipeline on this machine (see docs/benchmarks.md)")
+    bench.set_defaults(func=_bench)
+    from backend.bench import cli as bench_cli
+
+    bench_cli.add_arguments(bench)
+    return parser
+
+
+def _bench(args) -> int:
+    from backend.bench import cli as bench_cli
+
+    return bench_cli.run(args)
+
+
+def _app(args, **overrides):
+    from backend import create_app
+
+    config = {"ASYNC_MODE": args.async_mode, **overrides}
+    return create_app(config)
+
+
+def cmd_serve(args) -> int:
+    from backend.cli.procs import share_metrics_with_children, worker_in_own_process
+
+    worker = not args.no_worker and Config.RUN_WORKER
+    own_process = worker and worker_in_own_process(Config.as_dict())
+    if own_process:
+        # Before anything imports prometheus_client: the worker's figures reach our /metrics
+        # through its multiprocess files (backend/telemetry.py).
+        share_metrics_with_children()
+    from backend.cli.serve import (
+        interrupt_on_sigterm,
+        serve,
+        start_background,
+        start_worker_process,
+        stop_background,
+    )
+    from backend.web.httpserver import ensure_port_free
+    from backend.web.runtime import get_runtime
+
+    ensure_port_free(args.host, args.port)  # before anything starts: a clean one-line error
+    interrupt_on_sigterm()
+    # A worker in a process of its own hands batches over through Redis (the fan-out channel).
+    app = _app(args, RUN_WORKER=worker, **({"MESSAGE_QUEUE": True} if own_process else {}))
+    try:
+        if own_process:
+            get_runtime(app).worker_process = start_worker_process(app, args.async_mode)
+        start_background(app, worker=worker and not own_process)
+        serve(app, args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_background(app)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from backend.ingest.worker import Worker
+    from backend.realtime.broadcast import Broadcaster
+    from backend.tasks.analytics import start_evaluator, stop_evaluator
+    from backend.web.extensions import socketio
+    from backend.web.runtime import get_runtime
+
+    app = _app(args, MESSAGE_QUEUE=True)
+    if app.config["METRICS_PORT"]:
+        from prometheus_client import start_http_server
+
+        start_http_server(app.config["METRICS_PORT"], addr=app.config["HOST"])
+    runtime = get_runtime(app)
+    runtime.worker = Worker(
+        app.config, Broadcaster(None, channel=runtime.store.keys.fanout), sleep=socketio.sleep
+    )
+
+    start_evaluator(app, socketio, runtime.worker)
+
+    def stop(signum, frame):
+        # Only a flag: the loop finishes the batch it holds, releases the lease and returns.
+        stop_evaluator(app)
+        runtime.worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    from backend.cli.procs import settle_gc
+
+    settle_gc()
+    runtime.worker.run()  # runs until stopped; reconnects by itself
+    return 0
+
+
+def cmd_up(args) -> int:
+    from backend.cli.up import up
+
+    return up(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

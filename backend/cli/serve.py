@@ -1,0 +1,198 @@
+"""Running the app: background tasks and the server loop (called by the CLI)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+
+from flask import Flask
+
+from backend.cli.procs import die_with_parent, pulseboard_command, settle_gc, stop
+from backend.ingest.worker import Worker
+from backend.realtime import status
+from backend.realtime.broadcast import Broadcaster, FanoutListener, Ticker
+from backend.realtime.fanout import Fanout
+from backend.tasks.analytics import start_evaluator, stop_evaluator
+from backend.web.extensions import socketio
+from backend.web.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+
+def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
+    """Start the ingest worker and/or the web side (fan-out, tick), once per process."""
+    runtime = get_runtime(app)
+    cfg = app.config
+    remote = cfg["MESSAGE_QUEUE"] or not ticker  # batches reach clients through Redis
+    if ticker and runtime.fanout is None:
+        runtime.fanout = Fanout(
+            socketio,
+            soft_bytes=cfg["SLOW_CLIENT_SOFT_BYTES"],
+            soft_s=cfg["SLOW_CLIENT_SOFT_S"],
+            hard_bytes=cfg["SLOW_CLIENT_HARD_BYTES"],
+        )
+        runtime.fanout.install()
+        if remote:
+            runtime.listener = FanoutListener(
+                socketio,
+                runtime.fanout,
+                cfg["REDIS_URL"],
+                runtime.store.keys.fanout,
+                backoff_max_s=cfg["RECONNECT_MAX_S"],
+            )
+            socketio.start_background_task(runtime.listener.run)
+    if worker and runtime.worker is None:
+        broadcaster = Broadcaster(runtime.fanout, channel=runtime.store.keys.fanout if remote else None)
+        runtime.worker = Worker(
+            cfg, broadcaster, sleep=socketio.sleep, start_task=socketio.start_background_task
+        )
+        socketio.start_background_task(runtime.worker.run)
+        # Runs beside every worker, acts only while that worker holds the lease: one evaluator.
+        start_evaluator(app, socketio, runtime.worker)
+    if ticker and runtime.ticker is None:
+        runtime.ticker = Ticker(
+            socketio,
+            runtime.store,
+            interval_s=cfg["AGGREGATE_TICK_MS"] / 1000.0,
+            fanout=runtime.fanout,
+        )
+        socketio.start_background_task(runtime.ticker.run)
+        status.start(
+            app, socketio
+        )  # Redis/worker up or down, pushed as `status` (backend/realtime/status.py)
+
+
+def stop_background(app: Flask, wait_s: float = 5.0) -> None:
+    """Ask the worker and the tick to stop, and give the worker up to `wait_s` to finish (write
+    and broadcast) the batch it holds and release its lease, so a standby takes over at once."""
+    runtime = get_runtime(app)
+    if runtime.worker_process is not None:
+        runtime.worker_process.stop()  # SIGTERM: it finishes its batch and releases the lease
+    stop_evaluator(app)
+    if app.extensions.get(status.EXTENSION_KEY) is not None:
+        app.extensions[status.EXTENSION_KEY].stop()
+    for task in (runtime.worker, runtime.ticker, runtime.listener):
+        if task is not None:
+            task.stop()
+    worker = runtime.worker
+    deadline = time.monotonic() + wait_s
+    while worker is not None and worker.running and time.monotonic() < deadline:
+        socketio.sleep(0.05)
+    if worker is not None:
+        log.info("worker stopped (%s)", "clean" if not worker.running else "timed out")
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (docker stop, systemd, Kubernetes) takes the same clean path as Ctrl-C."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def serve(app: Flask, host: str, port: int) -> None:
+    settle_gc()
+    cfg = app.config
+    if socketio.async_mode == "eventlet":
+        # Not socketio.run: it listens with SO_REUSEPORT and a backlog of 50, and offers no hook for
+        # the header deadline. The same two eventlet calls it makes, with our socket and limits.
+        import eventlet.wsgi
+
+        from backend.web import httpserver
+
+        nofile = httpserver.raise_nofile_limit()
+        max_size = httpserver.connection_capacity(cfg["HTTP_MAX_CONNECTIONS"], nofile)
+        sock = httpserver.listen(host, port, cfg["HTTP_LISTEN_BACKLOG"])
+        log.info(
+            "Pulseboard serving on http://%s:%d (async mode eventlet, up to %d connections, "
+            "open-file limit %d)",
+            host,
+            port,
+            max_size,
+            nofile,
+        )
+        eventlet.wsgi.server(
+            sock,
+            app,
+            log_output=False,
+            max_size=max_size,
+            socket_timeout=cfg["HTTP_IDLE_TIMEOUT_S"] or None,
+            protocol=httpserver.protocol_class(cfg["HTTP_IDLE_TIMEOUT_S"], cfg["HTTP_HEADER_TIMEOUT_S"]),
+        )
+        return
+    log.info("Pulseboard serving on http://%s:%d (async mode %s)", host, port, socketio.async_mode)
+    kwargs = {"host": host, "port": port, "use_reloader": False, "log_output": False}
+    if socketio.async_mode == "threading":
+        kwargs["allow_unsafe_werkzeug"] = True  # werkzeug's server: for development and tests
+    socketio.run(app, **kwargs)
+
+
+class WorkerProcess:
+    """The ingest worker as a supervised child process (`pulseboard worker`).
+
+    Restarted when it exits (backoff up to RECONNECT_MAX_S); a restarted worker takes its dead
+    predecessor's lease over at once (same host, process gone). Dies with us (PR_SET_PDEATHSIG)."""
+
+    def __init__(self, cfg, async_mode: str):
+        self.env = {
+            **os.environ,
+            "REDIS_URL": cfg["REDIS_URL"],
+            "MESSAGE_QUEUE": "true",
+            # Real threads: its Pub/Sub reader takes messages off the socket while a batch is
+            # processed (backend/ingest/pubsub.py); it serves no HTTP, so eventlet buys nothing.
+            "ASYNC_MODE": "threading",
+        }
+        self.backoff_max_s = cfg["RECONNECT_MAX_S"]
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+        self._stopping = False
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            pulseboard_command("worker"),
+            env=self.env,
+            preexec_fn=die_with_parent,
+            # Not in the terminal's process group: Ctrl-C reaches us alone, and we stop the
+            # worker (SIGTERM: it finishes its batch) before the embedded Redis goes.
+            start_new_session=True,
+        )
+        log.info("started the ingest worker process (pid %d)", self.process.pid)
+
+    def supervise(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            socketio.sleep(0.2)
+            if self._stopping or self.process is None or self.process.poll() is None:
+                continue
+            log.warning("the ingest worker process exited with %s; restarting it", self.process.returncode)
+            _forget_metrics_of(self.process.pid)
+            socketio.sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max_s)
+            if not self._stopping:
+                self.restarts += 1
+                self.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        stop(self.process)  # SIGTERM: it finishes the batch in hand and releases the lease
+        if self.process is not None:
+            clean = self.process.returncode == 0
+            log.info("worker stopped (%s)", "clean" if clean else f"exit {self.process.returncode}")
+
+
+def _forget_metrics_of(pid: int) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # its live gauges no longer count
+
+
+def start_worker_process(app: Flask, async_mode: str) -> WorkerProcess:
+    supervisor = WorkerProcess(app.config, async_mode)
+    supervisor.start()
+    socketio.start_background_task(supervisor.supervise)
+    return supervisor

@@ -1,0 +1,1 @@
+"""Socket.IO: handlers, the fan-out of stored batches to clients, the tick and status pushes."""

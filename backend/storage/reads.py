@@ -1,0 +1,305 @@
+"""The read side: recent events, the history stream, dead letters, and windowed aggregates and
+time series merged from the bucket hashes with as little live data read as possible."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+import orjson
+import redis
+
+from backend.core.aggregate import WindowStats, merge_field, plan_window, timeseries, timeseries_plan
+from backend.core.events import numbered
+from backend.core.timefmt import iso_ms
+from backend.storage.keys import Keys
+from backend.web.offload import pause
+
+READ_CHUNK = 16  # bucket hashes per round trip of a window read
+HISTORY_PAGE = 100  # history entries (batches) read per round trip
+CLOSED_MINUTES_TTL_S = 5.0  # seconds a merge of a window's closed minutes is reused
+AGGREGATE_CACHE_MAX = 256  # (window, metric, second) results kept; cleared wholesale when full
+TIMESERIES_CACHE_MAX = 50_000  # closed time-series points kept; cleared wholesale when full
+TIMESERIES_CLOSED_TTL_S = 10.0  # seconds a closed step's point is reused
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry_seq(entry_id) -> int:
+    return int(_text(entry_id).partition("-")[0])
+
+
+def _history_events(entry_id, fields) -> list[dict]:
+    blob = fields.get(b"e") or fields.get("e") or b""
+    if not blob:
+        return []
+    return [orjson.loads(e) for e in numbered(_entry_seq(entry_id), blob.split(b"\n"))]
+
+
+def _merge_cooperatively(hashes: list) -> WindowStats:
+    """WindowStats of many bucket hashes, letting the loop run between them. (Not in a native
+    thread: with several wide queries at once, threads holding the GIL made every socket write
+    of the loop wait for it, and deliveries crawled; one hash at a time keeps them flowing.)"""
+    stats = WindowStats()
+    for i, h in enumerate(hashes):
+        if i:
+            pause()
+        stats.merge_hash(h)
+    return stats
+
+
+def _combined_with(closed: WindowStats, live_hash) -> WindowStats:
+    return _combined(closed, WindowStats.from_hashes([live_hash]))
+
+
+def _combined(a: WindowStats, b: WindowStats) -> WindowStats:
+    """A new WindowStats holding a + b, leaving both untouched (a is a cached merge)."""
+    out = WindowStats()
+    for source in (a, b):
+        for name, (count, errors, fields) in source.metrics.items():
+            m = out.metrics.setdefault(name, [0, 0, {}])
+            m[0] += count
+            m[1] += errors
+            for fname, f in fields.items():
+                merge_field(m[2].setdefault(fname, [0, 0.0, None, None, {}]), f)
+    return out
+
+
+class Reads:
+    """Mixed into Store: every read, on the store's client and keys, with the caches they share."""
+
+    redis: redis.Redis
+    keys: Keys
+    recent_max: int
+    recent_per_metric: int
+
+    def _init_reads(self) -> None:
+        self._aggregate_cache: dict[tuple, dict] = {}
+        self._timeseries_cache: dict[tuple, tuple[float, dict]] = {}
+        self._closed_minutes: dict[tuple[int, int], tuple[float, WindowStats]] = {}
+        self._computing: dict[tuple[int, int], threading.Event] = {}
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+    def recent(self, limit: int, metric: str | None = None, after: int | None = None) -> list[dict]:
+        """Newest first. For one metric, its own list (which holds quiet metrics' events long
+        after the global list moved on) together with what the global list has of it."""
+        if metric is not None and self.recent_per_metric:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lrange(self.keys.recent_metric(metric), 0, self.recent_per_metric - 1)
+            pipe.lrange(self.keys.recent, 0, self.recent_max - 1)
+            own, everything = pipe.execute()
+            raw = own + everything
+        else:
+            raw = self.redis.lrange(
+                self.keys.recent, 0, self.recent_max - 1 if (metric or after) else limit - 1
+            )
+        out: dict[object, dict] = {}
+        for item in raw:
+            try:
+                event = orjson.loads(item)
+            except orjson.JSONDecodeError:
+                continue  # written by someone else; the list is ours to read, not to trust
+            if not isinstance(event, dict):
+                continue
+            if metric is not None and event.get("metric") != metric:
+                continue
+            seq = event.get("seq")
+            if after is not None and not (isinstance(seq, int) and seq > after):
+                continue
+            out.setdefault(seq if isinstance(seq, int) else id(event), event)
+        events = list(out.values())
+        if metric is not None and self.recent_per_metric:
+            events.sort(key=lambda e: e["seq"] if isinstance(e.get("seq"), int) else -1, reverse=True)
+        return events[:limit]
+
+    def history_after(self, after: int, limit: int, metric: str | None = None, *, oldest_first: bool) -> dict:
+        """Events with seq > `after` (of `metric`) from the history stream: the oldest `limit`
+        of them in ascending order (`next_after` pages on), or the newest `limit`, newest first.
+        `complete`: the answer holds every such event, none is older than the history."""
+        key = self.keys.history
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xrevrange(key, f"{after}-0", "-", count=1)  # the batch holding after + 1, if any
+        pipe.xrange(key, "-", "+", count=1)
+        pipe.get(self.keys.seq)
+        holding, oldest, last_seq = pipe.execute()
+        oldest_seq = _entry_seq(oldest[0][0]) if oldest else None
+        # Nothing stored since `after`, or the history reaches back to it: no event is missing.
+        covered = (last_seq is None or int(last_seq) <= after) or (
+            oldest_seq is not None and oldest_seq <= after + 1
+        )
+        wanted = (
+            (lambda e: e["seq"] > after)
+            if metric is None
+            else (lambda e: e["seq"] > after and e.get("metric") == metric)
+        )
+        out: list[dict] = []
+        if oldest_first:
+            start = holding[0][0] if holding else "-"
+            read, step = self.redis.xrange, (lambda entry_id: "(" + _text(entry_id))
+            args = lambda st: (key, st, "+")  # noqa: E731
+        else:
+            start = "+"
+            read, step = self.redis.xrevrange, (lambda entry_id: "(" + _text(entry_id))
+            args = lambda st: (key, st, _text(holding[0][0]) if holding else "-")  # noqa: E731
+        exhausted = False
+        while len(out) <= limit:
+            page = read(*args(start), count=HISTORY_PAGE)
+            for entry_id, fields in page:
+                events = [e for e in _history_events(entry_id, fields) if wanted(e)]
+                out += events if oldest_first else reversed(events)
+            if len(page) < HISTORY_PAGE:
+                exhausted = True
+                break
+            start = step(page[-1][0])
+        more = len(out) > limit or not exhausted
+        out = out[:limit]
+        return {
+            "events": out,
+            "complete": covered and not more,
+            "oldest_seq": oldest_seq,
+            "next_after": out[-1]["seq"] if out and more and oldest_first else None,
+        }
+
+    def rejected(self, limit: int) -> list[dict]:
+        return [orjson.loads(item) for item in self.redis.lrange(self.keys.rejected, 0, limit - 1)]
+
+    def stats(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(self.keys.stats).items()}
+
+    def _hgetall_many(self, bucket_keys: Iterable[str]) -> list[dict]:
+        """HGETALL of many hashes, READ_CHUNK per round trip, letting the loop run between the
+        chunks: parsing a wide window's replies is C work that holds the loop while it runs, and
+        a whole hour of wide minutes in one pipeline held every client's events for seconds."""
+        keys = list(bucket_keys)
+        out: list[dict] = []
+        for i in range(0, len(keys), READ_CHUNK):
+            if i:
+                pause()
+            pipe = self.redis.pipeline(transaction=False)
+            for key in keys[i : i + READ_CHUNK]:
+                pipe.hgetall(key)
+            out += pipe.execute()
+        return out
+
+    def aggregate(self, window_s: int, metric: str | None = None, now: float | None = None) -> dict:
+        """The window ending with the current second.
+
+        The result is shared by everyone asking for the same window in the same second while no
+        batch has been written since (the worker bumps the `received` counter with every batch):
+        the tick and any number of REST callers then cost one merge, and nobody reads stale data."""
+        to_s = int(now if now is not None else time.time()) + 1  # include the current second
+        version = self.redis.hget(self.keys.stats, "received")
+        key = (window_s, metric, to_s, version)
+        cached = self._aggregate_cache.get(key)
+        if cached is not None:
+            return cached
+        stats = self._window_stats(to_s, window_s)
+        body = stats.to_aggregate(window_s=window_s, from_s=to_s - window_s, to_s=to_s, metric=metric)
+        if len(self._aggregate_cache) >= AGGREGATE_CACHE_MAX:
+            self._aggregate_cache.clear()
+        self._aggregate_cache[key] = body
+        return body
+
+    def _window_stats(self, to_s: int, window_s: int) -> WindowStats:
+        """Merge the buckets of [to_s - window_s, to_s), reading as little live data as possible.
+
+        Everything before the current minute is closed (it changes only through late events):
+        its edge seconds and whole minutes are merged once per second of the clock and kept for
+        CLOSED_MINUTES_TTL_S, so late events show up within that. The current minute is read as
+        its one minute bucket, which the worker updates with every batch (it holds the current
+        minute's events so far, including any stamped later in it). So a query while events
+        arrive costs one small hash read and a merge, whatever the window."""
+        from_s = to_s - window_s
+        current = (to_s - 1) // 60 * 60  # the minute holding the window's last second
+        if from_s >= current:  # a window inside the current minute: its seconds
+            return _merge_cooperatively(
+                self._hgetall_many(self.keys.bucket(1, sec) for sec in range(from_s, to_s))
+            )
+        key = (from_s, current)
+        clock = time.monotonic()
+        hit = self._closed_minutes.get(key)
+        if hit is None or clock - hit[0] >= CLOSED_MINUTES_TTL_S:
+            busy = self._computing.get(key)
+            if busy is not None:
+                # Another request is merging this very window (single flight): wait for it, or
+                # keep the answer it is refreshing, rather than merge a wide hour per request.
+                if hit is None:
+                    busy.wait()
+                    hit = self._closed_minutes.get(key)
+            else:
+                done = self._computing[key] = threading.Event()
+                try:
+                    plan = plan_window(current, current - from_s)
+                    hashes = self._hgetall_many(self.keys.bucket(r, st) for r, st in plan)
+                    merged = _merge_cooperatively(hashes)
+                    if len(self._closed_minutes) >= 16:
+                        self._closed_minutes.clear()
+                    hit = self._closed_minutes[key] = (clock, merged)
+                finally:
+                    del self._computing[key]
+                    done.set()
+            if hit is None:  # the read we waited for failed; its caller reports why
+                raise redis.ConnectionError("a concurrent read of this window failed; retry")
+        live = self.redis.hgetall(self.keys.bucket(60, current))
+        return _combined_with(hit[1], live)
+
+    def timeseries(
+        self, window_s: int, step_s: int, metric: str | None, field: str | None, now: float | None = None
+    ) -> dict:
+        """Points per step. A step that ended more than a second ago is closed: its point is kept
+        for TIMESERIES_CLOSED_TTL_S and reused, so a dashboard's reload or a second chart costs
+        the open step only. (An event stamped into a closed step shows up within that TTL.)"""
+        now_s = int(now if now is not None else time.time())
+        to_s = now_s + 1
+        to_s -= to_s % step_s  # align steps so consecutive calls share boundaries
+        to_s += step_s
+        from_s = to_s - window_s
+        res, _ = timeseries_plan(to_s, window_s, step_s)
+        clock = time.monotonic()
+        cache = self._timeseries_cache
+        points: dict[int, dict] = {}
+        missing: list[int] = []
+        for step_start in range(from_s, to_s, step_s):
+            hit = cache.get((metric, field, res, step_s, step_start))
+            if hit is not None and clock - hit[0] < TIMESERIES_CLOSED_TTL_S:
+                points[step_start] = hit[1]
+            else:
+                missing.append(step_start)
+        if missing:
+            starts = [b for step_start in missing for b in range(step_start, step_start + step_s, res)]
+            hashes = dict(
+                zip(starts, self._hgetall_many(self.keys.bucket(res, b) for b in starts), strict=True)
+            )
+            fresh = timeseries(
+                hashes,
+                from_s=from_s,
+                to_s=to_s,
+                step_s=step_s,
+                res=res,
+                metric=metric,
+                field=field,
+            )["points"]
+            if len(cache) >= TIMESERIES_CACHE_MAX:
+                cache.clear()
+            for step_start in missing:
+                point = fresh[(step_start - from_s) // step_s]
+                points[step_start] = point
+                if step_start + step_s < now_s:  # closed
+                    cache[(metric, field, res, step_s, step_start)] = (clock, point)
+        return {
+            "window_seconds": window_s,
+            "step_seconds": step_s,
+            "from": iso_ms(from_s),
+            "to": iso_ms(to_s),
+            "metric": metric,
+            "field": field,
+            "points": [points[step_start] for step_start in range(from_s, to_s, step_s)],
+        }

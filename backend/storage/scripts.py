@@ -1,0 +1,187 @@
+"""The Lua scripts of the write path and the worker lease, and the encoding of a batch's aggregate
+updates for the write script. A script runs to its end once Redis has it: a batch is applied all
+or nothing, whatever happens to the worker that sent it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from backend.core.aggregate import BucketDelta
+
+# The whole batch in one script: one round trip, applied all or nothing (a script runs to the end
+# once Redis has it, whatever happens to the worker that sent it), sequence numbers included.
+#
+# KEYS: 1 recent list, 2 dead-letter list, 3 stats hash, 4 seq counter, 5 lease, 6 stream,
+#       7 known-metrics set, 8 history stream, then the per-metric recent lists, then the buckets.
+# ARGV: a header of counts, then sections in this order (see _BatchArgs):
+#   [1] fence token ('' = no fence)  [2] events in the batch  [3] seq seed  [4] recent max
+#   [5] dead-letter max  [6] received  [7] stream group  [8] retention-ish TTL of metric lists
+#   [9] #pieces  [10] #metric lists  [11] #dead letters  [12] #reasons  [13] #acks  [14] #buckets
+#   [15] #new metrics  [16] per-metric recent max  [17] fan-out channel ('' = none)
+#   [18] the batch's events' JSON without seq, newline-separated, published on [17] after the
+#        first seq and a newline: web nodes number the events themselves (first + offset)
+#   [19] '1': also append [18] to the history stream as entry <first seq>-0 (resync after gaps)
+#   pieces: (offset in batch, event JSON without its leading '{') ...  (oldest first)
+#   metric lists: (#pieces of this list, piece index ...) per list, KEYS order
+#   dead letters (JSON) ... ; reasons: (reason, count) ... ; ack ids ... ; new metric names ...
+#   buckets: TTLs (one per bucket), then ONE argument: a msgpack array of groups of four,
+#     bucket index, op, field, value (op: i = HINCRBY, f = HINCRBYFLOAT, n = keep min,
+#     x = keep max). One msgpack blob instead of four arguments per op: a batch of late events
+#     has ~60 ops an event, and packing them as separate arguments cost more than the script.
+# Returns the batch's first seq, or -1 when the fence token no longer holds the lease.
+WRITE_BATCH_LUA = """
+local token = ARGV[1]
+if token ~= '' and redis.call('GET', KEYS[5]) ~= token then
+  return -1
+end
+local nevents = tonumber(ARGV[2])
+local first = 0
+if nevents > 0 then
+  -- A new counter starts at the clock (microseconds), so seqs keep increasing even when Redis
+  -- loses its data: clients deduplicating by seq would otherwise drop new events as seen.
+  redis.call('SET', KEYS[4], ARGV[3], 'NX')
+  first = redis.call('INCRBY', KEYS[4], nevents) - nevents + 1
+end
+local npieces, nlists, ndead = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local nreasons, nacks, nbuckets = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local nnew = tonumber(ARGV[15])
+local i = 20
+local pieces = {}
+for p = 1, npieces do
+  pieces[p] = '{"seq":' .. string.format('%d', first + tonumber(ARGV[i])) .. ',' .. ARGV[i + 1]
+  i = i + 2
+end
+local function push(key, items, limit)
+  for c = 1, #items, 1000 do
+    redis.call('LPUSH', key, unpack(items, c, math.min(c + 999, #items)))
+  end
+  redis.call('LTRIM', key, 0, limit - 1)
+end
+if npieces > 0 then
+  local recent_max = tonumber(ARGV[4])
+  local from = math.max(1, npieces - recent_max + 1)
+  local newest = {}
+  for p = from, npieces do newest[#newest + 1] = pieces[p] end
+  push(KEYS[1], newest, recent_max)
+end
+local per_metric = tonumber(ARGV[16])
+for l = 1, nlists do
+  local n = tonumber(ARGV[i])
+  local items = {}
+  for p = 1, n do items[p] = pieces[tonumber(ARGV[i + p])] end
+  i = i + n + 1
+  local key = KEYS[8 + l]
+  push(key, items, per_metric)
+  redis.call('EXPIRE', key, ARGV[8])
+end
+if ndead > 0 then
+  local items = {}
+  for d = 1, ndead do items[d] = ARGV[i + d - 1] end
+  i = i + ndead
+  push(KEYS[2], items, tonumber(ARGV[5]))
+end
+local rejected = 0
+for r = 1, nreasons do
+  local n = tonumber(ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[3], 'rejected:' .. ARGV[i], n)
+  rejected = rejected + n
+  i = i + 2
+end
+if rejected > 0 then redis.call('HINCRBY', KEYS[3], 'rejected', rejected) end
+redis.call('HINCRBY', KEYS[3], 'received', ARGV[6])
+redis.call('HINCRBY', KEYS[3], 'accepted', nevents)
+for c = 0, nacks - 1, 1000 do
+  redis.call('XACK', KEYS[6], ARGV[7], unpack(ARGV, i + c, i + math.min(c + 999, nacks - 1)))
+end
+i = i + nacks
+for c = 0, nnew - 1, 1000 do
+  redis.call('SADD', KEYS[7], unpack(ARGV, i + c, i + math.min(c + 999, nnew - 1)))
+end
+i = i + nnew
+local base = 8 + nlists
+local ttl_at = i
+i = i + nbuckets
+local ops = cmsgpack.unpack(ARGV[i])
+for j = 1, #ops, 4 do
+  local k = KEYS[base + ops[j]]
+  local op = ops[j + 1]
+  local f = ops[j + 2]
+  local v = ops[j + 3]
+  if op == 'i' then
+    redis.call('HINCRBY', k, f, v)
+  elseif op == 'f' then
+    -- A sum that overflows a double is flagged (field <sum field>o) instead of aborting the
+    -- batch halfway (a script does not roll back); readers report it as an overflow.
+    local r = redis.pcall('HINCRBYFLOAT', k, f, v)
+    if type(r) == 'table' and r.err then
+      redis.call('HSET', k, f .. 'o', '1')
+    end
+  else
+    local cur = redis.call('HGET', k, f)
+    if not cur or (op == 'n' and tonumber(v) < tonumber(cur)) or (op == 'x' and tonumber(v) > tonumber(cur)) then
+      redis.call('HSET', k, f, v)
+    end
+  end
+end
+for b = 1, nbuckets do
+  redis.call('EXPIRE', KEYS[base + b], ARGV[ttl_at + b - 1])
+end
+if ARGV[19] == '1' and nevents > 0 then
+  -- pcall: an id not above the last one (two workers racing through a failover) skips the
+  -- entry instead of failing the batch after its other writes.
+  redis.pcall('XADD', KEYS[8], string.format('%d', first) .. '-0', 'e', ARGV[18])
+end
+if ARGV[17] ~= '' and nevents > 0 then
+  redis.call('PUBLISH', ARGV[17], string.format('%d', first) .. '\\n' .. ARGV[18])
+end
+return first
+"""
+
+# Compare-and-extend / compare-and-delete, so a worker can never renew or drop another's lease.
+RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Take the lease over from a holder known to be dead (compare-and-set on its token).
+TAKEOVER_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def encode_deltas(deltas: Mapping[tuple[int, int], BucketDelta], key_of, retention_s: int, base: int):
+    """Bucket key names, their TTLs and the ops of the write script for `deltas`; bucket indexes
+    start after `base` (the buckets already encoded); `key_of(resolution, start)` names each hash."""
+    key_names: list[str] = []
+    ttls: list[int] = []
+    ops: list = []
+    now = time.time()
+    for index, ((res, start), delta) in enumerate(deltas.items(), start=base + 1):
+        key_names.append(key_of(res, start))
+        # A bucket lives for the retention after its interval ends.
+        ttls.append(max(1, int(start + res + retention_s - now)))
+        for field, value in delta.incr.items():
+            ops += (index, "i", field, value)
+        for field, value in delta.incr_float.items():
+            ops += (index, "f", field, repr(float(value)))
+        for field, value in delta.mins.items():
+            ops += (index, "n", field, repr(float(value)))
+        for field, value in delta.maxs.items():
+            ops += (index, "x", field, repr(float(value)))
+    return key_names, ttls, ops

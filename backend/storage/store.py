@@ -1,0 +1,200 @@
+"""Everything Pulseboard reads from and writes to Redis.
+
+The write side is built for throughput: one batch of events costs two round trips whatever its
+size (INCRBY for the sequence numbers, then one pipeline with LPUSH+LTRIM of the recent list,
+one atomic Lua apply of all aggregate deltas, and the dead letters). Aggregate updates are
+increments and compare-and-set min/max inside Redis, so several workers may write the same
+buckets concurrently and the result stays exact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+import msgpack
+import orjson
+import redis
+
+from backend.core.aggregate import RESOLUTIONS, BucketDelta
+from backend.core.events import numbered
+from backend.storage.client import PoolExhausted, connect
+from backend.storage.keys import Keys
+from backend.storage.leases import Leases
+from backend.storage.reads import Reads
+from backend.storage.scripts import WRITE_BATCH_LUA, encode_deltas
+
+
+class LeaseLost(Exception):
+    """A fenced write found the worker lease held by someone else (or expired): nothing was written."""
+
+
+class Store(Reads, Leases):
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        recent_max: int,
+        retention_s: int,
+        dead_letter_max: int,
+        recent_per_metric: int = 0,
+        history_s: int = 0,
+    ):
+        self.redis = client
+        self.keys = keys
+        self.recent_max = recent_max
+        self.retention_s = retention_s
+        self.dead_letter_max = dead_letter_max
+        self.recent_per_metric = recent_per_metric
+        self.history_s = history_s
+        self._write = client.register_script(WRITE_BATCH_LUA)
+        self._init_reads()
+        self._init_leases()
+
+    @classmethod
+    def from_config(cls, config: Mapping, client: redis.Redis | None = None) -> Store:
+        return cls(
+            client
+            or connect(
+                config["REDIS_URL"],
+                max_connections=config.get("REDIS_MAX_CONNECTIONS"),
+                pool_timeout_s=config.get("REDIS_POOL_TIMEOUT_S"),
+            ),
+            Keys.from_config(config),
+            recent_max=config["RECENT_MAX"],
+            retention_s=config["RETENTION_S"],
+            dead_letter_max=config["DEAD_LETTER_MAX"],
+            recent_per_metric=config["RECENT_PER_METRIC"],
+            history_s=config["HISTORY_S"],
+        )
+
+    # --- write side ------------------------------------------------------------------------
+    def reserve_seqs(self, n: int) -> int:
+        """Atomically reserve `n` sequence numbers; returns the first.
+
+        A new counter starts at the clock in microseconds rather than 0, so seqs keep increasing
+        even when Redis loses its data (a restart without persistence): clients deduplicating by
+        seq would otherwise drop every new event as already seen. That holds while the average
+        rate since the counter was created stays under a million events per second."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.keys.seq, int(time.time() * 1_000_000), nx=True)
+        pipe.incrby(self.keys.seq, n)
+        return int(pipe.execute()[1]) - n + 1
+
+    def write_batch(
+        self,
+        events: list[dict],
+        deltas: Mapping[tuple[int, int], BucketDelta],
+        rejected: list[dict],
+        received: int,
+        tag_deltas: Mapping[tuple[int, int], BucketDelta] | None = None,
+        *,
+        ack: tuple[str, str, list[bytes]] | None = None,
+        fence: tuple[str, str] | None = None,
+        new_metrics: Iterable[str] = (),
+        fanout_channel: str | None = None,
+    ) -> list[bytes]:
+        """Store a batch in one round trip (one script: all or nothing) and number its events.
+
+        `events` is oldest first; each gets its `seq`, and the return value is their JSON text
+        with it, oldest first, encoded once here for the recent lists and for the broadcast.
+        Only the newest `recent_max` events of the batch (and of each metric, `recent_per_metric`)
+        go to Redis: the rest would be trimmed off by the same script anyway.
+
+        `ack` (stream, group, entry ids): XACK those stream entries in the same script, so they
+        are acknowledged exactly when their events are stored. `fence` (lease key, token): write
+        only while the lease is still ours, raising LeaseLost otherwise: a worker that stalled past
+        its lease must not store entries that its successor, having re-read them, stores again.
+        `new_metrics`: names to add to the known-metrics set (the cardinality bound).
+        `fanout_channel`: publish the batch there from the same script, for the web nodes
+        (backend/realtime/fanout.py), instead of returning it; returns [] then."""
+        for e in events:
+            e.pop("seq", None)  # numbered below, once stored
+        bodies = [orjson.dumps(e) for e in events]
+        n = len(events)
+        # Which events Redis needs: the newest recent_max overall, and the newest of each metric.
+        wanted: dict[int, None] = dict.fromkeys(range(max(0, n - self.recent_max), n))
+        lists: dict[str, list[int]] = {}
+        if self.recent_per_metric:
+            for offset in range(n - 1, -1, -1):
+                group = lists.setdefault(events[offset]["metric"], [])
+                if len(group) < self.recent_per_metric:
+                    group.append(offset)
+                    wanted[offset] = None
+        order = sorted(wanted)
+        index_of = {offset: i for i, offset in enumerate(order, start=1)}
+        args: list = []
+        for offset in order:
+            args += (offset, bodies[offset][1:])
+        list_keys = []
+        for metric, offsets in lists.items():
+            list_keys.append(self.keys.recent_metric(metric))
+            args.append(len(offsets))
+            args += (index_of[o] for o in reversed(offsets))  # oldest first: LPUSH leaves newest on top
+        dead = [orjson.dumps(r) for r in rejected[-self.dead_letter_max :]]
+        args += dead
+        reasons: dict[str, int] = {}
+        for item in rejected:
+            reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
+        for reason, count in reasons.items():
+            args += (reason, count)
+        stream, group_name, ids = ack if ack is not None else (self.keys.seq, "", [])
+        args += ids
+        new_metrics = list(new_metrics)
+        args += new_metrics
+        bucket_keys, ttls, ops = encode_deltas(deltas, self.keys.bucket, self.retention_s, 0)
+        if tag_deltas:  # top-N counters: their own hashes, so aggregate reads never see them
+            tag_keys, tag_ttls, tag_ops = encode_deltas(
+                tag_deltas, self.keys.tag_bucket, self.retention_s, len(bucket_keys)
+            )
+            bucket_keys += tag_keys
+            ttls += tag_ttls
+            ops += tag_ops
+        header = [
+            fence[1] if fence is not None else "",
+            n,
+            int(time.time() * 1_000_000),
+            self.recent_max,
+            self.dead_letter_max,
+            received,
+            group_name,
+            self.retention_s,
+            len(order),
+            len(lists),
+            len(dead),
+            len(reasons),
+            len(ids),
+            len(bucket_keys),
+            len(new_metrics),
+            self.recent_per_metric,
+            fanout_channel or "",
+            b"\n".join(bodies) if (fanout_channel or self.history_s) else "",
+            "1" if self.history_s else "",
+        ]
+        keys = [
+            self.keys.recent,
+            self.keys.rejected,
+            self.keys.stats,
+            self.keys.seq,
+            fence[0] if fence is not None else self.keys.worker_lease,
+            stream,
+            self.keys.metrics,
+            self.keys.history,
+            *list_keys,
+            *bucket_keys,
+        ]
+        first = int(self._write(keys=keys, args=[*header, *args, *ttls, msgpack.packb(ops)]))
+        if first < 0:
+            raise LeaseLost(f"the lease {fence[0]!r} is no longer {fence[1]!r}")
+        for offset, event in enumerate(events):
+            event["seq"] = first + offset
+        return [] if fanout_channel else numbered(first, bodies)
+
+    def trim_history(self, min_seq: int) -> None:
+        """Drop history entries (batches) that start below `min_seq`; the worker calls it once a
+        second with the first seq it wrote HISTORY_S ago."""
+        self.redis.xtrim(self.keys.history, minid=f"{min_seq}-0", approximate=True)
+
+
+__all__ = ["RESOLUTIONS", "LeaseLost", "PoolExhausted", "Store", "connect"]

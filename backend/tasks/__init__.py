@@ -1,0 +1,1 @@
+"""Background tasks beside the request path: the alert evaluator and the webhook sender."""

@@ -1,0 +1,1 @@
+"""The web process: app factory, extensions, errors, security, and the REST API (`api/`)."""
