@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'react'
+import { useMemo, useState } from 'react'
 import { TagCatalog } from '../lib/tags.js'
 
 /**
@@ -7,12 +7,11 @@ import { TagCatalog } from '../lib/tags.js'
  */
 export function useTagCatalog(events) {
   const [catalog] = useState(() => new TagCatalog())
-  const [snap, setSnap] = useState(() => catalog.snapshot())
-  useEffect(() => {
-    // observe() reads the events into a catalog kept across renders; a new snapshot only when a
-    // key was new is what keeps the top-N panel from re-rendering with every log commit.
-    // eslint-disable-next-line react-hooks/set-state-in-effect
-    if (catalog.observe(events)) setSnap(catalog.snapshot())
+  // Derived while rendering, not set from an effect (which would render twice per log commit).
+  // observe() only learns, so seeing the same events again (StrictMode) changes nothing, and
+  // snapshot() is the same object until a key is new: the memo's result is stable between keys.
+  return useMemo(() => {
+    catalog.observe(events)
+    return catalog.snapshot()
   }, [catalog, events])
-  return snap
 }

@@ -71,7 +71,7 @@ export function createApi(fetchImpl = (...args) => globalThis.fetch(...args), ke
   const rulePath = (id) => `/api/rules/${encodeURIComponent(id)}`
 
   return {
-    health: () => request('/api/health'),
+    health: ({ signal } = {}) => request('/api/health', { signal }),
     recent: ({ limit = 200, metric, after } = {}) => request(`/api/metrics/recent${query({ limit, metric, after })}`),
     // from/to: ISO strings (an absolute range); tag: "endpoint=/api/orders" (timeseries only)
     aggregate: ({ window, metric, from, to } = {}, { signal } = {}) =>
