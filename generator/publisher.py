@@ -204,7 +204,7 @@ class Generator:
             "generator publishing %s traffic at %g events/s %s (%s)",
             self.state.profile,
             self.state.rate,
-            f"to stream {writer.stream!r}" if isinstance(writer, StreamWriter) else f"on {writer.channel!r}",
+            writer.target,
             self.redis_url,
         )
 

@@ -38,6 +38,7 @@ class Writer:
     """What both transports count; a transport without a backlog leaves those counters at 0."""
 
     durable = False  # True: events produced while Redis is down are kept and sent later
+    target = ""  # where the events go, for the log: 'on <channel>' or 'to stream <key>'
 
     def __init__(self) -> None:
         self.published = 0  # events Redis has confirmed
@@ -70,6 +71,7 @@ class PubSubWriter(Writer):
         super().__init__()
         self.client = client
         self.channel = channel
+        self.target = f"on {channel!r}"
 
     def take(self, events: list[dict], rate: float) -> None:
         """PUBLISH `events` in one pipeline."""
@@ -105,6 +107,7 @@ class StreamWriter(Writer):
         super().__init__()
         self.client = client
         self.stream = stream
+        self.target = f"to stream {stream!r}"
         self.maxlen = maxlen
         self.sent_key = sent_key  # the count of events sent, set by each batch's transaction
         self.max_batch = max_batch
