@@ -22,7 +22,8 @@ from collections.abc import Callable
 from backend.config import Config
 from backend.ingest.stream import TRANSPORTS
 from backend.storage.keys import DASHBOARD_GENERATOR
-from generator.publisher import MAX_RATE, Generator, Summary
+from generator.control import ControlError, parse_rate
+from generator.publisher import Generator, Summary
 from generator.traffic import DEFAULT_BURST_EVERY_S, PROFILES
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,9 @@ EXIT_SIGNAL = 130
 
 def _positive_rate(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not (math.isfinite(value) and 0 < value <= MAX_RATE):
-        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_RATE:g}] events/s")
-    return value
+        return parse_rate(text)
+    except ControlError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _non_negative(kind: type) -> Callable[[str], float]:

@@ -353,6 +353,18 @@ class TrafficModel:
 
     # -- mixed profile -------------------------------------------------------------------------
 
+    def _event(self, metric: str, value: dict, ts: float, tags: dict, status: str = "ok") -> dict:
+        """A mixed-profile event: the wire contract's envelope around one metric's value and tags."""
+        return {
+            "metric": metric,
+            "value": value,
+            "ts": ts,
+            "tags": tags,
+            "source": "generator",
+            "status": status,
+            "id": self._next_id(),
+        }
+
     def _next_id(self) -> str:
         self._seq += 1
         return f"{self.id_prefix}{self._seq:x}"
@@ -392,34 +404,26 @@ class TrafficModel:
                 if route.median_bytes == 0
                 else int(route.median_bytes * math.exp(0.5 * rng.gauss(0.0, 1.0)))
             )
-        return {
-            "metric": "http_request",
-            "value": {"ms": round(ms, 2), "bytes": size},
-            "ts": ts,
-            "tags": {
+        return self._event(
+            "http_request",
+            {"ms": round(ms, 2), "bytes": size},
+            ts,
+            {
                 "endpoint": route.endpoint,
                 "method": route.method,
                 "status_code": code,
                 "region": region,
             },
-            "source": "generator",
-            "status": status,
-            "id": self._next_id(),
-        }
+            status,
+        )
 
     def _page_views(self, ts: float) -> dict:
         r = self._rng.random
         # Views per client batch: geometric-ish, busier at the daily peak.
         count = 1 + int(-math.log(1.0 - r()) * 4.0 * diurnal_factor(ts, self.day_s))
-        return {
-            "metric": "page_views",
-            "value": {"count": count},
-            "ts": ts,
-            "tags": {"page": self._pages[int(r() * len(self._pages))]},
-            "source": "generator",
-            "status": "ok",
-            "id": self._next_id(),
-        }
+        return self._event(
+            "page_views", {"count": count}, ts, {"page": self._pages[int(r() * len(self._pages))]}
+        )
 
     def _sensor(self, ts: float) -> dict:
         rng = self._rng
@@ -428,15 +432,12 @@ class TrafficModel:
         swing = diurnal_factor(ts, self.day_s) - 1.0
         temp = base_temp + 6.0 * swing + rng.gauss(0.0, 0.3)
         humidity = min(100.0, max(0.0, base_humidity - 15.0 * swing + rng.gauss(0.0, 1.0)))
-        return {
-            "metric": "sensor",
-            "value": {"temp_c": round(temp, 2), "humidity": round(humidity, 1)},
-            "ts": ts,
-            "tags": {"device": device, "site": site},
-            "source": "generator",
-            "status": "ok",
-            "id": self._next_id(),
-        }
+        return self._event(
+            "sensor",
+            {"temp_c": round(temp, 2), "humidity": round(humidity, 1)},
+            ts,
+            {"device": device, "site": site},
+        )
 
     def _latency(self, ts: float) -> dict:
         rng = self._rng
@@ -446,15 +447,7 @@ class TrafficModel:
         if incident is not None and service == "api-gateway":
             median *= incident.latency_factor  # the gateway sees the slow endpoint behind it
         ms = median * math.exp(LATENCY_SIGMA * rng.gauss(0.0, 1.0))
-        return {
-            "metric": "latency",
-            "value": {"ms": round(ms, 2)},
-            "ts": ts,
-            "tags": {"service": service},
-            "source": "generator",
-            "status": "ok",
-            "id": self._next_id(),
-        }
+        return self._event("latency", {"ms": round(ms, 2)}, ts, {"service": service})
 
     def _orders(self, ts: float) -> dict:
         rng = self._rng
@@ -463,18 +456,16 @@ class TrafficModel:
         amount = items * 22.0 * math.exp(0.6 * rng.gauss(0.0, 1.0))
         u = r()
         order_status = "completed" if u < 0.9 else ("pending" if u < 0.98 else "failed")
-        return {
-            "metric": "orders",
-            "value": {"amount": round(amount, 2), "items": items, "status": order_status},
-            "ts": ts,
-            "tags": {
+        return self._event(
+            "orders",
+            {"amount": round(amount, 2), "items": items, "status": order_status},
+            ts,
+            {
                 "currency": self._currencies[int(r() * len(self._currencies))],
                 "payment": self._payments[int(r() * len(self._payments))],
             },
-            "source": "generator",
-            "status": "error" if order_status == "failed" else "ok",
-            "id": self._next_id(),
-        }
+            "error" if order_status == "failed" else "ok",
+        )
 
     def _errors(self, ts: float) -> dict:
         r = self._rng.random
@@ -483,28 +474,19 @@ class TrafficModel:
         if incident is not None and incident.kind == "errors":
             service = "api-gateway"
         code = int(self._server_errors[int(r() * len(self._server_errors))])
-        return {
-            "metric": "errors",
-            "value": {"code": code, "msg": ERROR_MESSAGES[code]},
-            "ts": ts,
-            "tags": {"service": service},
-            "source": "generator",
-            "status": "error",
-            "id": self._next_id(),
-        }
+        return self._event(
+            "errors", {"code": code, "msg": ERROR_MESSAGES[code]}, ts, {"service": service}, "error"
+        )
 
     def _signups(self, ts: float) -> dict:
         r = self._rng.random
         plan = self._plans[int(r() * len(self._plans))]
-        return {
-            "metric": "signups",
-            "value": {"plan": plan, "trial_days": TRIAL_DAYS[plan]},
-            "ts": ts,
-            "tags": {"channel": self._signup_channels[int(r() * len(self._signup_channels))]},
-            "source": "generator",
-            "status": "ok",
-            "id": self._next_id(),
-        }
+        return self._event(
+            "signups",
+            {"plan": plan, "trial_days": TRIAL_DAYS[plan]},
+            ts,
+            {"channel": self._signup_channels[int(r() * len(self._signup_channels))]},
+        )
 
     # -- original profile ----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from backend.cli.embedded_redis import EmbeddedRedis
 from backend.config import Config
 from backend.storage.keys import Keys
 from generator import cli
-from generator.publisher import Generator, Summary, backoff_delay
+from generator.publisher import Generator, Summary
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 30.0  # generous: only a broken generator, never a slow machine, should hit it
@@ -175,7 +175,7 @@ def test_status_hash_and_stop_announcement(gen_redis, gen_names, redis_client):
 
 def test_control_hash_pause_resume_rate_and_profile(gen_redis, gen_names, redis_client, caplog):
     channel, keys = gen_names
-    caplog.set_level(logging.WARNING, logger="generator.publisher")
+    caplog.set_level(logging.WARNING, logger="generator")
     # A leftover from a previous run must not win over the command line.
     redis_client.hset(keys.generator_control, mapping={"running": "0", "rate": "5", "profile": "original"})
     sub = Subscriber(gen_redis.url, channel, keys.generator_events)
@@ -254,7 +254,7 @@ def test_control_hash_pause_resume_rate_and_profile(gen_redis, gen_names, redis_
 
 def test_reconnects_with_backoff_when_redis_restarts(gen_names, caplog):
     channel, keys = gen_names
-    caplog.set_level(logging.WARNING, logger="generator.publisher")
+    caplog.set_level(logging.WARNING, logger="generator")
     server = EmbeddedRedis().start()
     client = redis.Redis.from_url(server.url)
     try:
@@ -298,7 +298,7 @@ def test_reconnects_with_backoff_when_redis_restarts(gen_names, caplog):
                 sub.close()
             assert running.thread.is_alive()
         delays = attempts()
-        assert delays[:6] == pytest.approx([backoff_delay(i, 0.05, 0.4) for i in range(6)], abs=0.005)
+        assert delays[:6] == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.4, 0.4], abs=0.005)  # doubling, capped
         assert running.summary.reconnects >= 1
         assert any("reconnected to redis" in r.getMessage() for r in caplog.records)
     finally:
@@ -308,7 +308,7 @@ def test_reconnects_with_backoff_when_redis_restarts(gen_names, caplog):
 
 def test_starts_while_redis_is_down_then_connects_when_it_comes_up(gen_names, caplog):
     channel, keys = gen_names
-    caplog.set_level(logging.WARNING, logger="generator.publisher")
+    caplog.set_level(logging.WARNING, logger="generator")
     server = EmbeddedRedis()  # port chosen, server not started yet
     gen = Generator(server.url, channel=channel, keys=keys, rate=200, backoff_min_s=0.05, backoff_max_s=0.2)
     try:
@@ -327,7 +327,7 @@ def test_starts_while_redis_is_down_then_connects_when_it_comes_up(gen_names, ca
 
 def test_stop_is_prompt_while_backing_off(gen_names, caplog):
     channel, keys = gen_names
-    caplog.set_level(logging.WARNING, logger="generator.publisher")
+    caplog.set_level(logging.WARNING, logger="generator")
     server = EmbeddedRedis()  # never started
     # A 30 s backoff: stopping must interrupt the wait, not sit it out.
     gen = Generator(server.url, channel=channel, keys=keys, rate=100, backoff_min_s=30, backoff_max_s=30)
@@ -438,7 +438,7 @@ def test_stream_transport_xadds_every_event_once(gen_redis, gen_names, redis_cli
     assert summary.published == len(events) == 1500, summary.line()
     assert len({e["id"] for e in events}) == 1500
     assert all(e["source"] == "generator" for e in events)
-    assert int(redis_client.get(gen._sent_key)) == 1500  # the marker each batch's transaction sets
+    assert int(redis_client.get(gen.writer.sent_key)) == 1500  # the marker each batch's transaction sets
     assert redis_client.pubsub_numsub(channel) == [(channel.encode(), 0)]
     assert (summary.dropped, summary.unsent, summary.lost) == (0, 0, 0)
 
@@ -448,7 +448,7 @@ def test_stream_transport_keeps_events_through_an_outage_and_drops_the_oldest_pa
 ):
     channel, keys = gen_names
     stream = f"{channel}:stream"
-    caplog.set_level(logging.WARNING, logger="generator.publisher")
+    caplog.set_level(logging.WARNING, logger="generator")
     server = EmbeddedRedis()  # port chosen, Redis down
     gen = Generator(
         server.url,
@@ -465,7 +465,7 @@ def test_stream_transport_keeps_events_through_an_outage_and_drops_the_oldest_pa
     )
     try:
         with Running(gen) as running:
-            wait_for(lambda: gen.dropped > 0 and len(gen.backlog) == 400, "a full backlog")
+            wait_for(lambda: gen.writer.dropped > 0 and len(gen.writer.backlog) == 400, "a full backlog")
             server.start()
             client = redis.Redis.from_url(server.url)
             wait_for(lambda: gen.published > 400, "the backlog sent, and more")
@@ -490,14 +490,15 @@ def test_stream_batch_whose_reply_was_lost_is_neither_lost_nor_sent_twice(gen_re
     gen = Generator(gen_redis.url, channel=channel, keys=keys, transport="stream", stream=f"{channel}:s")
     try:
         # The connection dropped during EXEC: had the transaction run, it set the marker to 13.
-        gen.published, gen._inflight = 10, 3
-        gen.backlog.extend([b"{}"] * 5)
-        redis_client.set(gen._sent_key, 13)
-        gen._resolve_inflight()
-        assert (gen.published, len(gen.backlog), gen._inflight) == (13, 2, 0)  # it had: not resent
-        gen._inflight = 2
-        gen._resolve_inflight()  # the marker says 13, not 15: it had not, so it is sent again
-        assert (gen.published, len(gen.backlog), gen._inflight) == (13, 2, 0)
+        writer = gen.writer
+        writer.published, writer.inflight = 10, 3
+        writer.backlog.extend([b"{}"] * 5)
+        redis_client.set(writer.sent_key, 13)
+        writer.reconnected()
+        assert (writer.published, len(writer.backlog), writer.inflight) == (13, 2, 0)  # it had: not resent
+        writer.inflight = 2
+        writer.reconnected()  # the marker says 13, not 15: it had not, so it is sent again
+        assert (writer.published, len(writer.backlog), writer.inflight) == (13, 2, 0)
     finally:
         gen.close()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from backend.ingest.stream import Entry, _entries, check_transport
-from generator.publisher import Pacer, Summary
+from generator.pacing import Pacer
+from generator.publisher import Summary
 
 
 def test_an_entry_carries_its_event_or_says_what_is_wrong_with_it():

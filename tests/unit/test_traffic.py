@@ -1,4 +1,4 @@
-"""generator.traffic (pure event model) and the pure policy in generator.publisher."""
+"""generator.traffic (pure event model) and the pure policy of generator.pacing and generator.publisher."""
 
 from __future__ import annotations
 
@@ -14,15 +14,8 @@ import orjson
 import pytest
 
 from generator import traffic
-from generator.publisher import (
-    MAX_RATE,
-    ControlState,
-    Pacer,
-    Summary,
-    backoff_delay,
-    parse_control,
-    sleep_until,
-)
+from generator.pacing import Pacer, sleep_until
+from generator.publisher import MAX_DOUBLINGS, Generator, Summary
 from generator.traffic import MIXED_MIX, ROUTES, TrafficModel, diurnal_factor, iso_utc
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -351,7 +344,7 @@ def test_generates_well_over_20k_events_per_second():
     assert best < 1.0, f"20k events took {best:.2f}s"
 
 
-# -- rate math (generator.publisher's pure policy) -------------------------------------------------
+# -- rate math (generator.pacing) --------------------------------------------------------------------
 
 
 def test_pacer_releases_events_on_schedule():
@@ -411,31 +404,15 @@ def test_sleep_until_batches_at_high_rates_and_waits_for_the_deadline_at_low_one
     assert sleep_until(now=1.0, next_due=0.9, last_batch=0.999, tick_s=0.01) == 1.0
 
 
-def test_backoff_doubles_and_is_capped():
-    delays = [backoff_delay(i, 0.1, 5.0) for i in range(10)]
-    assert delays[:6] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2])
-    assert delays[6:] == [5.0] * 4
-    assert backoff_delay(10_000, 0.1, 5.0) == 5.0  # no overflow after a long outage
-    assert backoff_delay(-1, 0.1, 5.0) == pytest.approx(0.1)
-
-
-def test_parse_control_applies_valid_fields_and_reports_bad_ones():
-    current = ControlState(running=True, rate=200.0, profile="mixed")
-    assert parse_control({}, current) == (current, [])
-    new, problems = parse_control({"running": "0", "rate": "50.5", "profile": "original"}, current)
-    assert new == ControlState(False, 50.5, "original") and problems == []
-    new, problems = parse_control({"running": "maybe", "rate": "fast", "profile": "hostile"}, current)
-    assert new == current
-    assert len(problems) == 3
-    for bad_rate in ("0", "-5", "nan", "inf", str(MAX_RATE * 2)):
-        new, problems = parse_control({"rate": bad_rate}, current)
-        assert new.rate == 200.0 and len(problems) == 1, bad_rate
-    assert parse_control({"running": "true"}, ControlState(False, 1.0, "mixed"))[0].running is True
-
-
-def test_control_state_round_trips_through_hash_fields():
-    state = ControlState(running=False, rate=1234.5, profile="original")
-    assert parse_control(state.as_fields(), ControlState(True, 1.0, "mixed")) == (state, [])
+def test_reconnect_backoff_doubles_and_is_capped():
+    gen = Generator("redis://127.0.0.1:1", backoff_min_s=0.1, backoff_max_s=5.0)  # never connects
+    try:
+        delays = [gen.backoff.compute(i) for i in range(10)]
+        assert delays[:6] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2])
+        assert delays[6:] == [5.0] * 4
+        assert gen.backoff.compute(MAX_DOUBLINGS) == 5.0  # the attempt count is clamped to this: no overflow
+    finally:
+        gen.close()
 
 
 def test_summary_line_reports_count_rate_and_reconnects():
