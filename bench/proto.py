@@ -17,7 +17,7 @@ import orjson
 
 from backend.procs import die_with_parent
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]  # the repository: bench/ sits at its top
 
 
 # --- helper side ---------------------------------------------------------------------------

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import requests
 
-from backend.bench import profile as prof
-from backend.bench.harness import CpuMeter, Names, Redis, Server, seq_counter, stats_accepted, wait_accepted
-from backend.bench.latency import Histogram, percentiles_ms
-from backend.bench.proto import Helper, HelperError
+from bench import profile as prof
+from bench.harness import CpuMeter, Names, Redis, Server, seq_counter, stats_accepted, wait_accepted
+from bench.latency import Histogram, percentiles_ms
+from bench.proto import Helper, HelperError
 
 INGEST_PUBSUB_LIMIT = "pubsub 0 0 0"
 
@@ -71,7 +71,7 @@ class Bench:
         for pub in range(n):
             helpers.append(
                 Helper(
-                    "backend.bench.publisher",
+                    "bench.publisher",
                     [
                         "--redis-url",
                         self.redis.url,
@@ -98,7 +98,7 @@ class Bench:
         sizes = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
         helpers = [
             Helper(
-                "backend.bench.clients",
+                "bench.clients",
                 ["--url", server.url, "--clients", str(size), "--tag", self.tag, "--window", "60"],
                 log_path=self.log_dir / f"clients-{i}.log",
                 name=f"clients-{i}",
@@ -173,7 +173,7 @@ def ingest(
     try:
         # --- the bare subscriber, alone on the channel (or a bare consumer group on the stream) --
         bare = Helper(
-            "backend.bench.subscriber",
+            "bench.subscriber",
             [
                 "--redis-url",
                 bench.redis.url,

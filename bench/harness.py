@@ -18,10 +18,10 @@ import psutil
 import redis
 import requests
 
-from backend.bench.proto import ROOT
 from backend.embedded_redis import EmbeddedRedis, free_port
 from backend.procs import die_with_parent
 from backend.procs import stop as stop_process
+from bench.proto import ROOT
 
 
 @dataclass

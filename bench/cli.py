@@ -1,10 +1,10 @@
-"""`pulseboard bench` (also `python -m backend.bench`): run the benchmark, print tables, write JSON.
+"""`python -m bench` (`make bench`): run the benchmark, print tables, write JSON.
 
-    pulseboard bench [--quick] [--only ingest,late,fanout,baseline,queries,soak,modes]
-                     [--json bench-results/latest.json] [--profile] [...]
+    python -m bench [--quick] [--only ingest,late,fanout,baseline,queries,soak,modes]
+                    [--json bench-results/latest.json] [--profile] [...]
 
 The full run takes about 15 minutes plus `--soak-seconds` (600 by default); `--quick` takes
-2-3 minutes. Attach to the CLI with ``add_arguments(subparser)`` and ``run(args)``.
+2-3 minutes.
 """
 
 from __future__ import annotations
@@ -208,9 +208,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.bench import report
-    from backend.bench import runner as rn
-    from backend.bench.harness import Redis, background_load, code_version, machine_info
+    from bench import report
+    from bench import runner as rn
+    from bench.harness import Redis, background_load, code_version, machine_info
 
     opts = resolve(args)
     json_path = Path(opts.json)
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         },
     }
     say(
-        f"pulseboard bench: {'quick' if opts.quick else 'full'} run of {', '.join(opts.only)}; "
+        f"bench: {'quick' if opts.quick else 'full'} run of {', '.join(opts.only)}; "
         f"{machine['cpu_model']}, {machine['logical_cpus']} CPUs, Python {machine['python']}, "
         f"redis-server {machine['redis_server']}"
     )
@@ -270,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
                             bench, events=opts.ingest_events, publishers=opts.publishers, profile=True
                         )
                 elif section == "realtime":
-                    from backend.bench.realtime import realtime
+                    from bench.realtime import realtime
 
                     results["realtime"] = realtime(bench)
                 elif section == "late":
@@ -315,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(path: Path, results: dict, started: float) -> None:
-    from backend.bench import report
+    from bench import report
 
     results["meta"]["elapsed_s"] = round(time.time() - started, 1)
     results["targets"] = report.target_rows(results)
@@ -326,7 +326,7 @@ def _write(path: Path, results: dict, started: float) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     return add_arguments(
-        argparse.ArgumentParser(prog="pulseboard bench", description=__doc__.split("\n\n")[0])
+        argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     )
 
 
