@@ -7,9 +7,12 @@ image does not carry it.
 Everything runs on 127.0.0.1: an embedded redis-server, the server as a subprocess
 (``python -m backend.cli serve``), and separate processes for the publishers
 (:mod:`bench.publisher`), the bare Pub/Sub subscriber (:mod:`bench.subscriber`)
-and the Socket.IO clients (:mod:`bench.clients`). The runner (:mod:`bench.runner`)
-only orchestrates, samples CPU/RSS with psutil and reads counters from Redis; it never imports
-eventlet, so it is safe to run from the test process.
+and the Socket.IO clients (:mod:`bench.clients`, :mod:`bench.rawclients`). The sections only
+orchestrate, sample CPU/RSS with psutil and read counters from Redis; they never import
+eventlet, so the benchmark is safe to run from the test process.
 
-Sections: ingest, fanout, baseline, queries, soak, modes. See docs/benchmarks.md.
+Sections, one module each (the shared `Bench` is in :mod:`bench.context`): realtime
+(:mod:`bench.realtime`), ingest and late (:mod:`bench.ingest`), fanout and baseline
+(:mod:`bench.fanout`), queries (:mod:`bench.queries`), soak (:mod:`bench.soak`), modes
+(:mod:`bench.modes`); :mod:`bench.cli` runs them in turn. See docs/benchmarks.md.
 """

@@ -208,8 +208,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench import report
-    from bench import runner as rn
+    from bench import fanout, ingest, modes, queries, realtime, report, soak
+    from bench.context import Bench
     from bench.harness import Redis, background_load, code_version, machine_info
 
     opts = resolve(args)
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         print(text, flush=True)
 
     redis = Redis()
-    bench = rn.Bench(opts=opts, redis=redis, out_dir=out_dir, py_spy=None, say=say)
+    bench = Bench(opts=opts, redis=redis, out_dir=out_dir, py_spy=None, say=say)
     machine = machine_info(redis.version())
     if opts.profile:
         bench.py_spy = machine["py_spy"]
@@ -260,21 +260,19 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.monotonic()
             try:
                 if section == "ingest":
-                    results["ingest"] = rn.ingest(
+                    results["ingest"] = ingest.ingest(
                         bench, events=opts.ingest_events, publishers=opts.publishers
                     )
                     if opts.profile and bench.py_spy:
                         say("  ingest: profiled repeat ...")
                         redis.client.flushall()
-                        results["ingest"]["profiled_run"] = rn.ingest(
+                        results["ingest"]["profiled_run"] = ingest.ingest(
                             bench, events=opts.ingest_events, publishers=opts.publishers, profile=True
                         )
                 elif section == "realtime":
-                    from bench.realtime import realtime
-
-                    results["realtime"] = realtime(bench)
+                    results["realtime"] = realtime.realtime(bench)
                 elif section == "late":
-                    results["late"] = rn.late(
+                    results["late"] = ingest.late(
                         bench,
                         events=opts.late_events,
                         publishers=opts.publishers,
@@ -282,15 +280,15 @@ def run(args: argparse.Namespace) -> int:
                         profile=bool(opts.profile and bench.py_spy),
                     )
                 elif section == "fanout":
-                    results["fanout"] = rn.fanout(bench)
+                    results["fanout"] = fanout.fanout(bench)
                 elif section == "baseline":
-                    results["baseline"] = rn.baseline(bench, results.get("fanout"))
+                    results["baseline"] = fanout.baseline(bench, results.get("fanout"))
                 elif section == "queries":
-                    results["queries"] = rn.queries(bench)
+                    results["queries"] = queries.queries(bench)
                 elif section == "soak":
-                    results["soak"] = rn.soak(bench)
+                    results["soak"] = soak.soak(bench)
                 elif section == "modes":
-                    results["modes"] = rn.modes(bench)
+                    results["modes"] = modes.modes(bench)
                 results[section]["elapsed_s"] = round(time.monotonic() - t0, 1)
                 say(report.section(section, results[section], opts))
             except KeyboardInterrupt:
