@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
-from bench.harness import Names, Redis, Server
+from bench.harness import CpuMeter, Names, Redis, Server
 from bench.proto import Helper
 
 
@@ -90,14 +91,21 @@ class Bench:
         return helpers
 
     def clients(self, server: Server, n: int, procs: int) -> list[Helper]:
-        procs = max(1, min(procs, n))
-        sizes = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+        """`n` python-socketio clients (bench/clients.py) in `procs` processes."""
+        return self.client_processes(
+            "clients", n, procs, ["--url", server.url, "--tag", self.tag, "--window", "60"]
+        )
+
+    def client_processes(self, module: str, n: int, procs: int, args: list[str]) -> list[Helper]:
+        """`n` clients of bench/<module>.py shared among `procs` processes (named <module>-<i>),
+        each ready when this returns."""
+        sizes = split(n, max(1, min(procs, n)))
         helpers = [
             Helper(
-                "bench.clients",
-                ["--url", server.url, "--clients", str(size), "--tag", self.tag, "--window", "60"],
-                log_path=self.log_dir / f"clients-{i}.log",
-                name=f"clients-{i}",
+                f"bench.{module}",
+                [*args, "--clients", str(size)],
+                log_path=self.log_dir / f"{module}-{i}.log",
+                name=f"{module}-{i}",
             )
             for i, size in enumerate(sizes)
         ]
@@ -109,6 +117,12 @@ class Bench:
             raise
         return helpers
 
+    def cpu_meter(self, server: Server, helpers: Iterable[Helper] = ()) -> CpuMeter:
+        """A started CpuMeter on the server (with its worker child), Redis and `helpers`."""
+        procs = {"server": server.ps, "redis": self.redis.proc}
+        procs.update({h.name: process(h.pid) for h in helpers})
+        return CpuMeter(procs).start()
+
     def server(
         self,
         names: Names,
@@ -118,7 +132,7 @@ class Bench:
         label: str,
         env: dict | None = None,
     ) -> Server:
-        return Server(
+        server = Server(
             self.redis.url,
             names,
             self.log_dir,
@@ -126,7 +140,12 @@ class Bench:
             strategy=strategy,
             label=label,
             extra_env={**(env or {}), **dict(self.opts.server_env)},
-        ).wait_ready()
+        )
+        try:
+            return server.wait_ready()
+        except Exception:
+            server.stop()  # one that never got ready must not run on into the next section
+            raise
 
 
 def slug(text: str) -> str:
@@ -142,6 +161,31 @@ def close_all(helpers) -> None:
 def rnd(x, nd=1):
     """round(), passing None through (a figure that could not be measured stays None)."""
     return None if x is None else round(x, nd)
+
+
+def split(n: int, parts: int) -> list[int]:
+    """`n` in `parts` shares that differ by one at most (events per publisher, clients per process)."""
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def prepare_burst(pubs: list[Helper], events: int, step: int, **extra) -> None:
+    """Have the publishers pack `events` between them for one burst (`extra`: e.g. spread_s)."""
+    for h, n in zip(pubs, split(events, len(pubs)), strict=True):
+        h.request({"cmd": "prepare", "mode": "burst", "count": n, "step": step, **extra}, timeout=120)
+
+
+def prepare_paced(pubs: list[Helper], *, rate: float, duration: float, step: int) -> None:
+    """Have the publishers share `rate` events/s for `duration` seconds."""
+    for h in pubs:
+        h.request(
+            {"cmd": "prepare", "mode": "paced", "rate": rate / len(pubs), "duration": duration, "step": step},
+            timeout=60,
+        )
+
+
+def publish_span(results: list[dict]) -> tuple[float, float]:
+    """The first and last PUBLISH of all the publishers' results."""
+    return min(p["first_pub"] for p in results), max(p["last_pub"] for p in results)
 
 
 def go(pubs: list[Helper], timeout: float) -> list[dict]:

@@ -7,12 +7,12 @@ client count, `baseline` the same clients with the original per-event strategy b
 from __future__ import annotations
 
 import contextlib
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import profile as prof
-from bench.context import Bench, close_all, go, mb, process, rnd
-from bench.harness import CpuMeter, Names, Server, seq_counter
+from bench.context import Bench, close_all, go, mb, prepare_paced, publish_span, rnd
+from bench.harness import Names, Server, seq_counter
 from bench.latency import Histogram
 from bench.proto import Helper, HelperError
 
@@ -28,44 +28,25 @@ def fanout_step(
     n_clients: int,
     profile_path: Path | None = None,
 ) -> dict:
-    opts = bench.opts
     step = bench.next_step()
-    per_pub_rate = rate / len(pubs)
-    for h in pubs:
-        h.request(
-            {"cmd": "prepare", "mode": "paced", "rate": per_pub_rate, "duration": duration, "step": step},
-            timeout=60,
-        )
-    procs = {"server": server.ps, "redis": bench.redis.proc}
-    procs.update({h.name: process(h.pid) for h in clients})
-    procs.update({h.name: process(h.pid) for h in pubs})
+    prepare_paced(pubs, rate=rate, duration=duration, step=step)
     profiler = prof.profile_or_none(bench.py_spy, server.pid, profile_path) if profile_path else None
-    if profiler:
-        time.sleep(1.0)
     seq_before = seq_counter(bench.redis.client, server.names)
-    meter = CpuMeter(procs).start()
+    meter = bench.cpu_meter(server, [*clients, *pubs])
     pub_results = go(pubs, timeout=duration * 3 + 60)
     cpu = meter.stop()
-    profile_summary = None
-    if profiler:
-        path = profiler.stop()
-        profile_summary = prof.summarize(path) if path else {"error": "py-spy wrote nothing"}
+    profile = profiler.finish() if profiler else None
     published = sum(p["published"] for p in pub_results)
-    first_pub = min(p["first_pub"] for p in pub_results)
-    last_pub = max(p["last_pub"] for p in pub_results)
-    for h in clients:
-        h.send({"cmd": "report", "step": step, "expected": published, "timeout": opts.drain_seconds})
-    reports = [h.recv(timeout=opts.drain_seconds + 60) for h in clients]
+    first_pub, last_pub = publish_span(pub_results)
+    got = deliveries(bench, clients, step=step, published=published, slack_s=60)
+    reports, per_client, received = got.reports, got.per_client, got.received
     # Events the worker had not even taken from Redis when the clients gave up waiting: a
     # missing event with a backlog is late, one without is lost on the way to the client.
     backlog = published - (seq_counter(bench.redis.client, server.names) - seq_before)
 
-    per_client = [c for r in reports for c in r["clients"]]
-    received = [c["received"] for c in per_client]
-    order_errors = sum(c["order_errors"] for c in per_client)
+    order_errors = got.order_errors
     foreign = sum(c["foreign"] for c in per_client)
     disconnected = sum(1 for c in per_client if not c["connected"])
-    hist = Histogram.from_sparse([r["latency"] for r in reports])
     # Every helper saw the same distinct packets; check each helper's set independently.
     coverage_ok = True
     for r in reports:
@@ -78,19 +59,11 @@ def fanout_step(
             if p["published"] and seen != [p["published"], 0, p["published"] - 1]:
                 coverage_ok = False
     last_recv = max((c["last_recv"] or 0.0) for c in per_client) if per_client else 0.0
-    lost = sum(max(0, published - n) for n in received)
-    exact = (
-        all(n == published for n in received)
-        and order_errors == 0
-        and foreign == 0
-        and coverage_ok
-        and len(received) == n_clients
-    )
+    exact = got.exactly_once and foreign == 0 and coverage_ok and len(received) == n_clients
     achieved = published / max(last_pub - first_pub, 1e-9)
     tail_lag = (last_recv - last_pub) if last_recv else None
     publisher_ok = achieved >= 0.95 * rate
     kept_up = exact and publisher_ok and tail_lag is not None and tail_lag <= 1.0
-    lat = hist.summary()
     client_cpu = [cpu.get(h.name) for h in clients]
     out = {
         "step": step,
@@ -100,9 +73,9 @@ def fanout_step(
         "published": published,
         "publish_rate": rnd(achieved),
         "publisher_max_behind_s": max(p["max_behind_s"] for p in pub_results),
-        "received_min": min(received) if received else 0,
-        "received_max": max(received) if received else 0,
-        "lost": lost,
+        "received_min": min(received, default=0),
+        "received_max": max(received, default=0),
+        "lost": got.lost,
         "server_backlog_at_report": max(0, backlog),
         "order_errors": order_errors,
         "foreign": foreign,
@@ -110,7 +83,7 @@ def fanout_step(
         "coverage_ok": coverage_ok,
         "exactly_once": exact,
         "tail_lag_s": rnd(tail_lag, 3),
-        "latency_ms": lat,
+        "latency_ms": got.latency.summary(),
         "server_cpu_pct": cpu.get("server"),
         "server_rss_mb": mb(server.rss()),
         "redis_cpu_pct": cpu.get("redis"),
@@ -124,10 +97,53 @@ def fanout_step(
         "kept_up": kept_up,
         "decode_cache": [r["decode_cache"] for r in reports],
     }
-    if profile_summary is not None:
-        out["profile"] = profile_summary
-        out["profile_file"] = str(profile_path)
+    if profile is not None:
+        out.update(profile)
     return out
+
+
+@dataclass
+class Deliveries:
+    """What the client processes reported for one step, over all their clients."""
+
+    reports: list[dict]
+    published: int
+
+    @property
+    def per_client(self) -> list[dict]:
+        return [c for r in self.reports for c in r["clients"]]
+
+    @property
+    def received(self) -> list[int]:
+        return [c["received"] for c in self.per_client]
+
+    @property
+    def lost(self) -> int:
+        return sum(max(0, self.published - n) for n in self.received)
+
+    @property
+    def order_errors(self) -> int:
+        return sum(c["order_errors"] for c in self.per_client)
+
+    @property
+    def exactly_once(self) -> bool:
+        """Every client got every event, in order."""
+        return all(n == self.published for n in self.received) and self.order_errors == 0
+
+    @property
+    def latency(self) -> Histogram:
+        return Histogram.from_sparse([r["latency"] for r in self.reports])
+
+
+def deliveries(
+    bench: Bench, clients: list[Helper], *, step: int, published: int, slack_s: float
+) -> Deliveries:
+    """Ask every client process for its report on `step`: each waits up to --drain-seconds for
+    the last of `published` events (we wait `slack_s` longer for the reply)."""
+    drain = bench.opts.drain_seconds
+    for h in clients:
+        h.send({"cmd": "report", "step": step, "expected": published, "timeout": drain})
+    return Deliveries([h.recv(timeout=drain + slack_s) for h in clients], published)
 
 
 def meets(step: dict, latency_ms: float) -> bool:

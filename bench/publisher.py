@@ -29,7 +29,7 @@ import time
 from urllib.parse import urlparse
 
 from bench.events import Templates, make_key
-from bench.proto import commands, reply
+from bench.proto import reply, serve
 
 BURST_BATCH = 1000  # events per pipeline in a burst
 PACED_TICK_S = 0.002  # at most one pipeline per tick when paced
@@ -220,16 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         args.redis_url, args.channel, args.tag, args.pub, args.seed, stream=args.stream, maxlen=args.maxlen
     )
     reply({"ready": True})
-    for cmd in commands():
-        try:
-            if cmd["cmd"] == "prepare":
-                reply(publisher.prepare(cmd))
-            elif cmd["cmd"] == "go":
-                reply(publisher.go())
-            elif cmd["cmd"] == "quit":
-                break
-        except Exception as exc:
-            reply({"error": f"{type(exc).__name__}: {exc}"})
+    serve({"prepare": publisher.prepare, "go": lambda cmd: publisher.go()})
     return 0
 
 

@@ -8,8 +8,8 @@ import time
 import requests
 
 from bench import profile as prof
-from bench.context import Bench, close_all, mb, slug
-from bench.harness import CpuMeter, Names, Server
+from bench.context import Bench, close_all, mb, prepare_paced, slug
+from bench.harness import Names, Server
 from bench.latency import percentiles_ms
 from bench.proto import Helper
 
@@ -106,10 +106,8 @@ def _measure_queries(bench: Bench, server: Server, *, label: str, profile: bool)
                     bench.py_spy, server.pid, bench.profile_dir / f"queries-{slug(label)}-aggregate-3600.txt"
                 )
                 if profiler:
-                    time.sleep(1.0)
                     _time_requests(http, url, opts.query_requests)  # profiled requests: not timed
-                    profile_path = profiler.stop()
-                    entry["profile"] = prof.summarize(profile_path) if profile_path else None
+                    entry.update(profiler.finish())
             times, last = _time_requests(http, url, opts.query_requests)
             data = last.json() if last is not None else {}
             entry.update({**percentiles_ms(times), "bytes": len(last.content) if last is not None else 0})
@@ -148,25 +146,16 @@ def queries(bench: Bench) -> dict:
         "live_rate": opts.query_live_rate,
     }
     try:
-        meter = CpuMeter({"server": server.ps, "redis": bench.redis.proc}).start()
+        meter = bench.cpu_meter(server)
         out["at_rest"] = _measure_queries(bench, server, label="at rest", profile=opts.profile)
         out["at_rest_cpu_pct"] = meter.stop()
         # Live: a paced publisher keeps the worker writing while we read. It is sized to outlast
         # the reads and stopped (killed) when they are done.
         pubs = bench.publishers(names, 1)
-        pubs[0].request(
-            {
-                "cmd": "prepare",
-                "mode": "paced",
-                "rate": opts.query_live_rate,
-                "duration": 600,
-                "step": bench.next_step(),
-            },
-            timeout=60,
-        )
+        prepare_paced(pubs, rate=opts.query_live_rate, duration=600, step=bench.next_step())
         pubs[0].send({"cmd": "go"})
         time.sleep(1.0)
-        meter = CpuMeter({"server": server.ps, "redis": bench.redis.proc}).start()
+        meter = bench.cpu_meter(server)
         out["live"] = _measure_queries(
             bench, server, label=f"live {opts.query_live_rate:g}/s", profile=opts.profile
         )

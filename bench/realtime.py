@@ -27,6 +27,7 @@ import orjson
 import psutil
 import requests
 
+from bench.context import prepare_paced
 from bench.harness import CpuMeter, Names
 from bench.proto import Helper
 
@@ -37,20 +38,9 @@ def _server_ps(server) -> dict:
 
 
 def _clients(bench, server, n: int, mode: str, procs: int = 2) -> list[Helper]:
-    sizes = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
-    helpers = [
-        Helper(
-            "bench.rawclients",
-            ["--url", server.url, "--clients", str(size), "--mode", mode, "--tag", bench.tag],
-            log_path=bench.log_dir / f"rawclients-{i}.log",
-            name=f"rawclients-{i}",
-        )
-        for i, size in enumerate(sizes)
-        if size
-    ]
-    for h in helpers:
-        h.recv(timeout=60)
-    return helpers
+    return bench.client_processes(
+        "rawclients", n, procs, ["--url", server.url, "--mode", mode, "--tag", bench.tag]
+    )
 
 
 def scenario(
@@ -75,9 +65,7 @@ def scenario(
         helpers = _clients(bench, server, clients, mode)
         pubs = bench.publishers(names, 1)
         step = bench.next_step()
-        pubs[0].request(
-            {"cmd": "prepare", "mode": "paced", "rate": rate, "duration": duration, "step": step}, timeout=60
-        )
+        prepare_paced(pubs, rate=rate, duration=duration, step=step)
         for h in helpers:
             h.request({"cmd": "mark", "step": step}, timeout=10)
         procs = _server_ps(server)

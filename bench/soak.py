@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from bench.context import Bench, close_all, mb, process, rnd
-from bench.harness import CpuMeter, Names, stats_accepted
-from bench.latency import Histogram
+from bench.context import Bench, close_all, mb, prepare_paced, publish_span, rnd
+from bench.fanout import deliveries
+from bench.harness import Names, stats_accepted
 from bench.proto import Helper
 
 
@@ -21,18 +21,7 @@ def soak(bench: Bench) -> dict:
         clients = bench.clients(server, opts.soak_clients, opts.client_procs)
         pubs = bench.publishers(names, opts.fanout_publishers)
         step = bench.next_step()
-        per_pub = opts.soak_rate / len(pubs)
-        for h in pubs:
-            h.request(
-                {
-                    "cmd": "prepare",
-                    "mode": "paced",
-                    "rate": per_pub,
-                    "duration": opts.soak_seconds,
-                    "step": step,
-                },
-                timeout=60,
-            )
+        prepare_paced(pubs, rate=opts.soak_rate, duration=opts.soak_seconds, step=step)
         t0 = time.monotonic()
 
         def sample() -> None:
@@ -49,9 +38,7 @@ def soak(bench: Bench) -> dict:
         bench.say(
             f"  soak: {opts.soak_clients} clients at {opts.soak_rate:g}/s for {opts.soak_seconds:g}s ..."
         )
-        procs = {"server": server.ps, "redis": bench.redis.proc}
-        procs.update({h.name: process(h.pid) for h in clients})
-        meter = CpuMeter(procs).start()
+        meter = bench.cpu_meter(server, clients)
         for h in pubs:
             h.send({"cmd": "go"})
         results: list[dict | None] = [None] * len(pubs)
@@ -69,19 +56,13 @@ def soak(bench: Bench) -> dict:
         cpu = meter.stop()
         sample()
         published = sum(r["published"] for r in results)
-        first_pub = min(r["first_pub"] for r in results)
-        last_pub = max(r["last_pub"] for r in results)
-        for h in clients:
-            h.send({"cmd": "report", "step": step, "expected": published, "timeout": opts.drain_seconds})
-        reports = [h.recv(timeout=opts.drain_seconds + 120) for h in clients]
+        first_pub, last_pub = publish_span(results)
+        got = deliveries(bench, clients, step=step, published=published, slack_s=120)
         sample()
     finally:
         close_all(clients)
         close_all(pubs)
         server.stop()
-    per_client = [c for r in reports for c in r["clients"]]
-    received = [c["received"] for c in per_client]
-    hist = Histogram.from_sparse([r["latency"] for r in reports])
     warm = next((s for s in samples if s["t_s"] >= opts.soak_seconds * 0.1), samples[0])
     end = samples[-1]
     start = samples[0]
@@ -92,13 +73,12 @@ def soak(bench: Bench) -> dict:
         "clients": opts.soak_clients,
         "published": published,
         "publish_rate": rnd(published / max(last_pub - first_pub, 1e-9)),
-        "received_min": min(received),
-        "received_max": max(received),
-        "lost": sum(max(0, published - n) for n in received),
-        "order_errors": sum(c["order_errors"] for c in per_client),
-        "exactly_once": all(n == published for n in received)
-        and all(c["order_errors"] == 0 for c in per_client),
-        "latency_ms": hist.summary(),
+        "received_min": min(got.received),
+        "received_max": max(got.received),
+        "lost": got.lost,
+        "order_errors": got.order_errors,
+        "exactly_once": got.exactly_once,
+        "latency_ms": got.latency.summary(),
         "cpu_pct": cpu,
         "server_rss_mb": {
             "start": start["server_rss_mb"],

@@ -19,7 +19,7 @@ import time
 
 import redis
 
-from bench.proto import commands, reply
+from bench.proto import reply, serve
 
 
 def count(pubsub, expected: int, idle_timeout: float) -> dict:
@@ -94,18 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.stream:
         client.xgroup_create(args.stream, "bare", id="$", mkstream=True)
         reply({"ready": True})
-        for cmd in commands():
-            try:
-                if cmd["cmd"] == "count":
-                    reply(
-                        count_stream(
-                            client, args.stream, int(cmd["expected"]), float(cmd.get("timeout", 10.0))
-                        )
-                    )
-                elif cmd["cmd"] == "quit":
-                    break
-            except Exception as exc:
-                reply({"error": f"{type(exc).__name__}: {exc}"})
+        serve(
+            {
+                "count": lambda cmd: count_stream(
+                    client, args.stream, int(cmd["expected"]), float(cmd.get("timeout", 10.0))
+                )
+            }
+        )
         return 0
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(args.channel)
@@ -116,14 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         pubsub.get_message(timeout=0.05)
     reply({"ready": True})
-    for cmd in commands():
-        try:
-            if cmd["cmd"] == "count":
-                reply(count(pubsub, int(cmd["expected"]), float(cmd.get("timeout", 10.0))))
-            elif cmd["cmd"] == "quit":
-                break
-        except Exception as exc:
-            reply({"error": f"{type(exc).__name__}: {exc}"})
+    serve({"count": lambda cmd: count(pubsub, int(cmd["expected"]), float(cmd.get("timeout", 10.0)))})
     pubsub.close()
     return 0
 
