@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,15 @@ def test_no_runtime_module_names_the_bench():
     files = [p for package in RUNTIME for p in sorted((ROOT / package).rglob("*.py"))]
     assert len(files) > 20  # the walk really found the runtime's modules
     assert [hit for path in files for hit in _bench_imports(path)] == []
+
+
+def test_the_image_does_not_carry_the_bench():
+    text = (ROOT / "deploy" / "backend.Dockerfile").read_text()
+    sources = [
+        s for line in re.findall(r"^COPY\s+(?!--from)(.+)$", text, flags=re.M) for s in line.split()[:-1]
+    ]
+    assert "backend/" in sources  # the parse found the COPY lines
+    assert not [s for s in sources if s.startswith(("bench", ".")) and s != "./"], sources
 
 
 # Every runtime module imported with an import hook that refuses `bench` and notes each attempt
