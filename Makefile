@@ -42,8 +42,10 @@ format: venv
 screenshots: venv frontend chromium
 	PULSEBOARD_SCREENSHOTS=docs $(BIN)/pytest tests/e2e -p no:randomly
 
+# The benchmark (docs/benchmarks.md): a development tool, not a `pulseboard` subcommand. Options
+# through BENCH_ARGS, e.g. make bench BENCH_ARGS='--quick --only realtime'.
 bench: venv frontend
-	$(BIN)/pulseboard bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 venv: $(STAMP)
 

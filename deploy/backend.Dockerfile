@@ -48,7 +48,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt "gunicorn==${GUNICORN_VERSION}"
 
-# Then the package itself, without touching the dependencies installed above.
+# Then the package itself, without touching the dependencies installed above. Not bench/: the
+# benchmark is a development tool (`make bench`), so the image has neither it nor its extra.
 COPY README.md LICENSE ./
 COPY backend/ backend/
 COPY generator/ generator/

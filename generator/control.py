@@ -1,7 +1,7 @@
 """The generator control protocol: how the dashboard steers a generator and hears back from it.
 
 Both sides use this module: the generator process (:mod:`generator.publisher`) and the web API
-(``backend/api/generator.py``). The Redis key names live in :class:`backend.keys.Keys`.
+(``backend/web/api/generator.py``). The Redis key names live in :class:`backend.storage.keys.Keys`.
 
 * Each generator has a name (``--name``); the dashboard's, which ``pulseboard up`` starts, is
   DASHBOARD_GENERATOR and uses ``Keys.generator_control`` / ``generator_status``, the hashes the

@@ -31,8 +31,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.bench.harness import Names, Redis, Server
 from backend.core.timefmt import parse_iso
+from bench.harness import Names, Redis, Server
 from generator.traffic import TrafficModel
 
 INCIDENTS = (  # kind, endpoint, knob: a mix of what the generator's own bursts do

@@ -19,9 +19,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backend.bench.events import Templates  # noqa: E402
 from backend.cli.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from backend.cli.procs import pulseboard_command, stop  # noqa: E402
+from bench.events import Templates  # noqa: E402
 
 
 def main() -> int:

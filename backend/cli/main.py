@@ -1,4 +1,7 @@
-"""The `pulseboard` command: up, serve, worker, generate, import, bench.
+"""The `pulseboard` command: up, serve, worker, generate, import.
+
+The benchmark is a development tool outside the runtime package: `make bench` or
+`python -m bench` from a checkout (nothing here imports it).
 
 The async mode is chosen and the standard library monkey-patched before anything else is
 imported, which is why most imports below live inside the functions.
@@ -97,18 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_arguments(imp)
     imp.set_defaults(func=importer.run)
 
-    bench = sub.add_parser("bench", help="benchmark the pipeline on this machine (see docs/benchmarks.md)")
-    bench.set_defaults(func=_bench)
-    from backend.bench import cli as bench_cli
-
-    bench_cli.add_arguments(bench)
     return parser
-
-
-def _bench(args) -> int:
-    from backend.bench import cli as bench_cli
-
-    return bench_cli.run(args)
 
 
 def _app(args, **overrides):

@@ -1,7 +1,7 @@
-"""`pulseboard bench` end to end, tiny: it runs, measures for real and writes sane JSON.
+"""`python -m bench` end to end, tiny: it runs, measures for real and writes sane JSON.
 
 No speed thresholds here: machines are noisy, and the benchmark's job is to report figures, not
-to pass or fail them. The benchmark runs as a subprocess (`python -m backend.bench`), so the
+to pass or fail them. The benchmark runs as a subprocess (`python -m bench`), so the
 server's eventlet is never imported into the test process.
 """
 
@@ -25,7 +25,7 @@ def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path, transport):
     # starts itself on loopback and stops again.
     proc = subprocess.run(
         [
-            sys.executable, "-m", "backend.bench",
+            sys.executable, "-m", "bench",
             "--only", "ingest,fanout",
             "--ingest-events", "2000",
             "--publishers", "1",
@@ -97,7 +97,7 @@ def test_tiny_late_section_measures_in_order_and_spread_events(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "backend.bench",
+            sys.executable, "-m", "bench",
             "--only", "late",
             "--late-events", "3000",
             "--late-rounds", "1",

@@ -1,6 +1,6 @@
 """Lean load clients: raw Engine.IO websockets on asyncio, many per process.
 
-    python -m backend.bench.rawclients --url URL --clients K --mode batch|event --tag TAG
+    python -m bench.rawclients --url URL --clients K --mode batch|event --tag TAG
 
 The python-socketio client costs tens of microseconds of Python per message, which on a 2-core
 machine is taken from the server being measured. These clients speak just enough of RFC 6455 and
@@ -28,8 +28,8 @@ from urllib.parse import urlparse
 import numpy as np
 import orjson
 
-from backend.bench.events import STEP_SHIFT
-from backend.bench.proto import reply
+from bench.events import STEP_SHIFT
+from bench.proto import reply
 
 
 def masked_text(payload: bytes) -> bytes:
@@ -257,7 +257,7 @@ async def amain(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backend.bench.rawclients")
+    parser = argparse.ArgumentParser(prog="python -m bench.rawclients")
     parser.add_argument("--url", required=True)
     parser.add_argument("--clients", type=int, default=25)
     parser.add_argument("--mode", choices=["batch", "event"], default="batch")

@@ -1,6 +1,6 @@
 """Bare subscriber helper: the raw limit of a redis-py (hiredis) Pub/Sub reader on this machine.
 
-    python -m backend.bench.subscriber --redis-url URL --channel CH [--stream KEY]
+    python -m bench.subscriber --redis-url URL --channel CH [--stream KEY]
 
 With ``--stream`` it is instead the bare limit of a durable stream consumer: XREADGROUP of up to
 5000 entries (the worker's MAX_BATCH) and one XACK of them per read, nothing else.
@@ -19,7 +19,7 @@ import time
 
 import redis
 
-from backend.bench.proto import commands, reply
+from bench.proto import reply, serve
 
 
 def count(pubsub, expected: int, idle_timeout: float) -> dict:
@@ -85,7 +85,7 @@ def count_stream(client, stream: str, expected: int, idle_timeout: float) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backend.bench.subscriber")
+    parser = argparse.ArgumentParser(prog="python -m bench.subscriber")
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--channel", required=True)
     parser.add_argument("--stream", default=None, help="read this stream with a consumer group instead")
@@ -94,18 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.stream:
         client.xgroup_create(args.stream, "bare", id="$", mkstream=True)
         reply({"ready": True})
-        for cmd in commands():
-            try:
-                if cmd["cmd"] == "count":
-                    reply(
-                        count_stream(
-                            client, args.stream, int(cmd["expected"]), float(cmd.get("timeout", 10.0))
-                        )
-                    )
-                elif cmd["cmd"] == "quit":
-                    break
-            except Exception as exc:
-                reply({"error": f"{type(exc).__name__}: {exc}"})
+        serve(
+            {
+                "count": lambda cmd: count_stream(
+                    client, args.stream, int(cmd["expected"]), float(cmd.get("timeout", 10.0))
+                )
+            }
+        )
         return 0
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(args.channel)
@@ -116,14 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         pubsub.get_message(timeout=0.05)
     reply({"ready": True})
-    for cmd in commands():
-        try:
-            if cmd["cmd"] == "count":
-                reply(count(pubsub, int(cmd["expected"]), float(cmd.get("timeout", 10.0))))
-            elif cmd["cmd"] == "quit":
-                break
-        except Exception as exc:
-            reply({"error": f"{type(exc).__name__}: {exc}"})
+    serve({"count": lambda cmd: count(pubsub, int(cmd["expected"]), float(cmd.get("timeout", 10.0)))})
     pubsub.close()
     return 0
 

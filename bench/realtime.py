@@ -1,7 +1,7 @@
 """The `realtime` section: publish -> client latency and loss with lean clients, side by side.
 
 Every scenario starts a fresh server (`pulseboard serve`, default settings unless the scenario
-says otherwise), 2 processes of raw Engine.IO clients (backend/bench/rawclients.py) and a paced
+says otherwise), 2 processes of raw Engine.IO clients (bench/rawclients.py) and a paced
 publisher, then reports per scenario: published, lost, duplicates, order errors, latency
 p50/p95/p99/max, the server's CPU (web process and its worker child together) and the
 clients' CPU, which share the machine's cores with it.
@@ -27,8 +27,9 @@ import orjson
 import psutil
 import requests
 
-from backend.bench.harness import CpuMeter, Names
-from backend.bench.proto import Helper
+from bench.context import prepare_paced
+from bench.harness import CpuMeter, Names
+from bench.proto import Helper
 
 
 def _server_ps(server) -> dict:
@@ -37,20 +38,9 @@ def _server_ps(server) -> dict:
 
 
 def _clients(bench, server, n: int, mode: str, procs: int = 2) -> list[Helper]:
-    sizes = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
-    helpers = [
-        Helper(
-            "backend.bench.rawclients",
-            ["--url", server.url, "--clients", str(size), "--mode", mode, "--tag", bench.tag],
-            log_path=bench.log_dir / f"rawclients-{i}.log",
-            name=f"rawclients-{i}",
-        )
-        for i, size in enumerate(sizes)
-        if size
-    ]
-    for h in helpers:
-        h.recv(timeout=60)
-    return helpers
+    return bench.client_processes(
+        "rawclients", n, procs, ["--url", server.url, "--mode", mode, "--tag", bench.tag]
+    )
 
 
 def scenario(
@@ -75,9 +65,7 @@ def scenario(
         helpers = _clients(bench, server, clients, mode)
         pubs = bench.publishers(names, 1)
         step = bench.next_step()
-        pubs[0].request(
-            {"cmd": "prepare", "mode": "paced", "rate": rate, "duration": duration, "step": step}, timeout=60
-        )
+        prepare_paced(pubs, rate=rate, duration=duration, step=step)
         for h in helpers:
             h.request({"cmd": "mark", "step": step}, timeout=10)
         procs = _server_ps(server)
@@ -198,7 +186,7 @@ def wide_fill(bench, server, *, metrics: int = 10_000, fields: int = 32, events:
     pipe = client.pipeline(transaction=False)
     # The live traffic's metrics exist first, as in a running deployment: then the wide names
     # fill what is left under MAX_METRICS (the rest are dead-lettered, as designed).
-    from backend.bench.events import Templates
+    from bench.events import Templates
 
     for name in sorted(
         {orjson.loads(body + b"}")["metric"] for body in Templates(seed=bench.opts.seed).bodies}

@@ -78,7 +78,7 @@ def section(name: str, r: dict, opts) -> str:
     if "error" in r:
         return f"  {name}: ERROR {r['error']}"
     if name == "realtime":
-        from backend.bench.realtime import line
+        from bench.realtime import line
 
         return "\n".join(line(run) for run in r["runs"])
     if name == "ingest":

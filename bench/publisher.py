@@ -3,7 +3,7 @@
 The pipelines are written as raw RESP on a plain socket (see RawConnection), so that the
 publisher takes as little CPU as possible from the server it is measuring.
 
-    python -m backend.bench.publisher --redis-url URL --channel CH --tag TAG --pub P [--stream KEY]
+    python -m bench.publisher --redis-url URL --channel CH --tag TAG --pub P [--stream KEY]
 
 With ``--stream KEY`` every event is ``XADD KEY MAXLEN ~ N * event <json>`` instead of a PUBLISH
 on the channel, for measuring the server with INGEST_TRANSPORT=stream.
@@ -28,8 +28,8 @@ import sys
 import time
 from urllib.parse import urlparse
 
-from backend.bench.events import Templates, make_key
-from backend.bench.proto import commands, reply
+from bench.events import Templates, make_key
+from bench.proto import reply, serve
 
 BURST_BATCH = 1000  # events per pipeline in a burst
 PACED_TICK_S = 0.002  # at most one pipeline per tick when paced
@@ -207,7 +207,7 @@ class Publisher:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backend.bench.publisher")
+    parser = argparse.ArgumentParser(prog="python -m bench.publisher")
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--channel", required=True)
     parser.add_argument("--tag", required=True)
@@ -220,16 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         args.redis_url, args.channel, args.tag, args.pub, args.seed, stream=args.stream, maxlen=args.maxlen
     )
     reply({"ready": True})
-    for cmd in commands():
-        try:
-            if cmd["cmd"] == "prepare":
-                reply(publisher.prepare(cmd))
-            elif cmd["cmd"] == "go":
-                reply(publisher.go())
-            elif cmd["cmd"] == "quit":
-                break
-        except Exception as exc:
-            reply({"error": f"{type(exc).__name__}: {exc}"})
+    serve({"prepare": publisher.prepare, "go": lambda cmd: publisher.go()})
     return 0
 
 

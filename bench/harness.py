@@ -18,10 +18,10 @@ import psutil
 import redis
 import requests
 
-from backend.bench.proto import ROOT
 from backend.cli.embedded_redis import EmbeddedRedis, free_port
 from backend.cli.procs import die_with_parent
 from backend.cli.procs import stop as stop_process
+from bench.proto import ROOT
 
 
 @dataclass
@@ -67,14 +67,18 @@ class Redis:
     def used_memory(self) -> int:
         return int(self.client.info("memory")["used_memory"])
 
-    def set_pubsub_limit(self, value: str) -> str:
-        """CONFIG SET client-output-buffer-limit for pubsub; returns the previous setting."""
+    @contextlib.contextmanager
+    def pubsub_limit(self, value: str):
+        """CONFIG SET client-output-buffer-limit for pubsub while the block runs, then restore it."""
         current = self.client.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
         previous = (
             " ".join(current.split()[8:12]) if current.split()[8:9] == ["pubsub"] else "pubsub 32mb 8mb 60"
         )
         self.client.config_set("client-output-buffer-limit", value)
-        return previous
+        try:
+            yield
+        finally:
+            self.client.config_set("client-output-buffer-limit", previous)
 
     def version(self) -> str:
         return str(self.client.info("server").get("redis_version"))
@@ -131,7 +135,7 @@ class _Rss:
 
 
 class Server:
-    """`python -m backend.cli serve` as a subprocess, with psutil on its pid (and children)."""
+    """`python -m backend.cli.main serve` as a subprocess, with psutil on its pid (and children)."""
 
     def __init__(
         self,
@@ -168,7 +172,7 @@ class Server:
                 [
                     sys.executable,
                     "-m",
-                    "backend.cli",
+                    "backend.cli.main",
                     "serve",
                     "--port",
                     str(self.port),
@@ -206,6 +210,12 @@ class Server:
         with contextlib.suppress(Exception):
             self.http.close()
         stop_process(self.process)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 class CpuMeter:
@@ -256,6 +266,11 @@ def stats_accepted(client: redis.Redis, names: Names) -> int:
     """The worker's lifetime `accepted` counter, straight from Redis (no load on the server)."""
     raw = client.hget(f"{names.prefix}stats", "accepted")
     return int(raw) if raw is not None else 0
+
+
+def worker_stats(client: redis.Redis, names: Names) -> dict[str, int]:
+    """The worker's whole stats hash (received, accepted, rejected, ...)."""
+    return {k.decode(): int(v) for k, v in client.hgetall(f"{names.prefix}stats").items()}
 
 
 def seq_counter(client: redis.Redis, names: Names) -> int:

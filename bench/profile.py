@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -122,6 +123,14 @@ class Profiler:
         self._log.close()
         return self.out_path if self.out_path.exists() else None
 
+    def finish(self) -> dict:
+        """Stop, and the summary for the results: `profile` and `profile_file`."""
+        path = self.stop()
+        return {
+            "profile": summarize(path) if path else {"error": "py-spy wrote nothing"},
+            "profile_file": str(path) if path else None,
+        }
+
 
 def _short(frame: str) -> str:
     m = _FRAME.match(frame)
@@ -189,8 +198,12 @@ def summarize(path: Path, top: int = 15) -> dict:
 
 
 def profile_or_none(py_spy: str | None, pid: int, out_path: Path) -> Profiler | None:
+    """A Profiler on `pid`, given a second to attach before the caller starts the load; None
+    without py-spy or when it cannot start."""
     if not py_spy:
         return None
     with contextlib.suppress(OSError):
-        return Profiler(py_spy, pid, out_path)
+        profiler = Profiler(py_spy, pid, out_path)
+        time.sleep(1.0)
+        return profiler
     return None

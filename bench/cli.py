@@ -1,10 +1,10 @@
-"""`pulseboard bench` (also `python -m backend.bench`): run the benchmark, print tables, write JSON.
+"""`python -m bench` (`make bench`): run the benchmark, print tables, write JSON.
 
-    pulseboard bench [--quick] [--only ingest,late,fanout,baseline,queries,soak,modes]
-                     [--json bench-results/latest.json] [--profile] [...]
+    python -m bench [--quick] [--only ingest,late,fanout,baseline,queries,soak,modes]
+                    [--json bench-results/latest.json] [--profile] [...]
 
 The full run takes about 15 minutes plus `--soak-seconds` (600 by default); `--quick` takes
-2-3 minutes. Attach to the CLI with ``add_arguments(subparser)`` and ``run(args)``.
+2-3 minutes.
 """
 
 from __future__ import annotations
@@ -208,9 +208,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.bench import report
-    from backend.bench import runner as rn
-    from backend.bench.harness import Redis, background_load, code_version, machine_info
+    from bench import fanout, ingest, modes, queries, realtime, report, soak
+    from bench.context import Bench
+    from bench.harness import Redis, background_load, code_version, machine_info
 
     opts = resolve(args)
     json_path = Path(opts.json)
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         print(text, flush=True)
 
     redis = Redis()
-    bench = rn.Bench(opts=opts, redis=redis, out_dir=out_dir, py_spy=None, say=say)
+    bench = Bench(opts=opts, redis=redis, out_dir=out_dir, py_spy=None, say=say)
     machine = machine_info(redis.version())
     if opts.profile:
         bench.py_spy = machine["py_spy"]
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         },
     }
     say(
-        f"pulseboard bench: {'quick' if opts.quick else 'full'} run of {', '.join(opts.only)}; "
+        f"bench: {'quick' if opts.quick else 'full'} run of {', '.join(opts.only)}; "
         f"{machine['cpu_model']}, {machine['logical_cpus']} CPUs, Python {machine['python']}, "
         f"redis-server {machine['redis_server']}"
     )
@@ -260,21 +260,19 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.monotonic()
             try:
                 if section == "ingest":
-                    results["ingest"] = rn.ingest(
+                    results["ingest"] = ingest.ingest(
                         bench, events=opts.ingest_events, publishers=opts.publishers
                     )
                     if opts.profile and bench.py_spy:
                         say("  ingest: profiled repeat ...")
                         redis.client.flushall()
-                        results["ingest"]["profiled_run"] = rn.ingest(
+                        results["ingest"]["profiled_run"] = ingest.ingest(
                             bench, events=opts.ingest_events, publishers=opts.publishers, profile=True
                         )
                 elif section == "realtime":
-                    from backend.bench.realtime import realtime
-
-                    results["realtime"] = realtime(bench)
+                    results["realtime"] = realtime.realtime(bench)
                 elif section == "late":
-                    results["late"] = rn.late(
+                    results["late"] = ingest.late(
                         bench,
                         events=opts.late_events,
                         publishers=opts.publishers,
@@ -282,15 +280,15 @@ def run(args: argparse.Namespace) -> int:
                         profile=bool(opts.profile and bench.py_spy),
                     )
                 elif section == "fanout":
-                    results["fanout"] = rn.fanout(bench)
+                    results["fanout"] = fanout.fanout(bench)
                 elif section == "baseline":
-                    results["baseline"] = rn.baseline(bench, results.get("fanout"))
+                    results["baseline"] = fanout.baseline(bench, results.get("fanout"))
                 elif section == "queries":
-                    results["queries"] = rn.queries(bench)
+                    results["queries"] = queries.queries(bench)
                 elif section == "soak":
-                    results["soak"] = rn.soak(bench)
+                    results["soak"] = soak.soak(bench)
                 elif section == "modes":
-                    results["modes"] = rn.modes(bench)
+                    results["modes"] = modes.modes(bench)
                 results[section]["elapsed_s"] = round(time.monotonic() - t0, 1)
                 say(report.section(section, results[section], opts))
             except KeyboardInterrupt:
@@ -315,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(path: Path, results: dict, started: float) -> None:
-    from backend.bench import report
+    from bench import report
 
     results["meta"]["elapsed_s"] = round(time.time() - started, 1)
     results["targets"] = report.target_rows(results)
@@ -326,7 +324,7 @@ def _write(path: Path, results: dict, started: float) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     return add_arguments(
-        argparse.ArgumentParser(prog="pulseboard bench", description=__doc__.split("\n\n")[0])
+        argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     )
 
 

@@ -17,7 +17,7 @@ import orjson
 
 from backend.cli.procs import die_with_parent
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]  # the repository: bench/ sits at its top
 
 
 # --- helper side ---------------------------------------------------------------------------
@@ -32,6 +32,18 @@ def commands():
         line = line.strip()
         if line:
             yield orjson.loads(line)
+
+
+def serve(handlers: dict) -> None:
+    """A synchronous helper's loop: reply `handlers[cmd](command)` to each command, an error
+    reply when it raises, until `quit` or the end of stdin."""
+    for cmd in commands():
+        if cmd["cmd"] == "quit":
+            return
+        try:
+            reply(handlers[cmd["cmd"]](cmd))
+        except Exception as exc:
+            reply({"error": f"{type(exc).__name__}: {exc}"})
 
 
 # --- runner side ---------------------------------------------------------------------------
@@ -82,14 +94,9 @@ class Helper:
             raise HelperError(f"{self.name} exited ({self.proc.poll()}); see {self.log_path}") from exc
 
     def recv(self, timeout: float) -> dict:
-        try:
-            item = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise HelperError(f"{self.name}: no reply within {timeout:.0f}s; see {self.log_path}") from None
+        item = self.poll(timeout)
         if item is None:
-            raise HelperError(f"{self.name} exited ({self.proc.wait()}); see {self.log_path}")
-        if "error" in item:
-            raise HelperError(f"{self.name}: {item['error']}")
+            raise HelperError(f"{self.name}: no reply within {timeout:.0f}s; see {self.log_path}")
         return item
 
     def poll(self, timeout: float) -> dict | None:

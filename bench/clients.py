@@ -1,6 +1,6 @@
 """Socket.IO client helper: many python-socketio AsyncClients in one asyncio process.
 
-    python -m backend.bench.clients --url URL --clients K --tag TAG [--window 60]
+    python -m bench.clients --url URL --clients K --tag TAG [--window 60]
 
 Each client connects over WebSocket, sends ``subscribe {"mode": "batch", "window": W}`` and waits
 for the ack, then records every ``metrics`` packet: receive time, and per event its ``seq``,
@@ -35,9 +35,9 @@ from collections import OrderedDict
 import numpy as np
 import orjson
 
-from backend.bench.events import INDEX_MASK, PUB_MASK, PUB_SHIFT, STEP_SHIFT
-from backend.bench.latency import Histogram
-from backend.bench.proto import reply
+from bench.events import INDEX_MASK, PUB_MASK, PUB_SHIFT, STEP_SHIFT
+from bench.latency import Histogram
+from bench.proto import reply
 
 CACHE_MAX_PACKETS = 4096
 CACHE_MAX_CHARS = 64 * 1024 * 1024
@@ -330,7 +330,7 @@ async def amain(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backend.bench.clients")
+    parser = argparse.ArgumentParser(prog="python -m bench.clients")
     parser.add_argument("--url", required=True)
     parser.add_argument("--clients", type=int, required=True)
     parser.add_argument("--tag", required=True)
