@@ -24,6 +24,7 @@ import redis
 from backend.core.events import numbered
 from backend.realtime.fanout import BATCH_ROOM, LEGACY_ROOM, Fanout
 from backend.storage.store import Store, connect
+from backend.tasks.loop import Backoff, PeriodicTask, Task
 
 log = logging.getLogger(__name__)
 
@@ -58,49 +59,43 @@ class Broadcaster:
             self.fanout.deliver(encoded)
 
 
-class FanoutListener:
+class FanoutListener(Task):
     """A web node's side of the fan-out channel: the batches any worker stored, to our clients.
 
     Takes every message already waiting and delivers them as one batch (natural batching
     again: the busier the node, the fewer, larger deliveries). Reconnects by itself."""
 
+    name = "fan-out listener"
+
     def __init__(self, socketio, fanout: Fanout, redis_url: str, channel: str, *, backoff_max_s: float):
+        super().__init__(socketio.sleep)
         self.socketio = socketio
         self.fanout = fanout
         self.redis_url = redis_url
         self.channel = channel
-        self.backoff_max_s = backoff_max_s
-        self.running = False
+        self.backoff = Backoff(0.05, backoff_max_s)
         self.subscribed = False
-        self._stopping = False
 
-    def stop(self) -> None:
-        self._stopping = True
-
-    def run(self) -> None:
-        self.running = True
-        backoff = 0.05
+    def loop(self) -> None:
         client = connect(self.redis_url, socket_timeout=None)
         try:
-            while not self._stopping:
+            while not self.stopping:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 try:
                     pubsub.subscribe(self.channel)
                     self.subscribed = True
-                    backoff = 0.05
-                    while not self._stopping:
+                    self.backoff.reset()
+                    self.redis_ok()
+                    while not self.stopping:
                         self._pump(pubsub)
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                    if self.subscribed:
-                        log.warning("fan-out listener lost Redis (%s); resubscribing", exc)
+                    self.redis_failed(exc)
                     self.subscribed = False
-                    self.socketio.sleep(backoff)
-                    backoff = min(backoff * 2, self.backoff_max_s)
+                    self.sleep(self.backoff.next())
                 except Exception:
                     self.subscribed = False
                     log.exception("fan-out listener error; restarting")
-                    self.socketio.sleep(backoff)
-                    backoff = min(backoff * 2, self.backoff_max_s)
+                    self.sleep(self.backoff.next())
                 finally:
                     self.subscribed = False
                     try:
@@ -108,7 +103,6 @@ class FanoutListener:
                     except Exception:
                         log.debug("error closing the fan-out subscription", exc_info=True)
         finally:
-            self.running = False
             client.close()
 
     def _pump(self, pubsub) -> None:
@@ -135,50 +129,26 @@ def decode_fanout_message(data: bytes) -> list[bytes]:
     return numbered(int(head), rest.split(b"\n"))
 
 
-class Ticker:
+class Ticker(PeriodicTask):
     """Once a second: aggregates per window room, generator state, slow clients."""
 
+    name = "ticker"
+
     def __init__(self, socketio, store: Store, *, interval_s: float, fanout: Fanout | None = None):
+        super().__init__(socketio.sleep)
         self.socketio = socketio
         self.fanout = fanout
         self.store = store
         self.interval_s = interval_s
-        self.running = False
-        self._stopping = False
         self._last_generator: dict | None = None
-        self._redis_down = False
 
-    def stop(self) -> None:
-        self._stopping = True
-
-    def run(self) -> None:
-        self.running = True
-        next_at = time.monotonic()
-        try:
-            while not self._stopping:
-                next_at += self.interval_s
-                self.tick()
-                self.socketio.sleep(max(0.0, next_at - time.monotonic()))
-                if time.monotonic() - next_at > self.interval_s:
-                    next_at = time.monotonic()  # fell behind (e.g. Redis timeout): don't burst
-        finally:
-            self.running = False
-
-    def tick(self) -> None:
+    def step(self) -> None:
         if self.fanout is not None:
             self.fanout.drop_slow_clients()
-        try:
-            self._push_aggregates()
-            self._push_generator_state()
-            if self._redis_down:
-                log.info("ticker: Redis is back")
-            self._redis_down = False
-        except redis.RedisError as exc:
-            if not self._redis_down:
-                log.warning("ticker: Redis unavailable (%s)", exc)
-            self._redis_down = True
-        except Exception:
-            log.exception("ticker error")
+        self._push_aggregates()
+        self._push_generator_state()
+
+    tick = PeriodicTask.guarded_step  # one tick, as the loop runs it
 
     def windows(self) -> list[int]:
         out = []

@@ -19,6 +19,7 @@ import redis
 
 from backend.core.timefmt import iso_ms
 from backend.storage.store import Store, connect
+from backend.tasks.loop import PeriodicTask
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,11 @@ PING_TIMEOUT_S = 0.5
 EXTENSION_KEY = "pulseboard.status"
 
 
-class StatusMonitor:
+class StatusMonitor(PeriodicTask):
+    name = "status"
+
     def __init__(self, socketio, store: Store, *, interval_s: float = STATUS_CHECK_S, clock=time.time):
+        super().__init__(socketio.sleep)
         self.socketio = socketio
         self.store = store
         self.interval_s = interval_s
@@ -37,7 +41,6 @@ class StatusMonitor:
         self.worker_up: bool | None = None
         self.since = clock()
         self.changes = 0
-        self._stopping = False
 
     @classmethod
     def from_config(cls, socketio, config) -> StatusMonitor:
@@ -76,16 +79,8 @@ class StatusMonitor:
         self.socketio.emit("status", self.payload(), ignore_queue=True)
         return True
 
-    def run(self) -> None:
-        while not self._stopping:
-            try:
-                self.check()
-            except Exception:
-                log.exception("status check failed")
-            self.socketio.sleep(self.interval_s)
-
-    def stop(self) -> None:
-        self._stopping = True
+    def step(self) -> None:
+        self.check()
 
 
 def start(app, socketio) -> StatusMonitor:

@@ -33,6 +33,7 @@ from backend.analytics.signals import CountHistory, Frame
 from backend.core.aggregate import WindowStats
 from backend.core.timefmt import iso_ms, parse_iso
 from backend.storage.alerts import AnalyticsStore
+from backend.tasks.loop import Task
 from backend.tasks.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def load_rules_file(path: str) -> list:
     return rules_from_document(doc)
 
 
-class Evaluator:
+class Evaluator(Task):
+    name = "analytics"
+
     def __init__(
         self,
         config,
@@ -76,7 +79,7 @@ class Evaluator:
         self.socketio = socketio
         self.worker = worker
         self.clock = clock
-        self.sleep = sleep or (socketio.sleep if socketio is not None else time.sleep)
+        super().__init__(sleep or (socketio.sleep if socketio is not None else time.sleep))
         self.webhook = (
             WebhookSender(
                 s.webhook_url,
@@ -101,9 +104,6 @@ class Evaluator:
         self.ids: dict[str, str] = {}  # dedup key -> id of its open alert
         self.open_state: dict[str, tuple[str, str]] = {}  # dedup key -> (severity, state), for /metrics
         self._rules_raw: dict | None = None
-        self.running = False
-        self._stopping = False
-        self._redis_down = False
         self.evaluated = 0  # seconds judged live
         self.published = 0  # alert changes pushed
 
@@ -112,21 +112,17 @@ class Evaluator:
         return self.worker is None or getattr(self.worker, "role", None) == "active"
 
     def stop(self) -> None:
-        self._stopping = True
+        super().stop()
         if self.webhook is not None:
             self.webhook.stop()
 
-    def run(self) -> None:
-        self.running = True
+    def loop(self) -> None:
         phase = self.settings.settle_s % 1.0 + 0.02  # tick just after a second becomes due
-        try:
-            while not self._stopping:
-                self.tick()
-                now = self.clock()
-                next_at = math.floor(now - phase) + 1 + phase
-                self.sleep(max(0.05, next_at - now))
-        finally:
-            self.running = False
+        while not self.stopping:
+            self.tick()
+            now = self.clock()
+            next_at = math.floor(now - phase) + 1 + phase
+            self.sleep(max(0.05, next_at - now))
 
     def tick(self) -> None:
         """One round: (re)activate if needed, then judge every second that became due."""
@@ -143,13 +139,9 @@ class Evaluator:
                 self.activate()
             else:
                 self.catch_up()
-            if self._redis_down:
-                log.info("analytics: Redis is back")
-            self._redis_down = False
+            self.redis_ok()
         except redis.RedisError as exc:
-            if not self._redis_down:
-                log.warning("analytics: Redis unavailable (%s); will replay history when it is back", exc)
-            self._redis_down = True
+            self.redis_failed(exc)  # and replay history when it is back:
             self.engine = None  # state may have missed seconds: rebuild it from Redis
         except Exception:
             log.exception("analytics: evaluator error")

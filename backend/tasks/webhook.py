@@ -20,13 +20,16 @@ from collections.abc import Callable
 import orjson
 
 from backend import telemetry
+from backend.tasks.loop import Backoff, Task
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.1
 
 
-class WebhookSender:
+class WebhookSender(Task):
+    name = "alert webhook"
+
     def __init__(
         self,
         url: str,
@@ -43,14 +46,12 @@ class WebhookSender:
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
-        self.sleep = sleep
+        super().__init__(sleep)
         self.queue: deque[dict] = deque()
         self.queue_max = queue_max
         self.sent = 0
         self.failed = 0  # notifications given up on after every attempt
         self.dropped = 0  # pushed out of a full queue
-        self.running = False
-        self._stopping = False
 
     def notify(self, event: str, alert: dict) -> None:
         """Queue a notification; never blocks."""
@@ -61,24 +62,17 @@ class WebhookSender:
             log.warning("alert webhook queue full (%d): dropped the oldest notification", self.queue_max)
         self.queue.append({"event": event, "alert": alert})
 
-    def stop(self) -> None:
-        self._stopping = True
-
-    def run(self) -> None:
-        self.running = True
-        try:
-            while not self._stopping:
-                if not self.queue:
-                    self.sleep(IDLE_POLL_S)
-                    continue
-                self.deliver(self.queue.popleft())
-        finally:
-            self.running = False
+    def loop(self) -> None:
+        while not self.stopping:
+            if not self.queue:
+                self.sleep(IDLE_POLL_S)
+                continue
+            self.deliver(self.queue.popleft())
 
     def deliver(self, body: dict) -> bool:
         """POST one notification, retrying as documented. True when it was accepted (2xx)."""
         data = orjson.dumps(body)
-        delay = self.backoff_s
+        backoff = Backoff(self.backoff_s, self.backoff_max_s)
         for attempt in range(1, self.attempts + 1):
             retry, what = self._post(data)
             if retry is None:
@@ -90,9 +84,9 @@ class WebhookSender:
                 telemetry.ALERT_WEBHOOK.labels("failed").inc()
                 log.warning("alert webhook gave up after %d attempt(s): %s", attempt, what)
                 return False
+            delay = backoff.next()
             log.info("alert webhook attempt %d failed (%s); retrying in %.2fs", attempt, what, delay)
             self.sleep(delay)
-            delay = min(delay * 2, self.backoff_max_s)
         return False  # pragma: no cover - the loop always returns
 
     def _post(self, data: bytes) -> tuple[bool | None, str]:

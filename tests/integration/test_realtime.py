@@ -11,6 +11,7 @@ import pytest
 
 from backend.config import Config
 from backend.ingest.pubsub import PubSubReader
+from backend.ingest.sources import PubSubSource
 from backend.ingest.worker import IDLE_WAIT_S, Worker
 from backend.realtime.broadcast import Broadcaster, decode_fanout_message
 from backend.realtime.fanout import batch_text, event_texts, text_frame
@@ -60,7 +61,8 @@ def test_a_batch_takes_what_is_waiting_and_never_waits_for_more(worker, r, names
         for i in range(3):
             r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "nb", "value": i}))
         wait_for(lambda: reader.pending() == 3, message="3 messages read off the socket")
-        assert worker.pump(reader) == 3
+        source = PubSubSource(reader, worker.max_batch, worker.max_batch_bytes)
+        assert worker.pump(source) == 3
         assert takes == [(worker.max_batch, IDLE_WAIT_S, 3)]  # one take: all of them, no second wait
         (batch,) = worker.broadcaster.batches
         events = [orjson.loads(e) for e in batch]
@@ -70,7 +72,7 @@ def test_a_batch_takes_what_is_waiting_and_never_waits_for_more(worker, r, names
         # A lone event is a batch of its own: stored and handed over without waiting for company.
         r.publish(names["REDIS_CHANNEL"], orjson.dumps({"metric": "nb", "value": 3}))
         wait_for(lambda: reader.pending() == 1, message="the lone message read")
-        assert worker.pump(reader) == 1
+        assert worker.pump(source) == 1
         assert [orjson.loads(e)["value"] for e in worker.broadcaster.batches[-1]] == [3]
     finally:
         reader.stop()

@@ -1,0 +1,206 @@
+"""One batch, start to end: validate, bound the metric names, store (one script), hand to fan-out.
+
+A message that fails to parse goes to the dead-letter list with its reason; an unexpected error
+in one message is logged and dead-lettered too, so no single message can stop the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+import orjson
+
+from backend import telemetry
+from backend.core.aggregate import BatchAccumulator
+from backend.core.events import Event, Rejection, parse_event
+from backend.core.timefmt import iso_ms
+from backend.ingest.stream import GROUP, Entry
+from backend.storage.store import LeaseLost, Store
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_RAW_BYTES = 1024  # how much of a rejected message is kept
+
+
+def _truncate(raw) -> str:
+    if isinstance(raw, bytes):
+        return raw[:DEAD_LETTER_RAW_BYTES].decode("utf-8", errors="replace")
+    return str(raw)[:DEAD_LETTER_RAW_BYTES]
+
+
+def dead_letter(raw, reason: str, detail: str, now: float) -> dict:
+    """The dead-letter record of one rejected message: what it was (truncated), why, when."""
+    return {"raw": _truncate(raw), "reason": reason, "detail": detail, "time": iso_ms(now)}
+
+
+def validate(raw, config: Mapping, now: float) -> Event:
+    """One message as an Event, under this deployment's limits; raises Rejection."""
+    return parse_event(
+        raw,
+        now=now,
+        retention_s=config["RETENTION_S"],
+        future_tolerance_s=config["FUTURE_TOLERANCE_S"],
+        max_bytes=config["MAX_EVENT_BYTES"],
+    )
+
+
+def validate_all(raws, config: Mapping, now: float, rejected: list) -> list[Event]:
+    """The valid events of `raws`; each invalid one goes to `rejected` as a dead letter."""
+    accepted = []
+    for raw in raws:
+        try:
+            accepted.append(validate(raw, config, now))
+        except Rejection as rej:
+            rejected.append(dead_letter(raw, rej.reason, rej.detail, now))
+        except Exception as exc:
+            log.exception("unexpected error validating a message")
+            rejected.append(dead_letter(raw, "internal_error", f"{type(exc).__name__}: {exc}", now))
+    return accepted
+
+
+class BatchProcessor:
+    """Stores batches for one worker: `fence` is the lease (key, token) its stream acks hold to."""
+
+    def __init__(self, config: Mapping, store: Store, broadcaster, *, fence: tuple[str, str]):
+        self.config = config
+        self.store = store
+        self.broadcaster = broadcaster
+        self.fence = fence
+        self.max_metrics = config["MAX_METRICS"]
+        self.known_metrics: set[str] = set()
+        self._new_metrics: list[str] = []  # admitted by the batch in hand, written with it
+        self.processed = 0
+        self.rejected = 0
+        self.batches = 0
+        self.next_seq: int | None = None  # after the last event stored
+        self.written = False  # whether the last process() got as far as storing its batch
+
+    def process(self, batch: list, started: float | None = None, entries: list[Entry] = (), ack_key=None):
+        """Validate, store and broadcast one batch: `batch` is raw Pub/Sub messages, `entries`
+        stream entries (of stream `ack_key`), acknowledged by the write. `started`: monotonic
+        time its first item was read. Raises what the write raised; the caller decides."""
+        now = time.time()
+        self.written = False
+        rejected = [dead_letter(e.raw, "invalid_entry", e.problem, now) for e in entries if e.problem]
+        raws = [e.raw for e in entries if e.problem is None] + list(batch) if entries else batch
+        accepted = self._admit_metrics(validate_all(raws, self.config, now, rejected), rejected, now)
+        received = len(batch) + len(entries)
+        try:
+            acc = BatchAccumulator(self.config["TOP_MAX_TAG_VALUES"])
+            for ev in accepted:
+                acc.add(ev)
+            events = [ev.data for ev in accepted]
+            encoded = self.store.write_batch(
+                events,
+                acc.deltas() if accepted else {},
+                rejected,
+                received=received,
+                tag_deltas=acc.tag_deltas() if accepted else None,
+                ack=(ack_key, GROUP, [e.id for e in entries]) if entries else None,
+                fence=self.fence if entries else None,
+                new_metrics=self._new_metrics,
+                fanout_channel=self.broadcaster.channel,
+            )
+        except BaseException:
+            self._forget_new_metrics()
+            raise
+        self._new_metrics = []
+        self.written = True
+        if events:
+            self.next_seq = events[-1]["seq"] + 1
+            self.broadcaster.publish(encoded)
+            telemetry.SUBSCRIBER_LAG.set(max(0.0, now - max(ev.ts for ev in accepted)))
+        self._count(received, len(events), rejected)
+        if started is not None:
+            telemetry.BROADCAST_LATENCY.observe(time.monotonic() - started)
+
+    def dead_letter_all(self, entries: list[Entry], messages: list, exc: Exception, ack_key) -> None:
+        """A batch our own code failed on, dead-lettered whole: a bug this batch triggers would
+        trigger again on every re-read of its pending entries and stall the stream for good."""
+        now = time.time()
+        detail = f"{type(exc).__name__}: {exc}"
+        rejected = [
+            dead_letter(raw, "internal_error", detail, now) for raw in [e.raw for e in entries] + messages
+        ]
+        try:
+            self.store.write_batch(
+                [],
+                {},
+                rejected,
+                received=len(rejected),
+                ack=(ack_key, GROUP, [e.id for e in entries]),
+                fence=self.fence,
+            )
+        except LeaseLost:
+            return  # the new lease holder re-reads them
+        self._count(len(rejected), 0, rejected)
+
+    def _count(self, received: int, accepted: int, rejected: list) -> None:
+        self.batches += 1
+        self.processed += accepted
+        self.rejected += len(rejected)
+        telemetry.EVENTS_RECEIVED.inc(received)
+        telemetry.EVENTS_ACCEPTED.inc(accepted)
+        telemetry.BATCH_SIZE.observe(received)
+        for item in rejected:
+            telemetry.EVENTS_REJECTED.labels(item["reason"]).inc()
+
+    # --- the cardinality bound -------------------------------------------------------------------
+    def _admit_metrics(self, accepted: list, rejected: list, now: float) -> list:
+        """Keep the number of distinct metric names under MAX_METRICS: past it, events of a new
+        name are dead-lettered (`too_many_metrics`), so a producer inventing names cannot make
+        every bucket, query and dashboard grow without bound. Names are admitted for good
+        (the set in Redis is shared by every worker and survives restarts)."""
+        known = self.known_metrics
+        kept = []
+        for ev in accepted:
+            if ev.metric not in known:
+                if len(known) >= self.max_metrics:
+                    rejected.append(
+                        dead_letter(
+                            orjson.dumps(ev.data),
+                            "too_many_metrics",
+                            f"{self.max_metrics} metric names exist (MAX_METRICS); {ev.metric!r} is not one",
+                            now,
+                        )
+                    )
+                    continue
+                known.add(ev.metric)
+                self._new_metrics.append(ev.metric)
+            kept.append(ev)
+        return kept
+
+    def _forget_new_metrics(self) -> None:
+        """The write failed: the names it would have added are not admitted (yet)."""
+        for name in self._new_metrics:
+            self.known_metrics.discard(name)
+        self._new_metrics = []
+
+    def load_known_metrics(self) -> None:
+        self.known_metrics = {m.decode() for m in self.store.redis.smembers(self.store.keys.metrics)}
+
+    # --- the original design, for the benchmark ---------------------------------------------------
+    def process_per_event(self, raw) -> None:
+        """The original design's strategy, for the benchmark's side-by-side run only: every event
+        pays its own round trips (seq, LPUSH, LTRIM) and its own emit. No aggregates."""
+        try:
+            ev = validate(raw, self.config, time.time())
+        except Rejection as rej:
+            self.store.write_batch(
+                [], {}, [dead_letter(raw, rej.reason, rej.detail, time.time())], received=1
+            )
+            self.rejected += 1
+            return
+        ev.data["seq"] = self.store.reserve_seqs(1)
+        encoded = orjson.dumps(ev.data)
+        self.store.redis.lpush(self.store.keys.recent, encoded)
+        self.store.redis.ltrim(self.store.keys.recent, 0, self.store.recent_max - 1)
+        self.processed += 1
+        if self.broadcaster.channel is not None:  # the fan-out message format: first seq, events
+            data = dict(ev.data)
+            seq = data.pop("seq")
+            self.store.redis.publish(self.broadcaster.channel, b"%d\n%s" % (seq, orjson.dumps(data)))
+        else:
+            self.broadcaster.publish([encoded])
