@@ -201,7 +201,9 @@ class EmbeddedCluster:
             for n in [node] if node else self.nodes:
                 if n.process is not None and n.process.poll() is not None:
                     err = n.process.stderr.read().decode(errors="replace") if n.process.stderr else ""
-                    raise RuntimeError(f"cluster node {n.url} exited with {n.process.returncode}: {err.strip()}")
+                    raise RuntimeError(
+                        f"cluster node {n.url} exited with {n.process.returncode}: {err.strip()}"
+                    )
             if ready():
                 return
             if time.monotonic() > deadline:
