@@ -122,7 +122,9 @@ def publish(
     >= 7) is used when `sharded` is true, or when it is None (the default) and `redis_client` is
     a redis-py RedisCluster: a sharded message goes to the slot's node only, where a plain
     PUBLISH on a cluster is broadcast to every node. Works with a pipeline too (then returns
-    the pipeline). Raises ValueError for NaN or infinite numbers: they have no JSON spelling.
+    the pipeline). A redis-py ClusterPipeline (redis-py 8.1) accepts SPUBLISH but refuses PUBLISH
+    ("blocked when running redis in cluster mode"), so keep `sharded` at its default there.
+    Raises ValueError for NaN or infinite numbers: they have no JSON spelling.
     """
     if sharded is None:
         sharded = is_cluster(redis_client)

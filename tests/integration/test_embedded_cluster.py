@@ -210,3 +210,30 @@ def test_producer_publish_spublishes_to_the_partition_channel_on_a_cluster(clust
     finally:
         pubsub.sunsubscribe()
         pubsub.close()
+
+
+def test_producer_publish_through_a_cluster_pipeline(cluster_client, cluster_names):
+    # redis-py 8.1's ClusterPipeline refuses PUBLISH but routes SPUBLISH by slot: publish()
+    # picks SPUBLISH for it, so a batch of events goes out in one pipeline.
+    from producer import channel_for, partition_of, publish
+
+    base = f"{cluster_names}:metrics"
+    channels = [channel_for(base, k) for k in range(4)]
+    pubsub = cluster_client.pubsub()
+    pubsub.ssubscribe(*channels)
+    try:
+        wait_for(
+            lambda: all(_shard_subscribers(cluster_client, c) == 1 for c in channels), message="subscribed"
+        )
+        metrics = ["cpu", "memory", "latency_ms", "disk", "errors"]
+        pipe = cluster_client.pipeline()
+        for m in metrics:
+            publish(pipe, {"metric": m, "value": 1}, partitions=4, channel=base)
+        assert pipe.execute() == [1] * len(metrics)
+        got = sorted((_sharded_message(pubsub)["channel"]) for _ in metrics)
+        assert got == sorted(channels[partition_of(m, 4)] for m in metrics)
+        with pytest.raises(Exception, match="blocked"):
+            cluster_client.pipeline().publish(base, "x")
+    finally:
+        pubsub.sunsubscribe()
+        pubsub.close()
