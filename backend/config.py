@@ -93,6 +93,9 @@ class Config:
     REDIS_RETRY_AFTER_S = _float("REDIS_RETRY_AFTER_S", 1.0)
     # Use Flask-SocketIO's Redis message queue so several web nodes share emits (scale-out).
     MESSAGE_QUEUE = _bool("MESSAGE_QUEUE", False)
+    # REDIS_URL names any node of a Redis Cluster (docs/scaling.md): every process uses cluster
+    # clients, each partition's keys share one hash slot, partition channels use sharded Pub/Sub.
+    REDIS_CLUSTER = _bool("REDIS_CLUSTER", False)
 
     # --- ingest transport (docs/api.md, "Ingest transports") -----------------------------------
     # pubsub: producers PUBLISH on REDIS_CHANNEL; what is published while no worker is subscribed
@@ -105,6 +108,11 @@ class Config:
     # Producers XADD with MAXLEN ~ this: the most unprocessed events the stream keeps while no worker
     # reads it (the durability horizon: older ones are dropped). entries; 0: unbounded
     INGEST_STREAM_MAXLEN = _int("INGEST_STREAM_MAXLEN", 1_000_000)
+    # Events are split by a stable hash of `metric` (producer/partition_of) into this many
+    # partitions, each with its own lease, seq, channel `REDIS_CHANNEL:{k}` and stream
+    # `INGEST_STREAM:{k}`; `pulseboard worker` processes share them out (docs/scaling.md).
+    # 1: today's single channel, stream and keys. partitions; 1..64
+    INGEST_PARTITIONS = _int("INGEST_PARTITIONS", 1)
 
     # --- aggregation ------------------------------------------------------------------------
     RETENTION_S = _int("RETENTION_S", 3600)  # seconds of per-second buckets kept

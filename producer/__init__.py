@@ -117,8 +117,8 @@ def publish(
     """Publish one event's JSON on its partition's channel; returns what Redis returns (the
     number of subscribers that received it: 0 means no worker is listening and it is lost).
 
-    `partitions` = 1 publishes on `channel` itself (today's layout); more publishes on
-    ``channel_for(channel, partition_of(metric, partitions))``. SPUBLISH (sharded Pub/Sub, Redis
+    `partitions` = 1 publishes on `channel` itself (today's layout) unless sharded; otherwise
+    on ``channel_for(channel, partition_of(metric, partitions))``. SPUBLISH (sharded Pub/Sub, Redis
     >= 7) is used when `sharded` is true, or when it is None (the default) and `redis_client` is
     a redis-py RedisCluster: a sharded message goes to the slot's node only, where a plain
     PUBLISH on a cluster is broadcast to every node. Works with a pipeline too (then returns
@@ -129,7 +129,9 @@ def publish(
     if sharded is None:
         sharded = is_cluster(redis_client)
     k = partition_of(_metric(event_dict), partitions)
-    name = channel if partitions == 1 else channel_for(channel, k)
+    # A sharded message reaches SSUBSCRIBE only: on a cluster even one partition's channel is the
+    # tagged one, which the worker of partition 0 SSUBSCRIBEs to (it SUBSCRIBEs `channel` too).
+    name = channel if partitions == 1 and not sharded else channel_for(channel, k)
     payload = json.dumps(event_dict, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     if sharded:
         return redis_client.spublish(name, payload)

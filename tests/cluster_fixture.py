@@ -1,4 +1,4 @@
-"""A real 3-master Redis Cluster for tests (backend/embedded_cluster.py).
+"""A real 3-master Redis Cluster for tests (backend/cli/embedded_cluster.py).
 
 Not in conftest.py on purpose (that file is being reorganised): a test module opts in with
 
@@ -17,7 +17,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from backend.embedded_cluster import EmbeddedCluster
+from backend.cli.embedded_cluster import EmbeddedCluster
 
 
 @pytest.fixture(scope="session")

@@ -146,35 +146,30 @@ def cmd_serve(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from backend.ingest.worker import Worker
-    from backend.realtime.broadcast import Broadcaster
-    from backend.tasks.analytics import start_evaluator, stop_evaluator
-    from backend.web.extensions import socketio
-    from backend.web.runtime import get_runtime
+    import threading
+
+    from backend.cli.procs import settle_gc
+    from backend.cli.serve import start_background, stop_background
 
     app = _app(args, MESSAGE_QUEUE=True)
     if app.config["METRICS_PORT"]:
         from prometheus_client import start_http_server
 
         start_http_server(app.config["METRICS_PORT"], addr=app.config["HOST"])
-    runtime = get_runtime(app)
-    runtime.worker = Worker(
-        app.config, Broadcaster(None, channel=runtime.store.keys.fanout), sleep=socketio.sleep
-    )
-
-    start_evaluator(app, socketio, runtime.worker)
+    stopping = threading.Event()
 
     def stop(signum, frame):
-        # Only a flag: the loop finishes the batch it holds, releases the lease and returns.
-        stop_evaluator(app)
-        runtime.worker.stop()
+        stopping.set()  # only a flag: the main thread stops the tasks in order below
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    from backend.cli.procs import settle_gc
-
     settle_gc()
-    runtime.worker.run()  # runs until stopped; reconnects by itself
+    # What `serve` starts for its worker, without the web side: the worker (it emits through the
+    # Redis message queue) and the alert evaluator beside it.
+    start_background(app, worker=True, ticker=False)
+    while not stopping.wait(0.5):
+        pass
+    stop_background(app)  # finishes the batches in hand, releases the leases
     return 0
 
 

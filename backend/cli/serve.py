@@ -42,6 +42,7 @@ def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
                 cfg["REDIS_URL"],
                 runtime.store.keys.fanout,
                 backoff_max_s=cfg["RECONNECT_MAX_S"],
+                store=runtime.store,
             )
             socketio.start_background_task(runtime.listener.run)
     if worker and runtime.worker is None:

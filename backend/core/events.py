@@ -388,9 +388,10 @@ __all__ = [
 ]
 
 
-def numbered(first: int, bodies: list[bytes]) -> list[bytes]:
-    """Events' JSON objects (without `seq`) given seqs first, first + 1, ...: the wire form.
+def numbered(first: int, bodies: list[bytes], stride: int = 1) -> list[bytes]:
+    """Events' JSON objects (without `seq`) given seqs first, first + stride, ...: the wire form.
+    (The stride is INGEST_PARTITIONS: a partition's events are numbered n * P + k.)
 
     Splicing the number in front of the encoded object saves decoding and re-encoding events
     that were encoded once already."""
-    return [b'{"seq":%d,%s' % (first + offset, body[1:]) for offset, body in enumerate(bodies)]
+    return [b'{"seq":%d,%s' % (first + offset * stride, body[1:]) for offset, body in enumerate(bodies)]

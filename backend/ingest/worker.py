@@ -1,18 +1,9 @@
-"""The ingest worker: one consumer that validates, stores, aggregates and broadcasts.
+"""The ingest worker process: one consumer per partition (ingest/consumer.py), at most its share.
 
-The loop is a flat sequence of named steps: hold the lease (ingest/lease.py), subscribe, open
-the transport's source (ingest/sources.py), then pump batches (ingest/batch.py) until the lease
-or Redis goes; on a Redis error it backs off, resubscribes and retries the batch it held.
-
-Batches form naturally: the worker takes whatever is already waiting (up to MAX_BATCH), stores
-it with one script (one Redis round trip, whatever the batch size) and hands it to the fan-out,
-then goes back for more; under load batches grow by themselves, at low load an event waits for
-nothing but that round trip. The script applies a batch all or nothing, so a worker killed
-mid-batch leaves the aggregates as if the batch never happened, not half-applied.
-
-With INGEST_TRANSPORT=stream the worker also reads a Redis Stream as a consumer group
-(ingest/stream.py) and stays subscribed to the channel: a batch then mixes stream entries and
-Pub/Sub messages, and its script also acknowledges its stream entries, fenced by the lease.
+With INGEST_PARTITIONS=1 (the default) this is one consumer: exactly one worker consumes at a
+time and the others are hot standbys. With P partitions, N worker processes split them (about
+P / N each, see ingest/shares.py) and move them when one joins, leaves or dies. The process
+reports itself (id, partitions held, figures) about once a second for /api/health on any node.
 """
 
 from __future__ import annotations
@@ -20,27 +11,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 
 import redis
 
-from backend import telemetry
-from backend.ingest.batch import BatchProcessor
-from backend.ingest.lease import Lease, new_token
-from backend.ingest.pubsub import PubSubReader
-from backend.ingest.sources import PubSubSource, StreamSource, next_message
-from backend.ingest.stream import StreamReader, check_transport
-from backend.storage.store import LeaseLost, Store, connect
-from backend.tasks.loop import Backoff, Task
+from backend.ingest.consumer import Consumer
+from backend.ingest.lease import HEARTBEAT_EVERY_S, new_token
+from backend.ingest.shares import Shares
+from backend.storage.store import Store
+from backend.tasks.loop import Task
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBE_TIMEOUT_S = 5.0  # longest wait for Redis to confirm a SUBSCRIBE
-IDLE_WAIT_S = 0.5  # longest wait for a message before the loop renews its lease anyway
+STOP_WAIT_S = 5.0  # longest a stopping worker waits for its consumers to finish their batches
 
 
 def _start_thread(target):
-    thread = threading.Thread(target=target, name="pubsub-reader", daemon=True)
+    thread = threading.Thread(target=target, name="ingest", daemon=True)
     thread.start()
     return thread
 
@@ -50,282 +36,102 @@ class Worker(Task):
 
     def __init__(self, config, broadcaster, sleep=time.sleep, start_task=None):
         super().__init__(sleep)
-        self.config = config
-        self.broadcaster = broadcaster
-        self.start_task = start_task or _start_thread  # socketio.start_background_task
-        self.store = Store.from_config(config)
-        self.sub_client = connect(config["REDIS_URL"], socket_timeout=None)
+        self.start_task = start_task or _start_thread
         self.token = new_token()
-        self.lease = Lease(self.store, self.token, config["LEASE_TTL_MS"])
-        self.batch = BatchProcessor(config, self.store, broadcaster, fence=self.lease.fence)
-        self.role = "starting"
-        self.channel = config["REDIS_CHANNEL"]
-        self.max_batch = config["MAX_BATCH"]
-        self.max_batch_bytes = config["MAX_BATCH_BYTES"]
-        self.pubsub_buffer_bytes = config["PUBSUB_BUFFER_BYTES"]
-        self.transport = check_transport(config["INGEST_TRANSPORT"])
-        self.stream = (
-            StreamReader(self.store.redis, config["INGEST_STREAM"], self.sub_client)
-            if self.transport == "stream"
-            else None
-        )
-        self.per_event = config["WORKER_STRATEGY"] == "per_event"
-        if self.stream is not None and self.per_event:
-            log.warning("WORKER_STRATEGY=per_event applies to the pubsub transport only; batching")
-            self.per_event = False
-        self.backoff = Backoff(config["RECONNECT_MIN_S"], config["RECONNECT_MAX_S"])
-        self.source: PubSubSource | StreamSource | None = None
-        self.subscribed = False
-        self.reconnects = 0
-        self.pubsub_disconnects = 0
-        self.pubsub_dropped = 0  # by readers of earlier subscriptions
-        self._carry: list | None = None  # Pub/Sub messages of a batch whose write failed
-        self._last_report = 0.0
-        self._history_marks: deque = deque()  # (monotonic time, next seq) once a second
+        self.partitions = config["INGEST_PARTITIONS"]
+        self.shares = Shares(self.partitions)
+        self.store = Store.from_config(config)  # every partition's keys; the workers' reports
+        self.stale_after_s = max(config["LEASE_TTL_MS"] / 1000.0, 2 * HEARTBEAT_EVERY_S)
+        self.consumers = [
+            Consumer(
+                config,
+                broadcaster,
+                sleep,
+                self.start_task,
+                partition=k,
+                token=self.token,
+                shares=self.shares,
+            )
+            for k in range(self.partitions)
+        ]
+        self.shares.on_change = self._report
 
-    # counters live with the batch processor; these names are what status() and tests read
-    processed = property(lambda self: self.batch.processed)
-    rejected = property(lambda self: self.batch.rejected)
-    batches = property(lambda self: self.batch.batches)
+    # --- what the rest of the process reads --------------------------------------------------
+    @property
+    def role(self) -> str:
+        if any(c.role == "active" for c in self.consumers):
+            return "active"
+        return self.consumers[0].role if not self.running else "standby"
+
+    @property
+    def leader(self) -> bool:
+        """Whether this process runs the once-a-second alert evaluation: partition 0's holder."""
+        return self.consumers[0].role == "active"
+
+    @property
+    def subscribed(self) -> bool:
+        return any(c.subscribed for c in self.consumers)
+
+    processed = property(lambda self: sum(c.processed for c in self.consumers))
+    rejected = property(lambda self: sum(c.rejected for c in self.consumers))
+    batches = property(lambda self: sum(c.batches for c in self.consumers))
 
     # --- the loop ----------------------------------------------------------------------------
     def loop(self) -> None:
-        while not self.stopping:
-            pubsub = None
-            try:
-                if not self.lease.acquire():
-                    self._stand_by()
-                    continue
-                pubsub = self._become_active()
-                self.source = self._open_source(pubsub)
-                while not self.stopping and self.pump(self.source) is not None:
-                    pass
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                self._lost_redis(exc)
-            except Exception:
-                self.subscribed = False
-                log.exception("worker loop error; restarting in %.2fs", self._back_off())
-            finally:
-                self._close(pubsub)
-
-    def finished(self) -> None:
-        self.subscribed = False
-        self.role = "stopped"
-        self.lease.release()
-
-    def _stand_by(self) -> None:
-        """Another worker is active: stay a hot standby and poll for the lease."""
-        if self.role != "standby":
-            log.info("worker %s is standby: another worker holds the lease", self.token)
-        self.role = "standby"
-        self._report(time.monotonic())
-        self.backoff.reset()
-        self.sleep(self.lease.ttl_ms / 3000.0)
-
-    def _become_active(self):
-        self.role = "active"
-        self.batch.load_known_metrics()
-        pubsub = self._subscribe()
-        if self.stream is not None:
-            self.stream.activate()  # the group exists; pending entries come first
-        # The heartbeat only now that we are subscribed (readiness on every node reads it: a
-        # producer told "ready" must not publish to nobody), and now rather than a second later.
-        self.lease.beat(time.monotonic())
-        self.subscribed = True
-        self._last_report = 0.0
-        self._report(time.monotonic())  # /api/health shows the new role at once
-        if self.backoff.failures:
-            self.reconnects += 1
-            telemetry.REDIS_RECONNECTS.inc()
-            log.warning(
-                "worker resubscribed to %r after %d failed attempt(s)", self.channel, self.backoff.failures
-            )
-        else:
-            stream = f" and reading stream {self.stream.key!r}" if self.stream else ""
-            log.info("worker %s active, subscribed to %r%s", self.token, self.channel, stream)
-        self.backoff.reset()
-        if self._carry:
-            batch, self._carry = self._carry, None
-            self._process(batch)
-        return pubsub
-
-    def _subscribe(self):
-        """Subscribe and wait for Redis to confirm: only then is anything published delivered."""
-        pubsub = self.sub_client.pubsub()
-        pubsub.subscribe(self.channel)
-        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
-        while True:
-            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-            if message is not None and message["type"] == "subscribe":
-                break
-            if time.monotonic() >= deadline:
-                pubsub.close()
-                raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {self.channel!r}")
-        pubsub.ignore_subscribe_messages = True
-        return pubsub
-
-    def _open_source(self, pubsub):
-        if self.stream is not None:
-            return StreamSource(self.stream, pubsub, self.sleep, self.max_batch)
-        if self.per_event:
-            return pubsub
-        reader = PubSubReader(
-            pubsub, max_bytes=self.pubsub_buffer_bytes, start_task=self.start_task, sleep=self.sleep
-        ).start()
-        return PubSubSource(reader, self.max_batch, self.max_batch_bytes)
-
-    def _lost_redis(self, exc: BaseException) -> None:
-        self.subscribed = False  # before the backoff sleep: readiness must see it now
-        if isinstance(self.source, PubSubSource) and "closed by server" in str(exc).lower():
-            self.pubsub_disconnects += 1
-            telemetry.PUBSUB_DISCONNECTS.inc()
-            log.error(
-                "Redis closed the worker's subscription (%s): events published until it "
-                "resubscribes are lost. If this happens under bursts, the worker cannot keep up "
-                "within Redis's Pub/Sub output buffer limit: use INGEST_TRANSPORT=stream.",
-                exc,
-            )
-        log.warning("worker lost Redis (%s); retrying in %.2fs", exc, self._back_off())
-
-    def _back_off(self) -> float:
-        delay = self.backoff.next()
-        self.sleep(delay)
-        return delay
-
-    def _close(self, pubsub) -> None:
-        self.subscribed = False
-        source, self.source = self.source, None
-        if isinstance(source, StreamSource) and source.carry:
-            self._carry = (self._carry or []) + source.carry
-        if source is not None and source is not pubsub:
-            source.close()
-            if isinstance(source, PubSubSource):
-                self.pubsub_dropped += source.reader.dropped
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except Exception:
-                log.debug("error closing pubsub", exc_info=True)
-
-    # --- one turn ----------------------------------------------------------------------------
-    def pump(self, source) -> int | None:
-        """Take what has arrived (waiting only while nothing has), process it all.
-
-        Returns how many messages it processed, or None when this worker lost its lease and
-        must stop consuming (another worker is active now); what it had already received is
-        stored first, never dropped."""
-        if self.per_event:
-            return self._pump_per_event(source)
-        now = time.monotonic()
-        if self.lease.due(now) and not self._keep_lease(now):
-            leftover = source.leftover()
-            if leftover:
-                self._process(leftover)
-            return None
-        messages, entries = source.next_batch(IDLE_WAIT_S)
-        if not messages and not entries:
-            self.sleep(0)  # under eventlet a quiet consumer must not hog the hub
-            return 0
-        started = time.monotonic()
+        tasks = [self.start_task(c.run) for c in self.consumers]
         try:
-            self._process(messages, entries, started, getattr(source, "ack_key", None))
-        except LeaseLost as exc:
-            log.warning(
-                "worker %s lost its lease mid-batch (%s); nothing written, back to standby", self.token, exc
-            )
-            return None
-        except redis.RedisError:
-            raise  # Redis trouble: back off and retry; stream entries are still pending
-        except Exception as exc:
-            if not entries or self.batch.written:
-                raise  # (once written, the entries are stored and acknowledged: nothing to undo)
-            log.exception("a batch of %d stream entries failed; dead-lettering it", len(entries))
-            self.batch.dead_letter_all(entries, messages, exc, source.ack_key)
-        return len(messages) + len(entries)
+            while not self.stopping:
+                self._count_live_workers()
+                self._report()
+                self._wait_for_change(HEARTBEAT_EVERY_S)
+        finally:
+            for consumer in self.consumers:
+                consumer.stop()
+            deadline = time.monotonic() + STOP_WAIT_S
+            while any(c.running for c in self.consumers) and time.monotonic() < deadline:
+                self.sleep(0.02)
+            del tasks
 
-    def _pump_per_event(self, pubsub) -> int | None:
-        now = time.monotonic()
-        if self.lease.due(now) and not self._keep_lease(now):
-            return None
-        message = next_message(pubsub, IDLE_WAIT_S)
-        if message is None:
-            self.sleep(0)
-            return 0
-        self.batch.process_per_event(message["data"])
-        return 1
+    def _wait_for_change(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            self.sleep(min(0.1, seconds))
 
-    def _process(self, messages: list, entries=(), started: float | None = None, ack_key=None) -> None:
+    def _count_live_workers(self) -> None:
         try:
-            self.batch.process(messages, started, entries, ack_key)
-        except (redis.ConnectionError, redis.TimeoutError):
-            self._carry = list(messages) or None  # stream entries are re-read from Redis instead
-            raise
-
-    # --- once a second, while active ---------------------------------------------------------
-    def _keep_lease(self, now: float) -> bool:
-        if not self.lease.keep(now):
-            return False
-        self._report(now)
-        self._trim_history(now)
-        if self.stream is not None:
-            self._stream_housekeeping()
-        return True
-
-    def _report(self, now: float) -> None:
-        """Our status for /api/health on any node, about once a second."""
-        if now - self._last_report < 1.0:
+            live = self.store.workers(stale_after_s=self.stale_after_s)
+        except redis.RedisError as exc:
+            self.redis_failed(exc)
             return
-        self._last_report = now
+        self.redis_ok()
+        tokens = {w.get("token") for w in live} | {self.token}
+        self.shares.set_live_workers(len(tokens))
+
+    def _report(self) -> None:
         try:
             self.store.report_worker(self.token, self.status())
         except redis.RedisError as exc:
             log.debug("cannot report the worker's status: %s", exc)
 
-    def _trim_history(self, now: float) -> None:
-        """Keep HISTORY_S of the history stream: once a second, note the seq we have reached and
-        trim what was written before the note taken HISTORY_S ago."""
-        history_s = self.store.history_s
-        if not history_s or self.batch.next_seq is None:
-            return
-        marks = self._history_marks
-        marks.append((now, self.batch.next_seq))
-        cut = None
-        while marks and now - marks[0][0] >= history_s:
-            cut = marks.popleft()[1]
-        if cut is not None:
-            try:
-                self.store.trim_history(cut)
-            except redis.ResponseError as exc:
-                log.warning("cannot trim the history stream: %s", exc)
-
-    def _stream_housekeeping(self) -> None:
-        try:
-            info = self.stream.housekeeping(stuck_after_ms=self.lease.ttl_ms)
-        except redis.ResponseError as exc:  # e.g. WRONGTYPE: figures are not worth a restart
-            log.warning("cannot read the stream's figures: %s", exc)
-            return
-        if info:
-            telemetry.STREAM_LENGTH.set(info["length"])
-            telemetry.STREAM_PENDING.set(info["pending"])
-            if info["lag"] is not None:
-                telemetry.STREAM_LAG.set(info["lag"])
-
     def status(self) -> dict:
-        reader = self.source.reader if isinstance(self.source, PubSubSource) else None
+        consumers = [c.status() for c in self.consumers]
+        held = sorted(c["partition"] for c in consumers if c["role"] == "active")
+        first = consumers[0]
         return {
             "running": self.running,
             "role": self.role,
             "token": self.token,
+            "partitions": held,
             "subscribed": self.subscribed,
-            "reconnects": self.reconnects,
+            "reconnects": sum(c["reconnects"] for c in consumers),
             "processed": self.processed,
             "rejected": self.rejected,
             "batches": self.batches,
-            "transport": self.transport,
+            "transport": first["transport"],
             "pubsub": {
-                "buffered": reader.pending() if reader is not None else 0,
-                "dropped": self.pubsub_dropped + (reader.dropped if reader is not None else 0),
-                "disconnects": self.pubsub_disconnects,
+                key: sum(c["pubsub"][key] for c in consumers)
+                for key in ("buffered", "dropped", "disconnects")
             },
-            **({"stream": dict(self.stream.info)} if self.stream is not None else {}),
+            **({"stream": first["stream"]} if "stream" in first and self.partitions == 1 else {}),
+            **({"by_partition": consumers} if self.partitions > 1 else {}),
         }

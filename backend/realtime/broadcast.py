@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 
+import orjson
 import redis
 
 from backend.core.events import numbered
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 WINDOW_ROOM_PREFIX = "win:"
 LISTEN_WAIT_S = 1.0  # longest wait for a fan-out message before checking for a stop
+SUBSCRIBE_TIMEOUT_S = 5.0  # longest wait for Redis to confirm the fan-out SUBSCRIBE
+CATCH_UP_MAX = 10_000  # events a reconnected listener delivers from the history, at most
+CATCH_UP_DEDUPE_S = 10.0  # how long after a catch-up live messages are checked for repeats
 
 __all__ = ["BATCH_ROOM", "LEGACY_ROOM", "Broadcaster", "FanoutListener", "Ticker", "window_room"]
 
@@ -63,29 +67,45 @@ class FanoutListener(Task):
     """A web node's side of the fan-out channel: the batches any worker stored, to our clients.
 
     Takes every message already waiting and delivers them as one batch (natural batching
-    again: the busier the node, the fewer, larger deliveries). Reconnects by itself."""
+    again: the busier the node, the fewer, larger deliveries). Reconnects by itself, and then
+    delivers from the history stream what was stored while it was away (Pub/Sub keeps nothing
+    for an absent subscriber): its clients see no gap when Redis or the connection blinks."""
 
     name = "fan-out listener"
 
-    def __init__(self, socketio, fanout: Fanout, redis_url: str, channel: str, *, backoff_max_s: float):
+    def __init__(
+        self,
+        socketio,
+        fanout: Fanout,
+        redis_url: str,
+        channel: str,
+        *,
+        backoff_max_s: float,
+        store: Store | None = None,
+    ):
         super().__init__(socketio.sleep)
         self.socketio = socketio
         self.fanout = fanout
         self.redis_url = redis_url
         self.channel = channel
+        self.store = store
         self.backoff = Backoff(0.05, backoff_max_s)
         self.subscribed = False
+        self.last_seq: dict[int, int] = {}  # partition -> newest seq delivered
+        self._dedupe_until = 0.0  # after a catch-up, live messages may repeat what it delivered
+        self.caught_up = 0  # events delivered from the history after reconnects
 
     def loop(self) -> None:
         client = connect(self.redis_url, socket_timeout=None)
         try:
             while not self.stopping:
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub = client.pubsub()
                 try:
-                    pubsub.subscribe(self.channel)
+                    self._subscribe(pubsub)
                     self.subscribed = True
                     self.backoff.reset()
                     self.redis_ok()
+                    self._catch_up()
                     while not self.stopping:
                         self._pump(pubsub)
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -105,6 +125,64 @@ class FanoutListener(Task):
         finally:
             client.close()
 
+    def _subscribe(self, pubsub) -> None:
+        """Subscribe and wait for the confirmation: the catch-up that follows must not miss what
+        is stored between its read and the subscription."""
+        pubsub.subscribe(self.channel)
+        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if message is not None and message.get("type") == "subscribe":
+                pubsub.ignore_subscribe_messages = True
+                return
+        raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {self.channel!r}")
+
+    def _catch_up(self) -> None:
+        """What was stored since the newest event we delivered, per partition, from the history."""
+        if self.store is None or not self.last_seq:
+            return
+        events: list[dict] = []
+        for partition, after in sorted(self.last_seq.items()):
+            while len(events) < CATCH_UP_MAX:
+                page = self.store.history_after(after, CATCH_UP_MAX, oldest_first=True, partition=partition)
+                events += page["events"]
+                if page["next_after"] is None:
+                    break
+                after = page["next_after"]
+        if not events:
+            return
+        events = events[:CATCH_UP_MAX]
+        for event in events:
+            self._note(event["seq"], event["seq"])
+        self._dedupe_until = time.monotonic() + CATCH_UP_DEDUPE_S
+        self.caught_up += len(events)
+        log.info("fan-out listener delivered %d event(s) stored while it was away", len(events))
+        self.fanout.deliver([orjson.dumps(e) for e in events])
+
+    def _note(self, first: int, last: int) -> None:
+        partition = first % self.stride
+        if last > self.last_seq.get(partition, -1):
+            self.last_seq[partition] = last
+
+    @property
+    def stride(self) -> int:
+        return self.store.partitions if self.store is not None else 1
+
+    def _fresh(self, data: bytes) -> list[bytes]:
+        """A fan-out message's events, without those a catch-up delivered already."""
+        first, stride, bodies = parse_fanout_message(data)
+        if not bodies:
+            return []
+        if self._dedupe_until and time.monotonic() < self._dedupe_until:
+            seen = self.last_seq.get(first % stride)
+            if seen is not None and first <= seen:
+                skip = (seen - first) // stride + 1
+                bodies, first = bodies[skip:], first + skip * stride
+                if not bodies:
+                    return []
+        self._note(first, first + (len(bodies) - 1) * stride)
+        return numbered(first, bodies, stride)
+
     def _pump(self, pubsub) -> None:
         conn = pubsub.connection
         if conn is None or not conn.can_read(timeout=LISTEN_WAIT_S):
@@ -114,19 +192,27 @@ class FanoutListener(Task):
         while True:
             message = pubsub.get_message(timeout=None)
             if message is not None and message.get("type") == "message":
-                encoded += decode_fanout_message(message["data"])
+                encoded += self._fresh(message["data"])
             if not conn.can_read(timeout=0):
                 break
         if encoded:
             self.fanout.deliver(encoded)
 
 
-def decode_fanout_message(data: bytes) -> list[bytes]:
-    """`<first seq>\n<event JSON without seq>\n...` (the write script's message) -> wire events."""
+def parse_fanout_message(data: bytes) -> tuple[int, int, list[bytes]]:
+    """`<first seq>[,<stride>]\n<event JSON without seq>\n...` (the write script's message) ->
+    (first seq, stride, bodies). The stride (INGEST_PARTITIONS) is there only when above 1."""
     head, _, rest = data.partition(b"\n")
     if not rest:
-        return []
-    return numbered(int(head), rest.split(b"\n"))
+        return 0, 1, []
+    first, _, stride = head.partition(b",")
+    return int(first), int(stride) if stride else 1, rest.split(b"\n")
+
+
+def decode_fanout_message(data: bytes) -> list[bytes]:
+    """The wire events of a fan-out message."""
+    first, stride, bodies = parse_fanout_message(data)
+    return numbered(first, bodies, stride) if bodies else []
 
 
 class Ticker(PeriodicTask):

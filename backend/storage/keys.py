@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from producer import channel_for, partition_of, stream_for
+
 # The generator the dashboard and POST /api/generator steer (`pulseboard up` starts it).
 DASHBOARD_GENERATOR = "dashboard"
+MAX_PARTITIONS = 64  # INGEST_PARTITIONS bound: every read of a window merges one hash per partition
 
 
 @dataclass(frozen=True)
@@ -142,3 +145,44 @@ class Keys:
     def alerts_by_key(self) -> str:
         """Hash: what an open alert is about (its dedup key) -> its id; at most one open per key."""
         return f"{self.prefix}alerts:by-key"
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """How ingest is split (INGEST_PARTITIONS, REDIS_CLUSTER) and each partition's names.
+
+    With one partition on one Redis every name is today's. Otherwise partition k's keys live
+    under ``<KEY_PREFIX>{k}:`` and its channel and stream are ``<name>:{k}``: the ``{k}`` hash
+    tag puts all of a partition in one cluster slot, so its batch script (which touches its seq,
+    lists, buckets, lease and stream together) runs on one node. Keys that are not per
+    partition (rules, alerts, generator, worker reports, the fan-out channel) keep base names."""
+
+    count: int = 1
+    cluster: bool = False
+
+    @classmethod
+    def from_config(cls, config) -> Partitioning:
+        return cls(
+            count=int(config.get("INGEST_PARTITIONS", 1)), cluster=bool(config.get("REDIS_CLUSTER", False))
+        )
+
+    @property
+    def tagged(self) -> bool:
+        return self.count > 1 or self.cluster
+
+    def of(self, metric: str) -> int:
+        return partition_of(metric, self.count)
+
+    def keys(self, base: Keys, k: int) -> Keys:
+        if not self.tagged:
+            return base
+        return Keys(prefix=f"{base.prefix}{{{k}}}:", recent=f"{base.recent}:{{{k}}}")
+
+    def all_keys(self, base: Keys) -> list[Keys]:
+        return [self.keys(base, k) for k in range(self.count)]
+
+    def channel(self, base: str, k: int) -> str:
+        return channel_for(base, k) if self.tagged else base
+
+    def stream(self, base: str, k: int) -> str:
+        return stream_for(base, k) if self.tagged else base

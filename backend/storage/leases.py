@@ -70,4 +70,11 @@ class Leases:
         self._release(keys=[self.keys.worker_lease], args=[token])
 
     def worker_alive(self) -> bool:
-        return bool(self.redis.exists(self.keys.worker_heartbeat))
+        """Whether every partition has a worker holding it (one heartbeat key per partition)."""
+        parts = getattr(self, "parts", None) or [self.keys]
+        if len(parts) == 1:
+            return bool(self.redis.exists(parts[0].worker_heartbeat))
+        pipe = self.redis.pipeline(transaction=False)
+        for keys in parts:
+            pipe.exists(keys.worker_heartbeat)
+        return all(pipe.execute())

@@ -32,11 +32,11 @@ def _entry_seq(entry_id) -> int:
     return int(_text(entry_id).partition("-")[0])
 
 
-def _history_events(entry_id, fields) -> list[dict]:
+def _history_events(entry_id, fields, stride: int = 1) -> list[dict]:
     blob = fields.get(b"e") or fields.get("e") or b""
     if not blob:
         return []
-    return [orjson.loads(e) for e in numbered(_entry_seq(entry_id), blob.split(b"\n"))]
+    return [orjson.loads(e) for e in numbered(_entry_seq(entry_id), blob.split(b"\n"), stride)]
 
 
 def _merge_cooperatively(hashes: list) -> WindowStats:
@@ -75,6 +75,8 @@ class Reads:
     keys: Keys
     recent_max: int
     recent_per_metric: int
+    parts: list[Keys]
+    partitions: int
 
     def _init_reads(self) -> None:
         self._aggregate_cache: dict[tuple, dict] = {}
@@ -120,20 +122,25 @@ class Reads:
             events.sort(key=lambda e: e["seq"] if isinstance(e.get("seq"), int) else -1, reverse=True)
         return events[:limit]
 
-    def history_after(self, after: int, limit: int, metric: str | None = None, *, oldest_first: bool) -> dict:
+    def history_after(
+        self, after: int, limit: int, metric: str | None = None, *, oldest_first: bool, partition: int = 0
+    ) -> dict:
         """Events with seq > `after` (of `metric`) from the history stream: the oldest `limit`
         of them in ascending order (`next_after` pages on), or the newest `limit`, newest first.
         `complete`: the answer holds every such event, none is older than the history."""
-        key = self.keys.history
+        part = self.parts[partition]  # with several partitions, each has its own history and seq
+        key = part.history
         pipe = self.redis.pipeline(transaction=False)
         pipe.xrevrange(key, f"{after}-0", "-", count=1)  # the batch holding after + 1, if any
         pipe.xrange(key, "-", "+", count=1)
-        pipe.get(self.keys.seq)
+        pipe.get(part.seq)
         holding, oldest, last_seq = pipe.execute()
         oldest_seq = _entry_seq(oldest[0][0]) if oldest else None
         # Nothing stored since `after`, or the history reaches back to it: no event is missing.
-        covered = (last_seq is None or int(last_seq) <= after) or (
-            oldest_seq is not None and oldest_seq <= after + 1
+        # (The counter counts this partition's events; event n of it has seq n * P + partition.)
+        stride = self.partitions
+        covered = (last_seq is None or int(last_seq) * stride + partition <= after) or (
+            oldest_seq is not None and oldest_seq <= after + stride
         )
         wanted = (
             (lambda e: e["seq"] > after)
@@ -153,7 +160,7 @@ class Reads:
         while len(out) <= limit:
             page = read(*args(start), count=HISTORY_PAGE)
             for entry_id, fields in page:
-                events = [e for e in _history_events(entry_id, fields) if wanted(e)]
+                events = [e for e in _history_events(entry_id, fields, self.partitions) if wanted(e)]
                 out += events if oldest_first else reversed(events)
             if len(page) < HISTORY_PAGE:
                 exhausted = True

@@ -22,6 +22,9 @@ from backend.core.aggregate import BucketDelta
 #   [18] the batch's events' JSON without seq, newline-separated, published on [17] after the
 #        first seq and a newline: web nodes number the events themselves (first + offset)
 #   [19] '1': also append [18] to the history stream as entry <first seq>-0 (resync after gaps)
+#   [20] seq stride P and [21] partition k (INGEST_PARTITIONS): the counter counts this
+#        partition's events; event n of it has seq n * P + k, unique over all partitions, and the
+#        fan-out header is `<first>,<P>` when P > 1
 #   pieces: (offset in batch, event JSON without its leading '{') ...  (oldest first)
 #   metric lists: (#pieces of this list, piece index ...) per list, KEYS order
 #   dead letters (JSON) ... ; reasons: (reason, count) ... ; ack ids ... ; new metric names ...
@@ -43,13 +46,15 @@ if nevents > 0 then
   redis.call('SET', KEYS[4], ARGV[3], 'NX')
   first = redis.call('INCRBY', KEYS[4], nevents) - nevents + 1
 end
+local stride = tonumber(ARGV[20])
+first = first * stride + tonumber(ARGV[21])
 local npieces, nlists, ndead = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local nreasons, nacks, nbuckets = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local nnew = tonumber(ARGV[15])
-local i = 20
+local i = 22
 local pieces = {}
 for p = 1, npieces do
-  pieces[p] = '{"seq":' .. string.format('%d', first + tonumber(ARGV[i])) .. ',' .. ARGV[i + 1]
+  pieces[p] = '{"seq":' .. string.format('%d', first + tonumber(ARGV[i]) * stride) .. ',' .. ARGV[i + 1]
   i = i + 2
 end
 local function push(key, items, limit)
@@ -133,7 +138,11 @@ if ARGV[19] == '1' and nevents > 0 then
   redis.pcall('XADD', KEYS[8], string.format('%d', first) .. '-0', 'e', ARGV[18])
 end
 if ARGV[17] ~= '' and nevents > 0 then
-  redis.call('PUBLISH', ARGV[17], string.format('%d', first) .. '\\n' .. ARGV[18])
+  local head = string.format('%d', first)
+  if stride > 1 then
+    head = head .. ',' .. ARGV[20]
+  end
+  redis.call('PUBLISH', ARGV[17], head .. '\\n' .. ARGV[18])
 end
 return first
 """

@@ -19,7 +19,7 @@ import redis
 from backend.core.aggregate import RESOLUTIONS, BucketDelta
 from backend.core.events import numbered
 from backend.storage.client import PoolExhausted, connect
-from backend.storage.keys import Keys
+from backend.storage.keys import Keys, Partitioning
 from backend.storage.leases import Leases
 from backend.storage.reads import Reads
 from backend.storage.scripts import WRITE_BATCH_LUA, encode_deltas
@@ -40,6 +40,9 @@ class Store(Reads, Leases):
         dead_letter_max: int,
         recent_per_metric: int = 0,
         history_s: int = 0,
+        partition: int = 0,
+        partitions: int = 1,
+        parts: list[Keys] | None = None,
     ):
         self.redis = client
         self.keys = keys
@@ -48,12 +51,20 @@ class Store(Reads, Leases):
         self.dead_letter_max = dead_letter_max
         self.recent_per_metric = recent_per_metric
         self.history_s = history_s
+        self.partition = partition  # whose keys `keys` are: events are numbered n * partitions + partition
+        self.partitions = partitions
+        self.parts = parts or [keys]  # every partition's keys: what readers merge
         self._write = client.register_script(WRITE_BATCH_LUA)
         self._init_reads()
         self._init_leases()
 
     @classmethod
-    def from_config(cls, config: Mapping, client: redis.Redis | None = None) -> Store:
+    def from_config(
+        cls, config: Mapping, client: redis.Redis | None = None, partition: int | None = None
+    ) -> Store:
+        """A store for reading every partition (`partition` None) or writing one partition."""
+        parts = Partitioning.from_config(config)
+        base = Keys.from_config(config)
         return cls(
             client
             or connect(
@@ -61,12 +72,15 @@ class Store(Reads, Leases):
                 max_connections=config.get("REDIS_MAX_CONNECTIONS"),
                 pool_timeout_s=config.get("REDIS_POOL_TIMEOUT_S"),
             ),
-            Keys.from_config(config),
+            base if partition is None else parts.keys(base, partition),
             recent_max=config["RECENT_MAX"],
             retention_s=config["RETENTION_S"],
             dead_letter_max=config["DEAD_LETTER_MAX"],
             recent_per_metric=config["RECENT_PER_METRIC"],
             history_s=config["HISTORY_S"],
+            partition=partition or 0,
+            partitions=parts.count,
+            parts=parts.all_keys(base),
         )
 
     # --- write side ------------------------------------------------------------------------
@@ -154,7 +168,7 @@ class Store(Reads, Leases):
         header = [
             fence[1] if fence is not None else "",
             n,
-            int(time.time() * 1_000_000),
+            int(time.time() * 1_000_000) // self.partitions,  # seqs stay near the clock in µs
             self.recent_max,
             self.dead_letter_max,
             received,
@@ -171,6 +185,8 @@ class Store(Reads, Leases):
             fanout_channel or "",
             b"\n".join(bodies) if (fanout_channel or self.history_s) else "",
             "1" if self.history_s else "",
+            self.partitions,
+            self.partition,
         ]
         keys = [
             self.keys.recent,
@@ -188,8 +204,8 @@ class Store(Reads, Leases):
         if first < 0:
             raise LeaseLost(f"the lease {fence[0]!r} is no longer {fence[1]!r}")
         for offset, event in enumerate(events):
-            event["seq"] = first + offset
-        return [] if fanout_channel else numbered(first, bodies)
+            event["seq"] = first + offset * self.partitions
+        return [] if fanout_channel else numbered(first, bodies, self.partitions)
 
     def trim_history(self, min_seq: int) -> None:
         """Drop history entries (batches) that start below `min_seq`; the worker calls it once a

@@ -109,7 +109,11 @@ class Evaluator(Task):
 
     # --- lifecycle ---------------------------------------------------------------------------
     def leader(self) -> bool:
-        return self.worker is None or getattr(self.worker, "role", None) == "active"
+        """The process holding partition 0 evaluates (with one partition: the active worker)."""
+        if self.worker is None:
+            return True
+        leader = getattr(self.worker, "leader", None)
+        return leader if leader is not None else getattr(self.worker, "role", None) == "active"
 
     def stop(self) -> None:
         super().stop()

@@ -9,7 +9,7 @@ import sys
 
 import socketio
 
-from backend.cluster_manager import ClusterRedisManager, cluster_channel, cluster_url
+from backend.realtime.cluster_manager import ClusterRedisManager, cluster_channel, cluster_url
 from tests.cluster_fixture import cluster_client, cluster_names, redis_cluster  # noqa: F401
 from tests.helpers import wait_for
 

@@ -1,5 +1,5 @@
 # ruff: noqa: F811 -- pytest fixtures imported from tests/cluster_fixture.py are redefined as arguments
-"""The worker's write script (backend/store.py, _WRITE_BATCH_LUA) on a Redis Cluster, unchanged:
+"""The worker's write script (backend/storage/scripts.py, WRITE_BATCH_LUA) on a Redis Cluster, unchanged:
 it declares every key it touches in KEYS, so it runs as soon as all of them share a hash tag --
 and is refused as the keys are named today (each in its own slot)."""
 
@@ -12,8 +12,8 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from backend.core.aggregate import BucketDelta
-from backend.keys import Keys
-from backend.store import Store
+from backend.storage.keys import Keys
+from backend.storage.store import Store
 from tests.cluster_fixture import cluster_client, cluster_names, node_clients, redis_cluster  # noqa: F401
 
 

@@ -12,7 +12,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from backend.embedded_cluster import SLOTS, EmbeddedCluster
+from backend.cli.embedded_cluster import SLOTS, EmbeddedCluster
 from tests.cluster_fixture import cluster_client, cluster_names, node_clients, redis_cluster  # noqa: F401
 from tests.helpers import wait_for
 

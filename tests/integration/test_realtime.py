@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from backend.config import Config
+from backend.ingest.consumer import IDLE_WAIT_S, Consumer
 from backend.ingest.pubsub import PubSubReader
 from backend.ingest.sources import PubSubSource
-from backend.ingest.worker import IDLE_WAIT_S, Worker
 from backend.realtime.broadcast import Broadcaster, decode_fanout_message
 from backend.realtime.fanout import batch_text, event_texts, text_frame
 from tests.helpers import wait_for
@@ -33,7 +33,7 @@ class Collect(Broadcaster):
 @pytest.fixture
 def worker(redis_url, names):
     cfg = {**Config.as_dict(), "REDIS_URL": redis_url, **names}
-    w = Worker(cfg, Collect())
+    w = Consumer(cfg, Collect())
     yield w
     w.store.redis.close()
     w.sub_client.close()

@@ -28,8 +28,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from backend.embedded_redis import PUBSUB_OUTPUT_BUFFER_LIMIT, find_redis_server, free_port
-from backend.procs import die_with_parent
+from backend.cli.embedded_redis import PUBSUB_OUTPUT_BUFFER_LIMIT, find_redis_server, free_port
+from backend.cli.procs import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ class EmbeddedCluster:
         self.stop()
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m backend.embedded_cluster`: time a start
+if __name__ == "__main__":  # pragma: no cover - `python -m backend.cli.embedded_cluster`: time a start
     import sys
 
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
