@@ -37,7 +37,7 @@ from pathlib import Path
 import orjson
 import redis
 
-from backend.config import Config
+from backend.config import current
 from backend.core.events import Rejection, parse_event, validate
 from backend.core.importfmt import FORMATS, CsvMapping, detect_format
 from backend.ingest.stream import GROUP, xadd_all
@@ -419,9 +419,9 @@ class Importer:
             )
         self.chunk = chunk
         self.wait = wait
-        self.retention_s = Config.RETENTION_S if retention_s is None else retention_s
-        self.future_s = Config.FUTURE_TOLERANCE_S if future_tolerance_s is None else future_tolerance_s
-        self.max_bytes = Config.MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes
+        self.retention_s = current().RETENTION_S if retention_s is None else retention_s
+        self.future_s = current().FUTURE_TOLERANCE_S if future_tolerance_s is None else future_tolerance_s
+        self.max_bytes = current().MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes
         self.err = err or sys.stderr
         self.tty = self.err.isatty() if tty is None else tty
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=10)
@@ -441,9 +441,9 @@ class Importer:
     def from_args(cls, args) -> Importer:
         return cls(
             args.file,
-            redis_url=args.redis_url or Config.REDIS_URL,
-            stream=args.stream or Config.INGEST_STREAM,
-            maxlen=Config.INGEST_STREAM_MAXLEN,
+            redis_url=args.redis_url or current().REDIS_URL,
+            stream=args.stream or current().INGEST_STREAM,
+            maxlen=current().INGEST_STREAM_MAXLEN,
             fmt=args.format,
             resume_from=args.resume_from,
             max_backlog=args.max_backlog,
