@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import sys
 import typing
@@ -116,16 +117,16 @@ def _bool(value, name: str) -> bool:
 
 
 def _number(value, kind: type, name: str, what: str):
-    if isinstance(value, bool):
-        raise SettingError(f"{name} must be {what}, got {value!r}")
-    if isinstance(value, int | float) and not isinstance(value, str):
-        if kind is int and value != int(value):
-            raise SettingError(f"{name} must be {what}, got {value!r}")
-        return kind(value)
+    error = SettingError(f"{name} must be {what}, got {value!r}")
+    if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+        raise error
     try:
-        return kind(str(value).strip())
-    except ValueError as exc:
-        raise SettingError(f"{name} must be {what}, got {value!r}") from exc
+        number = kind(value if isinstance(value, int | float) else str(value).strip())
+    except (ValueError, OverflowError):
+        raise error from None
+    if not math.isfinite(number):  # nan would pass every bound
+        raise error
+    return number
 
 
 def _text(value) -> str:

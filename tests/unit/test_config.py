@@ -67,6 +67,7 @@ def test_existing_names_and_defaults_are_kept():
         ({"PORT": "not-a-port"}, "PORT must be an integer, got 'not-a-port'"),
         ({"PORT": "70000"}, "PORT must be between 1 and 65535, got '70000'"),
         ({"REDIS_POOL_TIMEOUT_S": "soon"}, "REDIS_POOL_TIMEOUT_S must be a number, got 'soon'"),
+        ({"PING_INTERVAL_S": "nan"}, "PING_INTERVAL_S must be a number, got 'nan'"),
         ({"MESSAGE_QUEUE": "maybe"}, "MESSAGE_QUEUE must be true or false, got 'maybe'"),
         ({"ASYNC_MODE": "asyncio"}, "ASYNC_MODE must be one of eventlet, gevent, threading, got 'asyncio'"),
         ({"RULES_MAX": "0"}, "RULES_MAX must be at least 1, got '0'"),
