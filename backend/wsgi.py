@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from backend import create_app
 from backend.cli.serve import start_background
-from backend.config import Config
+from backend.config import load
 from backend.logsetup import setup
 
-setup(Config.LOG_LEVEL, Config.LOG_FORMAT)
+config = load()  # the environment (and .env) is read here
+setup(config.LOG_LEVEL, config.LOG_FORMAT)
 app = create_app()
 start_background(app, worker=app.config["RUN_WORKER"])

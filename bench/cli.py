@@ -329,11 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from backend.config import Config
+    from backend.config import load
     from backend.logsetup import setup
 
     args = build_parser().parse_args(argv)
-    setup("WARNING" if Config.LOG_LEVEL.upper() == "INFO" else Config.LOG_LEVEL, Config.LOG_FORMAT)
+    config = load()  # the environment (and .env) is read here
+    setup("WARNING" if config.LOG_LEVEL.upper() == "INFO" else config.LOG_LEVEL, config.LOG_FORMAT)
     return run(args)
 
 

@@ -58,9 +58,9 @@ class Bench:
     def _stream_args(self, names: Names) -> list[str]:
         if not self.stream_transport:
             return []
-        from backend.config import Config
+        from backend.config import current
 
-        maxlen = dict(self.opts.server_env).get("INGEST_STREAM_MAXLEN") or Config.INGEST_STREAM_MAXLEN
+        maxlen = dict(self.opts.server_env).get("INGEST_STREAM_MAXLEN") or current().INGEST_STREAM_MAXLEN
         return ["--stream", names.stream, "--maxlen", str(maxlen)]
 
     def publishers(self, names: Names, n: int) -> list[Helper]:

@@ -143,9 +143,9 @@ def late(bench: Bench, *, events: int, publishers: int, rounds: int = 2, profile
     distinct seconds per metric, which is what a backlog flush or a history import looks like.
     The Pub/Sub output limit is lifted as in `ingest`: this measures throughput, not the
     disconnect (issue 15 covers that separately)."""
-    from backend.config import Config
+    from backend.config import current
 
-    retention = int(dict(bench.opts.server_env).get("RETENTION_S") or Config.RETENTION_S)
+    retention = int(dict(bench.opts.server_env).get("RETENTION_S") or current().RETENTION_S)
     spread_s = max(60, retention - LATE_MARGIN_S)
     names = Names()
     out: dict = {

@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from backend.config import Config
+from backend.config import SettingError, current, load
 from backend.ingest.stream import TRANSPORTS
 from backend.storage.keys import DASHBOARD_GENERATOR
 from generator.control import ControlError, parse_rate
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--rate",
         type=_positive_rate,
         default=None,
-        help=f"events per second (default: GENERATOR_RATE, {Config.GENERATOR_RATE:g})",
+        help=f"events per second (default: GENERATOR_RATE, {current().GENERATOR_RATE:g})",
     )
     parser.add_argument(
         "--duration", type=_non_negative(float), default=0.0, help="seconds to run; 0 runs until stopped"
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--profile",
         choices=PROFILES,
         default=None,
-        help=f"traffic profile (default: GENERATOR_PROFILE, {Config.GENERATOR_PROFILE})",
+        help=f"traffic profile (default: GENERATOR_PROFILE, {current().GENERATOR_PROFILE})",
     )
     parser.add_argument("--redis-url", default=None, help="Redis to publish to (default: REDIS_URL)")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible traffic")
@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         choices=TRANSPORTS,
         default=None,
         help="pubsub: PUBLISH on REDIS_CHANNEL; stream: XADD to INGEST_STREAM, keeping what a Redis "
-        f"outage holds up (default: INGEST_TRANSPORT, {Config.INGEST_TRANSPORT})",
+        f"outage holds up (default: INGEST_TRANSPORT, {current().INGEST_TRANSPORT})",
     )
     return parser
 
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the generator with parsed `args`; returns the process exit code."""
-    redis_url = args.redis_url if args.redis_url is not None else Config.REDIS_URL
+    redis_url = args.redis_url if args.redis_url is not None else current().REDIS_URL
     if not redis_url:
         print("pulseboard generate: set REDIS_URL or use `pulseboard up`", file=sys.stderr)
         return EXIT_USAGE
@@ -182,10 +182,15 @@ def _restore_signal_handlers(previous: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        load()  # the environment (and .env) is read here
+    except SettingError as exc:
+        print(f"generate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(
-            level=Config.LOG_LEVEL.upper(),
+            level=current().LOG_LEVEL.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
     return run(args)

@@ -22,7 +22,7 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from backend.config import Config
+from backend.config import current
 from backend.ingest.stream import check_transport
 from backend.storage.keys import DASHBOARD_GENERATOR, Keys
 from generator.control import ControlChannel, ControlState, check_rate, parse_control
@@ -112,11 +112,11 @@ class Generator:
     ):
         if not redis_url:
             raise ValueError("set REDIS_URL or use `pulseboard up`")
-        rate = check_rate(Config.GENERATOR_RATE if rate is None else rate)
-        profile = profile or Config.GENERATOR_PROFILE
+        rate = check_rate(current().GENERATOR_RATE if rate is None else rate)
+        profile = profile or current().GENERATOR_PROFILE
         self.redis_url = redis_url
-        self.transport = check_transport(transport or Config.INGEST_TRANSPORT)
-        keys = keys or Keys.from_config(Config.as_dict())
+        self.transport = check_transport(transport or current().INGEST_TRANSPORT)
+        keys = keys or Keys.from_config(current().as_dict())
         self.name = name
         self.state = ControlState(running=True, rate=rate, profile=profile)
         # A fresh id prefix per run even with a seed: consumers may drop ids they have seen.
@@ -131,8 +131,8 @@ class Generator:
         self.status_ttl_s = status_ttl_s
         # Reconnect waits: doubling from RECONNECT_MIN_S, capped at RECONNECT_MAX_S, no jitter.
         self.backoff = ExponentialBackoff(
-            cap=Config.RECONNECT_MAX_S if backoff_max_s is None else backoff_max_s,
-            base=Config.RECONNECT_MIN_S if backoff_min_s is None else backoff_min_s,
+            cap=current().RECONNECT_MAX_S if backoff_max_s is None else backoff_max_s,
+            base=current().RECONNECT_MIN_S if backoff_min_s is None else backoff_min_s,
         )
         self._clock = clock
         self._wallclock = wallclock
@@ -151,14 +151,14 @@ class Generator:
         if self.transport == "stream":
             self.writer = StreamWriter(
                 self.client,
-                stream or Config.INGEST_STREAM,
-                Config.INGEST_STREAM_MAXLEN if stream_maxlen is None else stream_maxlen,
+                stream or current().INGEST_STREAM,
+                current().INGEST_STREAM_MAXLEN if stream_maxlen is None else stream_maxlen,
                 keys.generator_sent(run_id),
                 max_batch,
                 backlog_s,
             )
         else:
-            self.writer = PubSubWriter(self.client, channel or Config.REDIS_CHANNEL)
+            self.writer = PubSubWriter(self.client, channel or current().REDIS_CHANNEL)
         self.reconnects = 0
         self.not_sent = 0
         self.connected = False

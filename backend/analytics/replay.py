@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from backend.analytics.breakdown import is_series, tag_series
 from backend.analytics.engine import Engine, Transition
 from backend.analytics.signals import CountHistory, Frame
-from backend.config import Config
+from backend.config import DEFAULTS
 from backend.core.aggregate import BatchAccumulator, TagAdmission, WindowStats, apply_delta
 from backend.core.events import validate
 
-TAG_VALUES = Config.TOP_MAX_TAG_VALUES
+TAG_VALUES = DEFAULTS.TOP_MAX_TAG_VALUES  # the declared default: replay reads no environment
 
 
 def second_stats(events: Iterable[dict], now: float, tags: Iterable[str] = ()) -> dict[int, dict]:

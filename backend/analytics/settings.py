@@ -1,5 +1,6 @@
-"""The analytics settings, read from the app config (backend/config.py holds their defaults,
-units and environment names)."""
+"""The analytics settings, taken from the app config. They are declared (name, type, default, unit,
+bounds) once, in backend/config.py's `Settings`, section "analytics"; this module only turns them
+into the evaluator's terms."""
 
 from __future__ import annotations
 
@@ -7,39 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from backend.analytics.anomaly import AnomalySettings
-from backend.config import Config
+from backend.config import DEFAULTS as DECLARED
+from backend.config import specs
 
-SETTINGS = (
-    "ANALYTICS_ENABLED",
-    "ANALYTICS_SETTLE_MS",
-    "ANALYTICS_WINDOW_S",
-    "ANALYTICS_HISTORY_S",
-    "ANOMALY_ENABLED",
-    "ANOMALY_WARNING_Z",
-    "ANOMALY_CRITICAL_Z",
-    "ANOMALY_CLEAR_Z",
-    "ANOMALY_SPAN_S",
-    "ANOMALY_MIN_HISTORY_S",
-    "ANOMALY_FOR_S",
-    "ANOMALY_MIN_EVENTS",
-    "ANOMALY_MAX_OPEN_S",
-    "ANOMALY_TAGS",
-    "ALERT_CLEAR_S",
-    "ALERTS_KEEP_CLOSED",
-    "RULES_FILE",
-    "RULES_MAX",
-    "ALERT_DEFAULT_RULES",
-    "ALERT_WEBHOOK_URL",
-    "ALERT_WEBHOOK_TIMEOUT_S",
-    "ALERT_WEBHOOK_ATTEMPTS",
-    "ALERT_WEBHOOK_BACKOFF_S",
-    "ALERT_WEBHOOK_BACKOFF_MAX_S",
-    "ALERT_WEBHOOK_QUEUE",
-    "TOP_MAX_TAG_VALUES",
-    "TREND_MIN_CHANGE",
-)
-# Defaults (and units) live in backend/config.py; a partial config (tests, tools) falls back to them.
-DEFAULTS = {key: getattr(Config, key) for key in SETTINGS}
+SETTINGS = tuple(s.name for s in specs() if s.section.startswith("analytics"))
+# What a partial config (tests, tools) falls back to: the declared defaults, never the environment.
+DEFAULTS = {key: getattr(DECLARED, key) for key in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -67,42 +41,39 @@ class AnalyticsSettings:
 
     @classmethod
     def from_config(cls, config: Mapping) -> AnalyticsSettings:
-        def get(key: str):
-            return config.get(key, DEFAULTS[key])
-
-        window_s = int(get("ANALYTICS_WINDOW_S"))
-        if window_s < 1:
-            raise ValueError("ANALYTICS_WINDOW_S must be >= 1")
+        """From a Flask config (or any mapping; missing keys take their declared defaults). The
+        values are checked against their declarations: SettingError names a bad one."""
+        v = DECLARED.replace({key: config[key] for key in SETTINGS if key in config})
         return cls(
-            enabled=bool(get("ANALYTICS_ENABLED")),
-            settle_s=max(0.0, get("ANALYTICS_SETTLE_MS") / 1000.0),
-            window_s=window_s,
-            history_s=max(0, int(get("ANALYTICS_HISTORY_S"))),
-            anomalies=bool(get("ANOMALY_ENABLED")),
+            enabled=v.ANALYTICS_ENABLED,
+            settle_s=v.ANALYTICS_SETTLE_MS / 1000.0,
+            window_s=v.ANALYTICS_WINDOW_S,
+            history_s=v.ANALYTICS_HISTORY_S,
+            anomalies=v.ANOMALY_ENABLED,
             anomaly=AnomalySettings(
-                warning_z=float(get("ANOMALY_WARNING_Z")),
-                critical_z=float(get("ANOMALY_CRITICAL_Z")),
-                clear_z=float(get("ANOMALY_CLEAR_Z")),
-                span_s=float(get("ANOMALY_SPAN_S")),
-                min_history_s=int(get("ANOMALY_MIN_HISTORY_S")),
-                clear_s=float(get("ALERT_CLEAR_S")),
-                for_s=float(get("ANOMALY_FOR_S")),
-                min_events=int(get("ANOMALY_MIN_EVENTS")),
-                max_open_s=float(get("ANOMALY_MAX_OPEN_S")),
-                window_s=window_s,
+                warning_z=v.ANOMALY_WARNING_Z,
+                critical_z=v.ANOMALY_CRITICAL_Z,
+                clear_z=v.ANOMALY_CLEAR_Z,
+                span_s=float(v.ANOMALY_SPAN_S),
+                min_history_s=v.ANOMALY_MIN_HISTORY_S,
+                clear_s=v.ALERT_CLEAR_S,
+                for_s=v.ANOMALY_FOR_S,
+                min_events=v.ANOMALY_MIN_EVENTS,
+                max_open_s=float(v.ANOMALY_MAX_OPEN_S),
+                window_s=v.ANALYTICS_WINDOW_S,
             ),
-            anomaly_tags=tuple(get("ANOMALY_TAGS")),
-            clear_s=float(get("ALERT_CLEAR_S")),
-            keep_closed=max(1, int(get("ALERTS_KEEP_CLOSED"))),
-            rules_file=str(get("RULES_FILE") or ""),
-            rules_max=max(1, int(get("RULES_MAX"))),
-            default_rules=bool(get("ALERT_DEFAULT_RULES")),
-            webhook_url=str(get("ALERT_WEBHOOK_URL") or ""),
-            webhook_timeout_s=float(get("ALERT_WEBHOOK_TIMEOUT_S")),
-            webhook_attempts=max(1, int(get("ALERT_WEBHOOK_ATTEMPTS"))),
-            webhook_backoff_s=float(get("ALERT_WEBHOOK_BACKOFF_S")),
-            webhook_backoff_max_s=float(get("ALERT_WEBHOOK_BACKOFF_MAX_S")),
-            webhook_queue=max(1, int(get("ALERT_WEBHOOK_QUEUE"))),
-            top_max_tag_values=max(0, int(get("TOP_MAX_TAG_VALUES"))),
-            trend_min_change=float(get("TREND_MIN_CHANGE")),
+            anomaly_tags=v.ANOMALY_TAGS,
+            clear_s=v.ALERT_CLEAR_S,
+            keep_closed=v.ALERTS_KEEP_CLOSED,
+            rules_file=v.RULES_FILE,
+            rules_max=v.RULES_MAX,
+            default_rules=v.ALERT_DEFAULT_RULES,
+            webhook_url=v.ALERT_WEBHOOK_URL,
+            webhook_timeout_s=v.ALERT_WEBHOOK_TIMEOUT_S,
+            webhook_attempts=v.ALERT_WEBHOOK_ATTEMPTS,
+            webhook_backoff_s=v.ALERT_WEBHOOK_BACKOFF_S,
+            webhook_backoff_max_s=v.ALERT_WEBHOOK_BACKOFF_MAX_S,
+            webhook_queue=v.ALERT_WEBHOOK_QUEUE,
+            top_max_tag_values=v.TOP_MAX_TAG_VALUES,
+            trend_min_change=v.TREND_MIN_CHANGE,
         )

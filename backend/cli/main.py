@@ -13,10 +13,7 @@ import argparse
 import signal
 import sys
 
-try:
-    from backend.config import Config, SettingError
-except ValueError as _exc:  # a malformed setting (config names it): one line, not a traceback
-    sys.exit(f"pulseboard: {_exc}")
+from backend.config import MODES, SettingError, current, load
 
 SERVER_COMMANDS = {"up", "serve", "worker"}
 
@@ -31,11 +28,16 @@ def _async_mode_of(argv: list[str]) -> str:
             return argv[i + 1]
         if arg.startswith("--async-mode="):
             return arg.split("=", 1)[1]
-    return Config.ASYNC_MODE
+    return current().ASYNC_MODE
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load()  # the environment (and .env) is read here, once, before anything else
+    except SettingError as exc:  # a malformed setting (config names it): one line, not a traceback
+        print(f"pulseboard: {exc}", file=sys.stderr)
+        return 2
     if _command_of(argv) in SERVER_COMMANDS:
         from backend.asyncmode import patch
 
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from backend.logsetup import setup
 
-    setup(Config.LOG_LEVEL, Config.LOG_FORMAT)
+    setup(config.LOG_LEVEL, config.LOG_FORMAT)
     try:
         return args.func(args) or 0
     except SettingError as exc:
@@ -58,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from generator import cli as generator_cli
 
+    config = current()
     parser = argparse.ArgumentParser(prog="pulseboard", description="Real-time analytics on Redis Pub/Sub.")
     sub = parser.add_subparsers(dest="command")
 
     def server_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--host", default=Config.HOST, help="bind address (default %(default)s)")
-        p.add_argument("--port", type=int, default=Config.PORT, help="port (default %(default)s)")
-        p.add_argument("--async-mode", default=Config.ASYNC_MODE, choices=["eventlet", "gevent", "threading"])
+        p.add_argument("--host", default=config.HOST, help="bind address (default %(default)s)")
+        p.add_argument("--port", type=int, default=config.PORT, help="port (default %(default)s)")
+        p.add_argument("--async-mode", default=config.ASYNC_MODE, choices=MODES)
 
     up = sub.add_parser(
         "up",
@@ -72,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "server, worker and generator",
     )
     server_options(up)
-    up.add_argument("--rate", type=float, default=Config.GENERATOR_RATE, help="generator events/s")
-    up.add_argument("--profile", default=Config.GENERATOR_PROFILE)
+    up.add_argument("--rate", type=float, default=config.GENERATOR_RATE, help="generator events/s")
+    up.add_argument("--profile", default=config.GENERATOR_PROFILE)
     up.add_argument("--no-generator", action="store_true", help="start no generator")
     up.set_defaults(func=cmd_up)
 
@@ -85,9 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser(
         "worker", help="the ingest worker alone, emitting through the Redis message queue"
     )
-    worker.add_argument(
-        "--async-mode", default=Config.ASYNC_MODE, choices=["eventlet", "gevent", "threading"]
-    )
+    worker.add_argument("--async-mode", default=config.ASYNC_MODE, choices=MODES)
     worker.set_defaults(func=cmd_worker)
 
     gen = sub.add_parser("generate", help="publish simulated traffic")
@@ -113,8 +114,9 @@ def _app(args, **overrides):
 def cmd_serve(args) -> int:
     from backend.cli.procs import share_metrics_with_children, worker_in_own_process
 
-    worker = not args.no_worker and Config.RUN_WORKER
-    own_process = worker and worker_in_own_process(Config.as_dict())
+    config = current()
+    worker = not args.no_worker and config.RUN_WORKER
+    own_process = worker and worker_in_own_process(config.as_dict())
     if own_process:
         # Before anything imports prometheus_client: the worker's figures reach our /metrics
         # through its multiprocess files (backend/telemetry.py).

@@ -23,13 +23,13 @@ from backend.cli.procs import (
     stop,
     worker_in_own_process,
 )
-from backend.config import Config
+from backend.config import current
 
 log = logging.getLogger(__name__)
 
 
 def up(args) -> int:
-    own_process = worker_in_own_process(Config.as_dict())
+    own_process = worker_in_own_process(current().as_dict())
     if own_process:
         share_metrics_with_children()  # before prometheus_client is imported: one /metrics
     from backend import create_app
@@ -56,7 +56,7 @@ def up(args) -> int:
         os.kill(os.getpid(), signal.SIGTERM)  # the clean path, as if stopped
 
     try:
-        url = Config.REDIS_URL
+        url = current().REDIS_URL
         if not url:
             embedded = EmbeddedRedis().start()
             url = embedded.url

@@ -7,7 +7,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from backend.config import Config
+from backend.config import current
 
 
 class PoolExhausted(redis.ConnectionError):
@@ -53,8 +53,8 @@ def connect(
     options.update(kwargs)
     pool = _BlockingPool.from_url(
         url,
-        max_connections=max_connections or Config.REDIS_MAX_CONNECTIONS,
-        timeout=pool_timeout_s if pool_timeout_s is not None else Config.REDIS_POOL_TIMEOUT_S,
+        max_connections=max_connections or current().REDIS_MAX_CONNECTIONS,
+        timeout=pool_timeout_s if pool_timeout_s is not None else current().REDIS_POOL_TIMEOUT_S,
         **options,
     )
     return redis.Redis(connection_pool=pool)

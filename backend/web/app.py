@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from backend.config import Config, SettingError
+from backend.config import SettingError, load, names
 from backend.core import jsonutil
 from backend.storage.store import Store
 from backend.web.errors import register_error_handlers
@@ -19,10 +19,10 @@ from backend.web.security import register_security, socketio_origin_check
 
 
 def create_app(config: dict | None = None) -> Flask:
+    """`config` overrides settings (validated like the environment's) and adds other Flask keys."""
     app = Flask(__name__, static_folder=None)
-    app.config.from_object(Config)
-    if config:
-        app.config.update(config)
+    app.config.from_mapping(load().replace(config or {}).as_dict())  # the environment is read here
+    app.config.update({k: v for k, v in (config or {}).items() if k not in names()})  # TESTING etc.
     if not app.config["REDIS_URL"]:
         raise SettingError(
             "REDIS_URL is not set: point it at a Redis server, or use `pulseboard up`, "

@@ -32,7 +32,7 @@ import yaml
 
 from backend.cli.embedded_redis import free_port
 from backend.cli.procs import stop
-from backend.config import Config
+from backend.config import names as setting_names
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,13 +194,13 @@ def test_every_app_env_var_is_a_setting(model):
     image_env = dockerfile_env(DEPLOY / "backend.Dockerfile")
     keys = {key for _, key in app_env_keys(model)} | (set(image_env) - {"PATH"})
     keys = {k for k in keys if not k.startswith("PYTHON")}  # the interpreter's own
-    unknown = sorted(k for k in keys if not hasattr(Config, k))
+    unknown = sorted(k for k in keys if k not in setting_names())
     assert not unknown, f"not settings in backend/config.py: {unknown}"
 
 
 def config_seen_by(env: dict) -> dict:
-    """backend.config.Config as a service would load it with `env` (in a fresh interpreter)."""
-    code = "import json; from backend.config import Config; print(json.dumps(Config.as_dict(), default=str))"
+    """The settings as a service would load them with `env` (in a fresh interpreter)."""
+    code = "import json; from backend.config import load; print(json.dumps(load().as_dict(), default=str))"
     full_env = {"PATH": os.environ.get("PATH", ""), "PULSEBOARD_ENV_FILE": "/nonexistent", **env}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=30
@@ -811,7 +811,7 @@ def test_nginx_fronts_two_gunicorn_web_nodes(model, redis_url, names, tmp_path):
 
         wait_for(everyone_got_it, timeout=10, message=f"the event on every client: {received}")
 
-        if hasattr(Config, "METRICS_PORT"):  # the worker's compose healthcheck, once metrics land
+        if "METRICS_PORT" in setting_names():  # the worker's compose healthcheck, once metrics land
             probe = subprocess.run(
                 [sys.executable, str(DEPLOY / "healthcheck.py"), f"http://127.0.0.1:{metrics_port}/metrics"],
                 capture_output=True,

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from backend.cli.embedded_redis import EmbeddedRedis
-from backend.config import Config
+from backend.config import current
 from backend.storage.keys import Keys
 from generator import cli
 from generator.publisher import Generator, Summary
@@ -366,7 +366,7 @@ def test_cli_parser_defaults_come_from_config():
 
 
 def test_cli_runs_a_bounded_count_and_prints_a_summary(gen_redis, capsys):
-    channel = Config.REDIS_CHANNEL
+    channel = current().REDIS_CHANNEL
     sub = Subscriber(gen_redis.url, channel)
     try:
         code = cli.main(["--redis-url", gen_redis.url, "--rate", "1000", "--count", "300", "--seed", "1"])

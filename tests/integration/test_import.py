@@ -181,7 +181,9 @@ def test_csv_with_a_header_maps_columns_onto_events(server_factory, r, tmp_path)
 
 
 def test_interrupted_import_resumes_with_exactly_the_remainder(server_factory, r, tmp_path):
-    server = server_factory(env=STREAM)
+    # The worker in the server's own process, so that SIGSTOP below freezes it (WORKER_MODE=auto
+    # runs it in a child process on a multi-core machine, which went on draining the backlog).
+    server = server_factory(env={**STREAM, "WORKER_MODE": "thread"})
     n = 20_000
     now = time.time()
     path = tmp_path / "resume.ndjson"

@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from backend.config import Config
+from backend.config import current
 from backend.ingest.consumer import IDLE_WAIT_S, Consumer
 from backend.ingest.pubsub import PubSubReader
 from backend.ingest.sources import PubSubSource
@@ -32,7 +32,7 @@ class Collect(Broadcaster):
 
 @pytest.fixture
 def worker(redis_url, names):
-    cfg = {**Config.as_dict(), "REDIS_URL": redis_url, **names}
+    cfg = {**current().as_dict(), "REDIS_URL": redis_url, **names}
     w = Consumer(cfg, Collect())
     yield w
     w.store.redis.close()

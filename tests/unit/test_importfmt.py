@@ -8,7 +8,7 @@ import time
 import orjson
 import pytest
 
-from backend.cli.importer import ImportFailed, Position, _csv_text, read_csv, read_ndjson
+from backend.cli.importer.reading import ImportFailed, Position, _csv_text, read_csv, read_ndjson
 from backend.core.events import Rejection
 from backend.core.importfmt import CsvMapping, detect_format, number
 

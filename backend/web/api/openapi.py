@@ -2,21 +2,29 @@
 
 Written by hand next to the views and kept honest by tests: every /api route must be documented
 (and nothing else), and schemathesis drives the live server from this document and checks every
-answer against it.
+answer against it. No limit is written here as a number: the configured ones (`CONFIGURED_MAX`,
+every `window`, the ingest batch size) are filled in from the deployment's settings by `document`,
+the fixed ones are the constants the code validates with (generator.control.MAX_RATE, ...), and
+tests/integration/test_openapi.py checks that for non-default settings each documented maximum is
+the one enforced.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from flask import Blueprint, current_app, jsonify, send_from_directory
 
-from backend.web.api.metrics import recent_limit_max
+from backend.config import DEFAULTS
+from backend.core.events import ID_MAX, METRIC_RE, SOURCE_MAX, TAGS_MAX
+from backend.web.api.metrics import HISTORY_LIMIT_MAX, recent_limit_max
+from generator.control import MAX_RATE
+from generator.traffic import PROFILES
 
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 
-NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"}
+NAME = {"type": "string", "pattern": f"^{METRIC_RE.pattern}$"}
 NUM_OR_NULL = {"type": "number", "nullable": True}
 # No ts: the server stamps it on arrival (a fixed one would soon be past the retention).
 INGEST_EXAMPLE = {
@@ -76,10 +84,10 @@ SCHEMAS = {
             },
             # No example: any fixed time would soon fall out of the retention and be rejected.
             "ts": {"description": "unix seconds, or ISO-8601 (no zone means UTC); absent: now"},
-            "tags": {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 16},
-            "source": {"type": "string", "maxLength": 128},
+            "tags": {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": TAGS_MAX},
+            "source": {"type": "string", "maxLength": SOURCE_MAX},
             "status": {"type": "string", "enum": ["ok", "error"]},
-            "id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "id": {"type": "string", "minLength": 1, "maxLength": ID_MAX},
         },
     },
     "Event": {
@@ -225,7 +233,9 @@ PATHS = {
             "summary": "Recent events, newest first; with after=SEQ, a resync from the history",
             "parameters": [
                 _query(
-                    "limit", LIMIT, "how many (1..10000 with HISTORY_S > 0, else 1..RECENT_MAX; default 100)"
+                    "limit",
+                    LIMIT,
+                    f"how many (1..{HISTORY_LIMIT_MAX} with HISTORY_S > 0, else 1..RECENT_MAX; default 100)",
                 ),
                 _query("metric", NAME, "only this metric"),
                 _query("after", SEQ, "only events with a larger seq, from the last HISTORY_S seconds"),
@@ -345,7 +355,11 @@ PATHS = {
                         "schema": {
                             "oneOf": [
                                 _ref("EventIn"),
-                                {"type": "array", "items": _ref("EventIn"), "minItems": 1, "maxItems": 1000},
+                                {
+                                    "type": "array",
+                                    "items": _ref("EventIn"),
+                                    "minItems": 1,
+                                },  # maxItems: INGEST_MAX_EVENTS
                             ],
                         },
                         # What Swagger UI's "Try it out" pre-fills: without it, it builds one from
@@ -395,9 +409,9 @@ PATHS = {
                                     "type": "number",
                                     "exclusiveMinimum": True,
                                     "minimum": 0,
-                                    "maximum": 100000,
+                                    "maximum": MAX_RATE,
                                 },
-                                "profile": {"type": "string", "enum": ["mixed", "original"]},
+                                "profile": {"type": "string", "enum": list(PROFILES)},
                             },
                         }
                     }
@@ -430,10 +444,29 @@ SCHEMAS["Readiness"] = {
 EXTRA_PATHS: dict[str, dict] = {}  # filled by other API modules (analytics) at import
 
 
-def _set_max(paths: dict, path: str, name: str, maximum: int) -> None:
-    for param in paths[path]["get"]["parameters"]:
-        if param["name"] == name:
-            param["schema"] = {**param["schema"], "maximum": maximum}
+# The largest value a query parameter takes in a deployment configured with `config` (a Flask
+# config): what the view passes to int_arg. Every `window` parameter is bounded by RETENTION_S.
+CONFIGURED_MAX: dict[tuple[str, str], Callable[[Mapping], int]] = {
+    ("/api/metrics/recent", "limit"): recent_limit_max,
+    ("/api/metrics/rejected", "limit"): lambda config: config["DEAD_LETTER_MAX"],
+}
+WINDOW_MAX_SETTING = "RETENTION_S"
+
+
+def _configured_max(path: str, name: str, config: Mapping) -> int | None:
+    if (path, name) in CONFIGURED_MAX:
+        return CONFIGURED_MAX[path, name](config)
+    return config[WINDOW_MAX_SETTING] if name == "window" else None
+
+
+def _apply_limits(paths: dict, config: Mapping) -> None:
+    for path, operations in paths.items():
+        for param in operations.get("get", {}).get("parameters", []):
+            maximum = _configured_max(path, param["name"], config)
+            if maximum is not None:
+                param["schema"] = {**param["schema"], "maximum": maximum}
+    body = paths["/api/ingest"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    body["oneOf"][1]["maxItems"] = config["INGEST_MAX_EVENTS"]
 
 
 _XRW = {
@@ -463,15 +496,10 @@ def _document_write_guard(paths: dict) -> None:
 
 
 def document(config: Mapping | None = None) -> dict:
-    """The document, with the limits this deployment is configured with."""
+    """The document, with the limits this deployment is configured with (no config: the declared
+    defaults)."""
     paths = copy.deepcopy({**PATHS, **EXTRA_PATHS})
-    if config is not None:
-        _set_max(paths, "/api/metrics/recent", "limit", recent_limit_max(config))
-        _set_max(paths, "/api/metrics/rejected", "limit", config["DEAD_LETTER_MAX"])
-        for path in ("/api/metrics/aggregate", "/api/metrics/timeseries"):
-            _set_max(paths, path, "window", config["RETENTION_S"])
-        body = paths["/api/ingest"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-        body["oneOf"][1]["maxItems"] = config["INGEST_MAX_EVENTS"]
+    _apply_limits(paths, DEFAULTS.as_dict() if config is None else config)
     _document_write_guard(paths)
     return {
         "openapi": "3.0.3",
