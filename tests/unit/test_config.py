@@ -55,10 +55,12 @@ def test_existing_names_and_defaults_are_kept():
         "MESSAGE_QUEUE": False,
         "ALERT_CLEAR_S": 10.0,
         "GENERATOR_RATE": 200.0,
+        "INGEST_PARTITIONS": 1,
+        "REDIS_CLUSTER": False,
     }
     config = DEFAULTS.as_dict()
     assert {k: config[k] for k in expected} == expected
-    assert len(config) == len(specs()) == 81
+    assert len(config) == len(specs()) == 83
 
 
 @pytest.mark.parametrize(
