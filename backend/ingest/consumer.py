@@ -144,6 +144,7 @@ class Consumer(Task):
         if self._said != "standby":
             log.info("%s of worker %s is standby: another worker holds it", self.name, self.token)
         self.role = self._said = "standby"
+        self.shares.gave_up(self.partition)
         self.backoff.reset()
         self.sleep(self.lease.ttl_ms / 3000.0)
 
@@ -233,10 +234,9 @@ class Consumer(Task):
         return delay
 
     def _close(self, pubsub) -> None:
+        # The role stays: through a Redis outage the lease is still ours until it expires, and
+        # the next turn of the loop takes it again or stands by.
         self.subscribed = False
-        if self.role == "active":
-            self.role = "standby"
-        self.shares.gave_up(self.partition)
         source, self.source = self.source, None
         if isinstance(source, StreamSource) and source.carry:
             self._carry = (self._carry or []) + source.carry
@@ -311,6 +311,7 @@ class Consumer(Task):
         if self.shares.should_release(self.partition):
             log.info("worker %s hands %s over: more workers share the partitions now", self.token, self.name)
             self.lease.release()
+            self.shares.gave_up(self.partition)  # so the next turn stands by instead of retaking it
             return False
         self._trim_history(now)
         if self.stream is not None:
