@@ -10,9 +10,10 @@ from collections.abc import Iterable
 import orjson
 import redis
 
-from backend.core.aggregate import WindowStats, merge_field, plan_window, timeseries, timeseries_plan
 from backend.core.events import numbered
+from backend.core.state import merge_states
 from backend.core.timefmt import iso_ms
+from backend.core.window import WindowStats, plan_window, timeseries, timeseries_plan
 from backend.storage.keys import Keys
 from backend.web.offload import pause
 
@@ -51,20 +52,11 @@ def _merge_cooperatively(hashes: list) -> WindowStats:
     return stats
 
 
-def _combined_with(closed: WindowStats, live_hash) -> WindowStats:
-    return _combined(closed, WindowStats.from_hashes([live_hash]))
-
-
 def _combined(a: WindowStats, b: WindowStats) -> WindowStats:
     """A new WindowStats holding a + b, leaving both untouched (a is a cached merge)."""
     out = WindowStats()
-    for source in (a, b):
-        for name, (count, errors, fields) in source.metrics.items():
-            m = out.metrics.setdefault(name, [0, 0, {}])
-            m[0] += count
-            m[1] += errors
-            for fname, f in fields.items():
-                merge_field(m[2].setdefault(fname, [0, 0.0, None, None, {}]), f)
+    merge_states(out.metrics, a.metrics)
+    merge_states(out.metrics, b.metrics)
     return out
 
 
@@ -249,7 +241,7 @@ class Reads:
             if hit is None:  # the read we waited for failed; its caller reports why
                 raise redis.ConnectionError("a concurrent read of this window failed; retry")
         live = self.redis.hgetall(self.keys.bucket(60, current))
-        return _combined_with(hit[1], live)
+        return _combined(hit[1], WindowStats.from_hashes([live]))
 
     def timeseries(
         self, window_s: int, step_s: int, metric: str | None, field: str | None, now: float | None = None

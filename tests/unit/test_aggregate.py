@@ -10,28 +10,26 @@ import numpy as np
 import pytest
 
 from backend.core.aggregate import (
-    OTHER,
-    RESOLUTIONS,
     TAG_ALPHA,
     BatchAccumulator,
     BucketDelta,
     TagAdmission,
-    TagStats,
-    WindowStats,
     apply_delta,
     coarse_bin_key,
+)
+from backend.core.events import Event, validate
+from backend.core.layout import (
+    OTHER,
+    RESOLUTIONS,
     decode_tag_value,
     encode_tag_value,
     is_latency_field,
     parse_tag_name,
-    plan_window,
     sum_overflow_key,
-    timeseries,
-    timeseries_plan,
 )
-from backend.core.events import Event, validate
 from backend.core.sketch import ALPHA, Sketch, bin_key, bin_value
 from backend.core.timefmt import iso_ms
+from backend.core.window import TagStats, WindowStats, plan_window, timeseries, timeseries_plan
 
 NOW = 1_773_835_531.25
 T0 = 1_773_835_200  # a minute boundary
