@@ -71,7 +71,10 @@ class FieldState:
         return [clamp(est, lo, hi) for est in quantiles_of(self.bins, qs)]
 
     def __repr__(self) -> str:
-        return f"FieldState(count={self.count}, sum={self.sum}, min={self.min}, max={self.max}, bins={len(self.bins)})"
+        return (
+            f"FieldState(count={self.count}, sum={self.sum}, min={self.min}, max={self.max}, "
+            f"bins={len(self.bins)})"
+        )
 
 
 class MetricState:
