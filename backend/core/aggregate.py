@@ -25,7 +25,7 @@ from backend.core.layout import (
     sum_overflow_key,
 )
 from backend.core.sketch import GAMMA, bin_key, parse_key
-from backend.core.state import FieldState, MetricState
+from backend.core.state import FieldState, MetricState, merge_at
 
 
 @dataclass(slots=True)
@@ -287,7 +287,6 @@ class BatchAccumulator:
         if not self._tags_on:
             return {}
         admit = self._admission.admit
-        items = dict.items
         out: dict[tuple[int, int], BucketDelta] = {}
         minutes: dict[int, dict[str, int]] = {}
         # (minute, metric) -> {(tag, value): "metric|@tag=admitted value|"}
@@ -313,13 +312,8 @@ class BatchAccumulator:
                 counting = fname == count_field
                 bin_infix = fname + "|b:"
                 for bk, tag_dicts in by_bin.items():
-                    if len(tag_dicts) == 1:  # the common case for late events, and at low rates
-                        in_bin = dict.fromkeys(items(tag_dicts[0]), 1)
-                    else:
-                        in_bin = Counter()
-                        in_bin.update(chain.from_iterable(map(items, tag_dicts)))
                     tail = bin_infix + bk
-                    for pair, n in in_bin.items():
+                    for pair, n in _pair_counts(tag_dicts).items():
                         prefix = prefixes.get(pair) or _tag_prefix(pair, prefixes, admit, minute, metric)
                         if counting:
                             k = prefix + "c"
@@ -331,12 +325,7 @@ class BatchAccumulator:
             for source, suffix in ((uncounted, "c"), (error_tags, "e")):
                 if not source:
                     continue
-                if len(source) == 1:
-                    counts = dict.fromkeys(items(source[0]), 1)
-                else:
-                    counts = Counter()
-                    counts.update(chain.from_iterable(map(items, source)))
-                for pair, n in counts.items():
+                for pair, n in _pair_counts(source).items():
                     prefix = prefixes.get(pair) or _tag_prefix(pair, prefixes, admit, minute, metric)
                     k = prefix + suffix
                     s_incr[k] = s_incr.get(k, 0) + n
@@ -344,6 +333,15 @@ class BatchAccumulator:
         for minute, incr in minutes.items():
             out[(COARSE, minute)] = BucketDelta(incr=incr)
         return out
+
+
+def _pair_counts(tag_dicts: list[dict]) -> Mapping[tuple[str, str], int]:
+    """How many of `tag_dicts` hold each (tag, value) pair."""
+    if len(tag_dicts) == 1:  # the common case for late events, and at low rates
+        return dict.fromkeys(tag_dicts[0].items(), 1)
+    counts: Counter = Counter()
+    counts.update(chain.from_iterable(map(dict.items, tag_dicts)))
+    return counts
 
 
 def _tag_prefix(pair: tuple[str, str], prefixes: dict, admit, minute: int, metric: str) -> str:
@@ -357,11 +355,7 @@ def _roll_up(groups: Mapping[tuple[int, str], MetricState], res: int) -> dict[tu
     """The groups summed per `res`-second bucket (their tags are rolled up by tag_deltas())."""
     merged: dict[tuple[int, str], MetricState] = {}
     for (sec, metric), group in groups.items():
-        key = (sec - sec % res, metric)
-        into = merged.get(key)
-        if into is None:
-            into = merged[key] = MetricState()
-        into.merge(group)
+        merge_at(merged, (sec - sec % res, metric), group, MetricState)
     return merged
 
 

@@ -3,7 +3,8 @@
 The one shape every stage uses: the worker's pre-aggregation of a batch (backend/core/aggregate.py),
 a window merged from bucket hashes (backend/core/window.py), the analytics frame and its breakdown
 series. Any two states merge by the same rules as the bucket hashes (counts and sums add, min and
-max keep the extreme, sketch bins add), and merge() below is where those rules are written.
+max keep the extreme, sketch bins add): FieldState.merge and MetricState.merge are where those
+rules are written, and merge_at / merge_states where a merge starts from nothing.
 
 Small classes with __slots__, not lists: on CPython 3.11 reading or updating a slot costs the same
 as indexing a list (scripts/merge_bench.py: merging 3,600 wide hashes takes no longer than with the
@@ -93,25 +94,25 @@ class MetricState:
         self.errors += other.errors
         fields = self.fields
         for name, f in other.fields.items():
-            into = fields.get(name)
-            if into is None:
-                into = fields[name] = FieldState()
-            into.merge(f)
-
-    def field(self, name: str) -> FieldState | None:
-        return self.fields.get(name)
+            merge_at(fields, name, f, FieldState)
 
     def __repr__(self) -> str:
         return f"MetricState(count={self.count}, errors={self.errors}, fields={sorted(self.fields)})"
 
 
+def merge_at(into: dict, key, state: FieldState | MetricState, empty: type) -> None:
+    """Add `state` into ``into[key]``, an `empty()` one where there is none yet (`state` is left
+    as it is, so it may be a cached merge or another stage's state)."""
+    own = into.get(key)
+    if own is None:
+        own = into[key] = empty()
+    own.merge(state)
+
+
 def merge_states(into: dict[str, MetricState], source: Mapping[str, MetricState]) -> None:
-    """Add every metric of `source` into `into`, creating what it lacks (`source` is untouched)."""
+    """Add every metric of `source` into `into` (`source` is left as it is)."""
     for name, m in source.items():
-        own = into.get(name)
-        if own is None:
-            own = into[name] = MetricState()
-        own.merge(m)
+        merge_at(into, name, m, MetricState)
 
 
-__all__ = ["PERCENTILES", "QUANTILES", "FieldState", "MetricState", "clamp", "merge_states"]
+__all__ = ["PERCENTILES", "QUANTILES", "FieldState", "MetricState", "clamp", "merge_at", "merge_states"]

@@ -338,6 +338,13 @@ def timeseries(
             for (label, _), est in zip(PERCENTILES, f.quantiles(), strict=True):
                 point[label] = est
         points.append(point)
+    return series_json(from_s=from_s, to_s=to_s, step_s=step_s, metric=metric, field=field, points=points)
+
+
+def series_json(
+    *, from_s: int, to_s: int, step_s: int, metric: str | None, field: str | None, points: list[dict]
+) -> dict:
+    """The body of a time series answer around its points."""
     return {
         "window_seconds": to_s - from_s,
         "step_seconds": step_s,
@@ -355,6 +362,7 @@ __all__ = [
     "counts_json",
     "field_json",
     "plan_window",
+    "series_json",
     "sig6",
     "timeseries",
     "timeseries_plan",

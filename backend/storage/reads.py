@@ -13,8 +13,7 @@ from cachetools import LRUCache
 
 from backend.core.events import numbered
 from backend.core.state import merge_states
-from backend.core.timefmt import iso_ms
-from backend.core.window import WindowStats, plan_window, timeseries, timeseries_plan
+from backend.core.window import WindowStats, plan_window, series_json, timeseries, timeseries_plan
 from backend.storage.keys import Keys
 from backend.web.offload import pause
 
@@ -303,12 +302,11 @@ class Reads:
                 points[step_start] = point
                 if step_start + step_s < now_s:  # closed
                     cache[(metric, field, res, step_s, step_start)] = (clock, point)
-        return {
-            "window_seconds": window_s,
-            "step_seconds": step_s,
-            "from": iso_ms(from_s),
-            "to": iso_ms(to_s),
-            "metric": metric,
-            "field": field,
-            "points": [points[step_start] for step_start in range(from_s, to_s, step_s)],
-        }
+        return series_json(
+            from_s=from_s,
+            to_s=to_s,
+            step_s=step_s,
+            metric=metric,
+            field=field,
+            points=[points[step_start] for step_start in range(from_s, to_s, step_s)],
+        )
