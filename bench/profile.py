@@ -28,14 +28,19 @@ RULES: list[tuple[str, re.Pattern]] = [
     # read side (REST and the tick): window merges and the reads behind them
     (
         "read: window merge (WindowStats, timeseries)",
-        re.compile(r"^(WindowStats\.\w+|timeseries|merge_field|_percentiles|_field_stats) \(backend/core/"),
+        # (state.py's merges under these, or under _combined, are the read's; under the
+        # worker's BatchAccumulator they fall to the aggregation rule below)
+        re.compile(
+            r"^(WindowStats\.\w+|TagStats\.\w+|_HashMerger\.\w+|timeseries|series_json|field_json) "
+            r"\(backend/core/|^_combined \(backend/storage/reads\.py"
+        ),
     ),
     ("read: HGETALL pipeline + reply parsing (Store._hgetall_many)", re.compile(r"^Store\._hgetall_many \(")),
     # the ingest worker
     ("json decode (orjson.loads of incoming events)", re.compile(r"^decode \(backend/core/events\.py")),
     ("validation + normalisation (events.validate)", re.compile(r"^validate \(backend/core/events\.py")),
     ("timestamp formatting (iso_ms)", re.compile(r"backend/core/timefmt\.py")),
-    ("aggregation: BatchAccumulator + sketch bins", re.compile(r"backend/core/(aggregate|sketch)\.py")),
+    ("aggregation: BatchAccumulator + sketch bins", re.compile(r"backend/core/(aggregate|sketch|state)\.py")),
     ("aggregate delta encoding (_encode_delta_args)", re.compile(r"^_encode_delta_args \(")),
     (
         "redis write: INCRBY seq, pipeline + Lua (reserve_seqs, write_batch)",

@@ -5,7 +5,7 @@ A per-metric watch misses an incident on a small part of the traffic: 30% errors
 that serves 3% of the requests add under one point to the metric's error rate, and a slow fast
 endpoint does not move the p95 that the slow endpoints set. Watching the error rate and the p95 of
 each value of a few chosen tags (ANOMALY_TAGS, default ``endpoint``) catches those and says where
-the trouble is. The per-tag counters written for top-N (backend/core/aggregate.py) are the input,
+the trouble is. The per-tag counters written for top-N (backend/core/layout.py) are the input,
 so this costs no extra work on the ingest path.
 
 A series name is never a valid metric name (metric names cannot hold ``[``), and tag values are
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from backend.core.aggregate import OTHER, decode_tag_value, encode_tag_value, parse_tag_name
+from backend.core.layout import OTHER, decode_tag_value, encode_tag_value, parse_tag_name
+from backend.core.state import FieldState, MetricState
 
 
 def series_name(metric: str, tag: str, value: str) -> str:
@@ -36,15 +37,15 @@ def split_series(name: str) -> tuple[str, dict[str, str] | None]:
     return metric, {tag: decode_tag_value(encoded)}
 
 
-def tag_series(h: Mapping, tags: Iterable[str]) -> dict[str, list]:
+def tag_series(h: Mapping, tags: Iterable[str]) -> dict[str, MetricState]:
     """The breakdown series of one per-second per-tag hash, shaped like ``WindowStats.metrics``:
-    name -> [events, errors, {latency field: [n, 0.0, None, None, {bin: n}]}].
+    series name -> MetricState of its events, errors and latency fields' sketch bins.
 
     Only count, errors and sketch bins exist per tag value (no sum, min or max), which is all the
     error-rate and p95 watches read. Values past the per-tag limit (``__other__``) are a mix of
     anything and are not watched."""
     wanted = set(tags)
-    out: dict[str, list] = {}
+    out: dict[str, MetricState] = {}
     if not wanted:
         return out
     for raw, count in h.items():
@@ -57,16 +58,16 @@ def tag_series(h: Mapping, tags: Iterable[str]) -> dict[str, list]:
         name = series_name(metric, tag, value)
         s = out.get(name)
         if s is None:
-            s = out[name] = [0, 0, {}]
+            s = out[name] = MetricState()
         n = int(count)
         if kind == "c":
-            s[0] += n
+            s.count += n
         elif kind == "e":
-            s[1] += n
+            s.errors += n
         else:
-            f = s[2].get(fname)
+            f = s.fields.get(fname)
             if f is None:
-                f = s[2][fname] = [0, 0.0, None, None, {}]
-            f[0] += n
-            f[4][bk] = f[4].get(bk, 0) + n
+                f = s.fields[fname] = FieldState()
+            f.count += n
+            f.bins[bk] = f.bins.get(bk, 0) + n
     return out

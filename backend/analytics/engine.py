@@ -125,12 +125,12 @@ class Engine:
         """Evaluate every watch and rule on `frame`, the window ending at time `t`; `history`
         (per-second counts ending at `t`) serves rules with a window_s of their own."""
         for metric, m in frame.metrics.items():
-            if m[0]:
+            if m.count:
                 self.last_seen[metric] = t
                 seen = self.fields_seen.get(metric)
                 if seen is None:
                     seen = self.fields_seen[metric] = set()
-                seen.update(m[2])
+                seen.update(m.fields)
         out: list[Transition] = []
         self._forget(t, out)
         if self.anomalies:

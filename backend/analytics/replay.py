@@ -15,8 +15,9 @@ from backend.analytics.breakdown import is_series, tag_series
 from backend.analytics.engine import Engine, Transition
 from backend.analytics.signals import CountHistory, Frame
 from backend.config import DEFAULTS
-from backend.core.aggregate import BatchAccumulator, TagAdmission, WindowStats, apply_delta
+from backend.core.aggregate import BatchAccumulator, TagAdmission, apply_delta
 from backend.core.events import validate
+from backend.core.window import WindowStats
 
 TAG_VALUES = DEFAULTS.TOP_MAX_TAG_VALUES  # the declared default: replay reads no environment
 

@@ -1,8 +1,8 @@
 """What rules and anomaly detection look at: per-metric values over a short trailing window.
 
 The evaluator reads per-second buckets and keeps the last few (``ANALYTICS_WINDOW_S``) as
-WindowStats-shaped dicts (``metric -> [count, errors, {field: [count, sum, min, max, bins]}]``).
-A Frame merges them once and answers any signal of any metric:
+``WindowStats.metrics`` dicts (metric -> MetricState, backend/core/state.py). A Frame merges them
+once and answers any signal of any metric:
 
     rate              events per second over the window
     error_rate        errors / events (None without events)
@@ -15,13 +15,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from backend.core.aggregate import is_latency_field, merge_field
-from backend.core.sketch import Sketch
+from backend.core.layout import is_latency_field
+from backend.core.state import PERCENTILES, MetricState, merge_states
 
 COUNT_SIGNALS = ("rate", "error_rate")
-FIELD_SIGNALS = ("avg", "min", "max", "p50", "p95", "p99")
+FIELD_SIGNALS = ("avg", "min", "max", *(label for label, _ in PERCENTILES))
 SIGNALS = COUNT_SIGNALS + FIELD_SIGNALS
-_QUANTILE = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+_QUANTILE = dict(PERCENTILES)
 
 
 def signal_label(signal: str, field: str | None) -> str:
@@ -34,38 +34,27 @@ class Frame:
 
     __slots__ = ("_cache", "metrics", "seconds")
 
-    def __init__(self, per_second: Iterable[dict], seconds: int):
+    def __init__(self, per_second: Iterable[dict[str, MetricState]], seconds: int):
         if seconds <= 0:
             raise ValueError("seconds must be > 0")
         self.seconds = seconds
-        self.metrics: dict[str, list] = {}
+        self.metrics: dict[str, MetricState] = {}
         self._cache: dict[tuple, float | None] = {}
         for stats in per_second:
-            for name, (count, errors, fields) in stats.items():
-                m = self.metrics.get(name)
-                if m is None:
-                    m = self.metrics[name] = [0, 0, {}]
-                m[0] += count
-                m[1] += errors
-                for fname, f in fields.items():
-                    into = m[2].get(fname)
-                    if into is None:
-                        m[2][fname] = [f[0], f[1], f[2], f[3], dict(f[4])]
-                    else:
-                        merge_field(into, f)
+            merge_states(self.metrics, stats)
 
     def count(self, metric: str) -> int:
         m = self.metrics.get(metric)
-        return m[0] if m is not None else 0
+        return m.count if m is not None else 0
 
     def field_count(self, metric: str, field: str) -> int:
         m = self.metrics.get(metric)
-        f = m[2].get(field) if m is not None else None
-        return f[0] if f is not None else 0
+        f = m.fields.get(field) if m is not None else None
+        return f.count if f is not None else 0
 
     def fields(self, metric: str) -> list[str]:
         m = self.metrics.get(metric)
-        return sorted(m[2]) if m is not None else []
+        return sorted(m.fields) if m is not None else []
 
     def latency_fields(self, metric: str) -> list[str]:
         return [f for f in self.fields(metric) if is_latency_field(f)]
@@ -81,31 +70,23 @@ class Frame:
     def _compute(self, metric: str, signal: str, field: str | None) -> float | None:
         m = self.metrics.get(metric)
         if signal == "rate":
-            return (m[0] if m is not None else 0) / self.seconds
+            return (m.count if m is not None else 0) / self.seconds
         if m is None:
             return None
         if signal == "error_rate":
-            return m[1] / m[0] if m[0] else None
+            return m.errors / m.count if m.count else None
         if signal not in FIELD_SIGNALS:
             raise ValueError(f"unknown signal {signal!r}")
-        f = m[2].get(field) if field is not None else None
-        if f is None or not f[0]:
+        f = m.fields.get(field) if field is not None else None
+        if f is None or not f.count:
             return None
-        count, total, lo, hi, bins = f
         if signal == "avg":
-            return total / count
+            return f.sum / f.count
         if signal == "min":
-            return lo
+            return f.min
         if signal == "max":
-            return hi
-        est = Sketch(bins).quantile(_QUANTILE[signal])
-        if est is None:
-            return None
-        if lo is not None and est < lo:
-            est = lo
-        if hi is not None and est > hi:
-            est = hi
-        return est
+            return f.max
+        return f.quantiles((_QUANTILE[signal],))[0]
 
 
 class CountHistory:
@@ -119,9 +100,9 @@ class CountHistory:
         self.seconds: deque[dict[str, tuple[int, int]]] = deque(maxlen=max(1, max_s))
         self._cache: dict[tuple, tuple[int, int]] = {}
 
-    def push(self, stats: dict) -> None:
-        """One second's stats (``metric -> [count, errors, fields]``), oldest first."""
-        self.seconds.append({m: (v[0], v[1]) for m, v in stats.items()})
+    def push(self, stats: dict[str, MetricState]) -> None:
+        """One second's stats (metric -> MetricState), oldest first."""
+        self.seconds.append({m: (v.count, v.errors) for m, v in stats.items()})
         self._cache.clear()
 
     def totals(self, metric: str, window_s: int, skip_s: int = 0) -> tuple[int, int]:

@@ -8,7 +8,7 @@ ranked, so a flood of one-off values cannot push real ones off the list.
 
 from __future__ import annotations
 
-from backend.core.aggregate import OTHER
+from backend.core.layout import OTHER
 from backend.core.sketch import Sketch
 
 ORDERS = ("count", "errors", "p95")

@@ -21,8 +21,9 @@ import redis
 
 from backend.analytics import defaults
 from backend.analytics.rules import Rule, RuleError, rule_from_stored
-from backend.core.aggregate import TagStats, plan_window
+from backend.core.layout import COUNT_MATCH, K_COUNT, parse_name
 from backend.core.timefmt import iso_ms
+from backend.core.window import TagStats, plan_window
 from backend.storage.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -297,20 +298,24 @@ class AnalyticsStore:
         HSCAN with MATCH filters the counters out server-side, so the sketches are never sent."""
         pipe = self.redis.pipeline(transaction=False)
         for start in starts:
-            pipe.hscan(self.keys.bucket(res, start), 0, match="*|#c", count=1_000_000)
+            pipe.hscan(self.keys.bucket(res, start), 0, match=COUNT_MATCH, count=1_000_000)
         out: dict[str, list[int]] = {}
         for i, (cursor, found) in enumerate(pipe.execute()):
             entries = dict(found)
             while int(cursor):  # a very large hash can take more than one call
-                cursor, more = self.redis.hscan(self.keys.bucket(res, starts[i]), cursor, match="*|#c")
+                cursor, more = self.redis.hscan(self.keys.bucket(res, starts[i]), cursor, match=COUNT_MATCH)
                 entries.update(more)
             for raw, n in entries.items():
-                name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+                parsed = parse_name(raw)
+                if parsed is None:
+                    continue
+                metric, _, kind, _ = parsed
+                if kind != K_COUNT:
+                    continue
                 try:
                     count = int(n)
                 except (TypeError, ValueError):
                     continue
-                metric = name[:-3]
                 series = out.get(metric)
                 if series is None:
                     series = out[metric] = [0] * len(starts)

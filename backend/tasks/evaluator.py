@@ -30,8 +30,8 @@ from backend.analytics.engine import Engine, Transition
 from backend.analytics.rules import MAX_WINDOW_S, rules_from_document
 from backend.analytics.settings import AnalyticsSettings
 from backend.analytics.signals import CountHistory, Frame
-from backend.core.aggregate import WindowStats
 from backend.core.timefmt import iso_ms, parse_iso
+from backend.core.window import WindowStats
 from backend.storage.alerts import AnalyticsStore
 from backend.tasks.loop import Task
 from backend.tasks.webhook import WebhookSender

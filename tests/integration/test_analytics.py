@@ -17,8 +17,9 @@ import requests
 
 from backend import create_app
 from backend.analytics.rules import rule_from_json
-from backend.core.aggregate import OTHER, TAG_ALPHA, BatchAccumulator
+from backend.core.aggregate import TAG_ALPHA, BatchAccumulator
 from backend.core.events import validate
+from backend.core.layout import OTHER
 from backend.storage.alerts import AnalyticsStore
 from backend.storage.keys import Keys
 from backend.storage.store import Store, connect

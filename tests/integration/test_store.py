@@ -146,7 +146,7 @@ def test_timeseries_reuses_closed_steps_and_recomputes_the_open_one(store):
 def test_long_window_merges_cached_closed_minutes_exactly(store):
     import random
 
-    from backend.core.aggregate import WindowStats, plan_window
+    from backend.core.window import WindowStats, plan_window
 
     rnd = random.Random(5)
     now = float(int(time.time()))

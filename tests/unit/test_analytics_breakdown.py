@@ -6,8 +6,9 @@ import numpy as np
 
 from backend.analytics.breakdown import is_series, series_name, split_series, tag_series
 from backend.analytics.signals import Frame
-from backend.core.aggregate import OTHER, TAG_ALPHA, BatchAccumulator, TagAdmission, apply_delta
+from backend.core.aggregate import TAG_ALPHA, BatchAccumulator, TagAdmission, apply_delta
 from backend.core.events import validate
+from backend.core.layout import OTHER
 
 T = 1_773_835_200
 
@@ -38,8 +39,8 @@ def test_tag_series_counts_events_errors_and_latency_per_value():
     got = tag_series(tag_hash(events), ["endpoint"])
     a, b = series_name("api", "endpoint", "/a"), series_name("api", "endpoint", "/b|c")
     assert set(got) == {a, b}  # region is not asked for
-    assert got[a][:2] == [10, 0] and got[b][:2] == [4, 4]
-    assert got[a][2]["ms"][0] == 10 and sum(got[a][2]["ms"][4].values()) == 10
+    assert (got[a].count, got[a].errors) == (10, 0) and (got[b].count, got[b].errors) == (4, 4)
+    assert got[a].fields["ms"].count == 10 and sum(got[a].fields["ms"].bins.values()) == 10
     frame = Frame([got], 1)
     assert frame.value(b, "error_rate") == 1.0
     exact = float(

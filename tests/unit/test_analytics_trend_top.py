@@ -11,7 +11,7 @@ from backend.analytics.replay import second_stats
 from backend.analytics.signals import Frame
 from backend.analytics.top import rank
 from backend.analytics.trend import OnlineSlope, classify
-from backend.core.aggregate import OTHER
+from backend.core.layout import OTHER
 from backend.core.sketch import Sketch
 
 T0 = 1_773_835_200

@@ -157,7 +157,7 @@ def test_iso_ms_prefix_cache_is_bounded():
 
     for sec in range(int(NOW), int(NOW) + timefmt._PREFIX_CACHE_MAX + 50):
         iso_ms(sec + 0.5)
-    assert len(timefmt._prefix_cache) <= timefmt._PREFIX_CACHE_MAX
+    assert timefmt._prefix.cache_info().currsize <= timefmt._PREFIX_CACHE_MAX
     assert iso_ms(NOW) == ref_iso(NOW)
 
 

@@ -7,10 +7,10 @@ import time
 
 from flask import Blueprint, current_app, jsonify, request
 
-from backend.core.aggregate import TagStats, _counts, timeseries_plan
 from backend.core.events import NAME_RE
 from backend.core.sketch import Sketch
 from backend.core.timefmt import iso_ms, parse_iso
+from backend.core.window import TagStats, counts_json, timeseries_plan
 from backend.web.api.params import int_arg, name_arg, optional_int_arg
 from backend.web.errors import ApiError
 from backend.web.runtime import get_runtime
@@ -172,7 +172,7 @@ def _tag_timeseries(store, window: int, step: int, to_s: int | None, metric, fie
     points = []
     for i, stats in enumerate(steps):
         count, errors, bins = stats.values.get(value, (0, 0, {}))
-        point = {"t": iso_ms(from_s + i * step), **_counts(count, errors, step), "avg": None}
+        point = {"t": iso_ms(from_s + i * step), **counts_json(count, errors, step), "avg": None}
         sketch = Sketch({k: n for k, n in bins.items() if n > 0}) if field is not None and bins else None
         for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
             point[label] = sketch.quantile(q) if sketch is not None else None

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from backend.analytics.top import ORDERS, rank
 from backend.analytics.trend import classify
-from backend.core.aggregate import is_latency_field
+from backend.core.layout import is_latency_field
 from backend.core.timefmt import iso_ms
 from backend.tasks.analytics import analytics_store, settings
 from backend.web.api import openapi
