@@ -295,7 +295,7 @@ def field_json(f: FieldState) -> dict:
 
 
 def timeseries(
-    hashes_by_bucket: Mapping[int, Mapping],
+    hashes_by_bucket: Mapping[int, Mapping] | Iterable[tuple[int, Mapping]],
     *,
     from_s: int,
     to_s: int,
@@ -316,7 +316,8 @@ def timeseries(
         WindowStats(only_metric=metric, only_field=field, skip=skip)
         for _ in range(max(0, -(-(to_s - from_s) // step_s)))
     ]
-    for start, h in hashes_by_bucket.items():
+    pairs = hashes_by_bucket.items() if isinstance(hashes_by_bucket, Mapping) else hashes_by_bucket
+    for start, h in pairs:  # (several hashes of one start, one per partition, add up)
         if not h or not from_s <= start < to_s:
             continue
         steps[(start - from_s) // step_s].merge_hash(h)
@@ -341,6 +342,35 @@ def timeseries(
     return series_json(from_s=from_s, to_s=to_s, step_s=step_s, metric=metric, field=field, points=points)
 
 
+def merge_raw_hashes(hashes: Iterable[Mapping]) -> dict:
+    """Several bucket hashes of one interval (one per partition) as the one hash a single writer
+    would have left: counters, sums and sketch bins add up, minima and maxima take the extreme.
+    (Per-tag hashes hold counters and bins only, so they add up too.)"""
+    hashes = [h for h in hashes if h]
+    if len(hashes) < 2:
+        return dict(hashes[0]) if hashes else {}
+    out: dict = {}
+    for h in hashes:
+        for name, value in h.items():
+            old = out.get(name)
+            if old is None:
+                out[name] = value
+                continue
+            parsed = parse_name(name)
+            kind = parsed[2] if parsed is not None else None
+            if kind == K_MN:
+                out[name] = repr(min(float(old), float(value)))
+            elif kind == K_MX:
+                out[name] = repr(max(float(old), float(value)))
+            elif kind == K_S:
+                out[name] = repr(float(old) + float(value))
+            elif kind == K_SO:
+                out[name] = value  # an overflow marker: present in any is present in the merge
+            else:
+                out[name] = int(old) + int(value)
+    return out
+
+
 def series_json(
     *, from_s: int, to_s: int, step_s: int, metric: str | None, field: str | None, points: list[dict]
 ) -> dict:
@@ -361,6 +391,7 @@ __all__ = [
     "WindowStats",
     "counts_json",
     "field_json",
+    "merge_raw_hashes",
     "plan_window",
     "series_json",
     "sig6",

@@ -23,7 +23,12 @@ DEFAULT_WINDOW_S = 60
 def on_connect(auth=None):
     telemetry.CONNECTED_CLIENTS.inc()
     join_room(LEGACY_ROOM)
-    emit("connected", {"msg": "connected", "sid": request.sid, "modes": ["event", "batch"]})
+    # `partitions`: INGEST_PARTITIONS; event n of partition k has seq n * P + k (docs/api.md)
+    hello = {"msg": "connected", "sid": request.sid, "modes": ["event", "batch"]}
+    partitions = len(get_runtime().store.parts)
+    if partitions > 1:
+        hello["partitions"] = partitions
+    emit("connected", hello)
     if (state := status.current(current_app)) is not None:
         emit("status", state)
 

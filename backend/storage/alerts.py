@@ -23,7 +23,7 @@ from backend.analytics import defaults
 from backend.analytics.rules import Rule, RuleError, rule_from_stored
 from backend.core.layout import COUNT_MATCH, K_COUNT, parse_name
 from backend.core.timefmt import iso_ms
-from backend.core.window import TagStats, plan_window
+from backend.core.window import TagStats, merge_raw_hashes, plan_window
 from backend.storage.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -140,10 +140,12 @@ class AnalyticsStore:
         keep_closed: int = 500,
         rules_max: int = 200,
         default_rules: bool = False,
+        parts: list[Keys] | None = None,
     ):
         self.default_rules = default_rules  # merge the built-in rules into rules()/parse_rules()
         self.redis = client
         self.keys = keys
+        self.parts = parts or [keys]  # every partition's keys: bucket reads merge them
         self.keep_closed = keep_closed
         self.rules_max = rules_max
         self._alert_prefix = keys.alert("")
@@ -267,15 +269,23 @@ class AnalyticsStore:
     def second_hashes(self, seconds: Iterable[int], *, tags: bool = False) -> list[tuple[dict, dict]]:
         """(bucket hash, per-tag hash) of each per-second bucket, in one round trip; the per-tag
         hash is only read with `tags` ({} otherwise)."""
+        parts = self.parts
         pipe = self.redis.pipeline(transaction=False)
         for s in seconds:
-            pipe.hgetall(self.keys.bucket(1, s))
-            if tags:
-                pipe.hgetall(self.keys.tag_bucket(1, s))
+            for keys in parts:
+                pipe.hgetall(keys.bucket(1, s))
+                if tags:
+                    pipe.hgetall(keys.tag_bucket(1, s))
         replies = pipe.execute()
-        if tags:
-            return list(zip(replies[::2], replies[1::2], strict=True))
-        return [(h, {}) for h in replies]
+        per = len(parts) * (2 if tags else 1)
+        out = []
+        for i in range(0, len(replies), per):
+            group = replies[i : i + per]
+            if tags:
+                out.append((merge_raw_hashes(group[::2]), merge_raw_hashes(group[1::2])))
+            else:
+                out.append((merge_raw_hashes(group), {}))
+        return out
 
     def tag_window(
         self, window_s: int, *, by: str, metric: str | None, field: str | None, now: float | None = None
@@ -285,7 +295,8 @@ class AnalyticsStore:
         plan = plan_window(to_s, window_s)
         pipe = self.redis.pipeline(transaction=False)
         for res, start in plan:
-            pipe.hgetall(self.keys.tag_bucket(res, start))
+            for keys in self.parts:
+                pipe.hgetall(keys.tag_bucket(res, start))
         stats = TagStats(by, metric=metric, field=field)
         for h in pipe.execute():
             if h:
@@ -297,13 +308,14 @@ class AnalyticsStore:
 
         HSCAN with MATCH filters the counters out server-side, so the sketches are never sent."""
         pipe = self.redis.pipeline(transaction=False)
-        for start in starts:
-            pipe.hscan(self.keys.bucket(res, start), 0, match=COUNT_MATCH, count=1_000_000)
+        buckets = [(i, keys.bucket(res, start)) for i, start in enumerate(starts) for keys in self.parts]
+        for _, key in buckets:
+            pipe.hscan(key, 0, match=COUNT_MATCH, count=1_000_000)
         out: dict[str, list[int]] = {}
-        for i, (cursor, found) in enumerate(pipe.execute()):
+        for (i, key), (cursor, found) in zip(buckets, pipe.execute(), strict=True):
             entries = dict(found)
             while int(cursor):  # a very large hash can take more than one call
-                cursor, more = self.redis.hscan(self.keys.bucket(res, starts[i]), cursor, match=COUNT_MATCH)
+                cursor, more = self.redis.hscan(key, cursor, match=COUNT_MATCH)
                 entries.update(more)
             for raw, n in entries.items():
                 parsed = parse_name(raw)

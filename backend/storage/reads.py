@@ -41,6 +41,12 @@ def _history_events(entry_id, fields, stride: int = 1) -> list[dict]:
     return [orjson.loads(e) for e in numbered(_entry_seq(entry_id), blob.split(b"\n"), stride)]
 
 
+def _time_order(event: dict) -> tuple:
+    """Events of several partitions in time order: their `ts`, then seq."""
+    seq = event.get("seq")
+    return (str(event.get("ts", "")), seq if isinstance(seq, int) else -1)
+
+
 def _merge_cooperatively(hashes: list) -> WindowStats:
     """WindowStats of many bucket hashes, letting the loop run between them. (Not in a native
     thread: with several wide queries at once, threads holding the GIL made every socket write
@@ -99,6 +105,8 @@ class Reads:
     def recent(self, limit: int, metric: str | None = None, after: int | None = None) -> list[dict]:
         """Newest first. For one metric, its own list (which holds quiet metrics' events long
         after the global list moved on) together with what the global list has of it."""
+        if len(self.parts) > 1:
+            return self._recent_of_partitions(limit, metric, after)
         if metric is not None and self.recent_per_metric:
             pipe = self.redis.pipeline(transaction=False)
             pipe.lrange(self.keys.recent_metric(metric), 0, self.recent_per_metric - 1)
@@ -127,6 +135,54 @@ class Reads:
         if metric is not None and self.recent_per_metric:
             events.sort(key=lambda e: e["seq"] if isinstance(e.get("seq"), int) else -1, reverse=True)
         return events[:limit]
+
+    def _recent_of_partitions(self, limit: int, metric: str | None, after: int | None) -> list[dict]:
+        """Every partition's recent lists, newest first by event time (seqs of different
+        partitions do not say which came first). `after` applies per partition (see history)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for keys in self.parts:
+            pipe.lrange(keys.recent, 0, self.recent_max - 1)
+            if metric is not None and self.recent_per_metric:
+                pipe.lrange(keys.recent_metric(metric), 0, self.recent_per_metric - 1)
+        out: dict[object, dict] = {}
+        for raw in pipe.execute():
+            for item in raw:
+                try:
+                    event = orjson.loads(item)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(event, dict) or (metric is not None and event.get("metric") != metric):
+                    continue
+                seq = event.get("seq")
+                if after is not None and not (isinstance(seq, int) and seq > after):
+                    continue
+                out.setdefault(seq if isinstance(seq, int) else id(event), event)
+        return sorted(out.values(), key=_time_order, reverse=True)[:limit]
+
+    def history_after_partitions(
+        self, afters: dict[int, int], limit: int, metric: str | None = None, *, oldest_first: bool
+    ) -> dict:
+        """history_after over every partition: for each, the events after its seq in `afters`
+        (its whole history when it has none there), merged in time order. `next_after` is then
+        one seq per partition (a dict) to page on, `complete` whether nothing was left out."""
+        pages = {
+            k: self.history_after(afters.get(k, 0), limit, metric, oldest_first=oldest_first, partition=k)
+            for k in range(len(self.parts))
+        }
+        merged = sorted(
+            (e for page in pages.values() for e in page["events"]), key=_time_order, reverse=not oldest_first
+        )
+        kept = merged[:limit]
+        cut = len(merged) > limit
+        complete = not cut and all(p["complete"] for p in pages.values())
+        next_after = None
+        if oldest_first and not complete:
+            newest = dict(afters)
+            for e in kept:
+                k = e["seq"] % len(self.parts)
+                newest[k] = max(newest.get(k, 0), e["seq"])
+            next_after = {k: newest.get(k, 0) for k in range(len(self.parts))}
+        return {"events": kept, "complete": complete, "oldest_seq": None, "next_after": next_after}
 
     def history_after(
         self, after: int, limit: int, metric: str | None = None, *, oldest_first: bool, partition: int = 0
@@ -182,10 +238,28 @@ class Reads:
         }
 
     def rejected(self, limit: int) -> list[dict]:
-        return [orjson.loads(item) for item in self.redis.lrange(self.keys.rejected, 0, limit - 1)]
+        if len(self.parts) == 1:
+            return [orjson.loads(item) for item in self.redis.lrange(self.keys.rejected, 0, limit - 1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for keys in self.parts:
+            pipe.lrange(keys.rejected, 0, limit - 1)
+        items = [orjson.loads(item) for raw in pipe.execute() for item in raw]
+        return sorted(items, key=lambda d: d.get("time", ""), reverse=True)[:limit]
 
     def stats(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.redis.hgetall(self.keys.stats).items()}
+        """Lifetime counters, summed over the partitions."""
+        pipe = self.redis.pipeline(transaction=False)
+        for keys in self.parts:
+            pipe.hgetall(keys.stats)
+        out: dict[str, int] = {}
+        for h in pipe.execute():
+            for k, v in h.items():
+                out[k.decode()] = out.get(k.decode(), 0) + int(v)
+        return out
+
+    def _bucket_keys(self, res: int, start: int) -> list[str]:
+        """The bucket of this interval in every partition (each partition writes its own)."""
+        return [keys.bucket(res, start) for keys in self.parts]
 
     def _hgetall_many(self, bucket_keys: Iterable[str]) -> list[dict]:
         """HGETALL of many hashes, READ_CHUNK per round trip, letting the loop run between the
@@ -209,7 +283,13 @@ class Reads:
         batch has been written since (the worker bumps the `received` counter with every batch):
         the tick and any number of REST callers then cost one merge, and nobody reads stale data."""
         to_s = int(now if now is not None else time.time()) + 1  # include the current second
-        version = self.redis.hget(self.keys.stats, "received")
+        if len(self.parts) == 1:
+            version = self.redis.hget(self.keys.stats, "received")
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for keys in self.parts:
+                pipe.hget(keys.stats, "received")
+            version = tuple(pipe.execute())
         key = (window_s, metric, to_s, version)
         with self._cache_lock:
             cached = self._aggregate_cache.get(key)
@@ -234,7 +314,7 @@ class Reads:
         current = (to_s - 1) // 60 * 60  # the minute holding the window's last second
         if from_s >= current:  # a window inside the current minute: its seconds
             return _merge_cooperatively(
-                self._hgetall_many(self.keys.bucket(1, sec) for sec in range(from_s, to_s))
+                self._hgetall_many(k for sec in range(from_s, to_s) for k in self._bucket_keys(1, sec))
             )
         key = (from_s, current)
         clock = time.monotonic()
@@ -253,7 +333,7 @@ class Reads:
                 done = self._computing[key] = threading.Event()
                 try:
                     plan = plan_window(current, current - from_s)
-                    hashes = self._hgetall_many(self.keys.bucket(r, st) for r, st in plan)
+                    hashes = self._hgetall_many(k for r, st in plan for k in self._bucket_keys(r, st))
                     merged = _merge_cooperatively(hashes)
                     hit = (clock, merged)
                     with self._cache_lock:
@@ -263,8 +343,14 @@ class Reads:
                     done.set()
             if hit is None:  # the read we waited for failed; its caller reports why
                 raise redis.ConnectionError("a concurrent read of this window failed; retry")
-        live = self.redis.hgetall(self.keys.bucket(60, current))
-        return _combined(hit[1], WindowStats.from_hashes([live]))
+        if len(self.parts) == 1:
+            live = [self.redis.hgetall(self.keys.bucket(60, current))]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for key in self._bucket_keys(60, current):
+                pipe.hgetall(key)
+            live = pipe.execute()
+        return _combined(hit[1], WindowStats.from_hashes(live))
 
     def timeseries(
         self, window_s: int, step_s: int, metric: str | None, field: str | None, now: float | None = None
@@ -290,9 +376,9 @@ class Reads:
                 missing.append(step_start)
         if missing:
             starts = [b for step_start in missing for b in range(step_start, step_start + step_s, res)]
-            hashes = dict(
-                zip(starts, self._hgetall_many(self.keys.bucket(res, b) for b in starts), strict=True)
-            )
+            n = len(self.parts)
+            read = self._hgetall_many(k for b in starts for k in self._bucket_keys(res, b))
+            hashes = [(starts[i // n], h) for i, h in enumerate(read)]
             fresh = timeseries(
                 hashes,
                 from_s=from_s,

@@ -38,6 +38,7 @@ def analytics_store(app: Flask | None = None) -> AnalyticsStore:
             keep_closed=s.keep_closed,
             rules_max=s.rules_max,
             default_rules=s.default_rules,
+            parts=runtime.store.parts,
         )
     return store
 

@@ -33,6 +33,7 @@ from backend.analytics.signals import CountHistory, Frame
 from backend.core.timefmt import iso_ms, parse_iso
 from backend.core.window import WindowStats
 from backend.storage.alerts import AnalyticsStore
+from backend.storage.keys import Partitioning
 from backend.tasks.loop import Task
 from backend.tasks.webhook import WebhookSender
 
@@ -74,7 +75,12 @@ class Evaluator(Task):
     ):
         self.settings = s = AnalyticsSettings.from_config(config)
         self.analytics = AnalyticsStore(
-            client, keys, keep_closed=s.keep_closed, rules_max=s.rules_max, default_rules=s.default_rules
+            client,
+            keys,
+            keep_closed=s.keep_closed,
+            rules_max=s.rules_max,
+            default_rules=s.default_rules,
+            parts=Partitioning.from_config(config).all_keys(keys),
         )
         self.socketio = socketio
         self.worker = worker

@@ -11,7 +11,7 @@ from backend.core.events import NAME_RE
 from backend.core.sketch import Sketch
 from backend.core.timefmt import iso_ms, parse_iso
 from backend.core.window import TagStats, counts_json, timeseries_plan
-from backend.web.api.params import int_arg, name_arg, optional_int_arg
+from backend.web.api.params import int_arg, name_arg
 from backend.web.errors import ApiError
 from backend.web.runtime import get_runtime
 
@@ -89,28 +89,59 @@ def recent_limit_max(cfg) -> int:
     return HISTORY_LIMIT_MAX if cfg["HISTORY_S"] > 0 else cfg["RECENT_MAX"]
 
 
+def _afters(partitions: int) -> dict[int, int] | None:
+    """`after=SEQ` or, with several partitions, `after=SEQ,SEQ,...`: the newest seq the client
+    holds of each partition (a seq names its partition: seq % INGEST_PARTITIONS). At most one
+    per partition; a partition left out is read from the start of its history."""
+    raw = request.args.get("after")
+    if raw in (None, ""):
+        return None
+    items = raw.split(",")
+    if len(items) > partitions:
+        raise ApiError(400, f"after names at most {partitions} seq(s), one per partition", param="after")
+    out: dict[int, int] = {}
+    for item in items:
+        if not item.strip().isdigit() or int(item) >= 2**63:
+            raise ApiError(
+                400, f"after must be a seq or seqs separated by commas, got {raw[:80]!r}", param="after"
+            )
+        seq = int(item)
+        if seq % partitions in out:
+            raise ApiError(400, f"after names partition {seq % partitions} twice", param="after")
+        out[seq % partitions] = seq
+    return out
+
+
 @bp.get("/recent")
 def recent():
     """Newest first. With `after=SEQ` (a resync after a gap): the events with a larger seq from
     the last HISTORY_S, `complete` saying whether that is all of them; `order=asc` returns the
-    oldest first and `next_after` to page on."""
+    oldest first and `next_after` to page on. With several partitions `after` (and `next_after`)
+    hold one seq per partition, and events of different partitions come in time order."""
     cfg = current_app.config
-    after = optional_int_arg("after", 0, 2**63 - 1)
-    history = after is not None and cfg["HISTORY_S"] > 0
+    store = get_runtime().store
+    partitions = len(store.parts)
+    afters = _afters(partitions)
+    history = afters is not None and cfg["HISTORY_S"] > 0
     limit = int_arg("limit", 100, 1, recent_limit_max(cfg))
     metric = name_arg("metric")
     order = request.args.get("order", "desc")
     if order not in ("asc", "desc"):
         raise ApiError(400, "order must be asc or desc", param="order")
-    store = get_runtime().store
     if not history:
+        after = min(afters.values()) if afters else None
         events = store.recent(limit, metric=metric, after=after)
         return jsonify({"count": len(events), "metrics": events})
-    found = store.history_after(after, limit, metric, oldest_first=order == "asc")
+    if partitions == 1:
+        found = store.history_after(afters[0], limit, metric, oldest_first=order == "asc")
+    else:
+        found = store.history_after_partitions(afters, limit, metric, oldest_first=order == "asc")
     body = {"count": len(found["events"]), "metrics": found["events"], "complete": found["complete"]}
-    body["oldest_seq"] = found["oldest_seq"]
+    if partitions == 1:
+        body["oldest_seq"] = found["oldest_seq"]
     if found["next_after"] is not None:
-        body["next_after"] = found["next_after"]
+        nxt = found["next_after"]
+        body["next_after"] = nxt if partitions == 1 else ",".join(str(nxt[k]) for k in sorted(nxt))
     return jsonify(body)
 
 
@@ -162,11 +193,12 @@ def _tag_timeseries(store, window: int, step: int, to_s: int | None, metric, fie
             400, f"a tag filter reads at most {MAX_TAG_BUCKETS} buckets; use a larger step", param="step"
         )
     pipe = store.redis.pipeline(transaction=False)
-    for start in starts:
-        pipe.hgetall(store.keys.tag_bucket(res, start))
+    reads = [(start, keys.tag_bucket(res, start)) for start in starts for keys in store.parts]
+    for _, key in reads:
+        pipe.hgetall(key)
     from_s = end - window
     steps = [TagStats(by, metric=metric, field=field) for _ in range(window // step)]
-    for start, h in zip(starts, pipe.execute(), strict=True):
+    for (start, _), h in zip(reads, pipe.execute(), strict=True):
         if h:
             steps[(start - from_s) // step].merge_hash(h)
     points = []
