@@ -1,6 +1,6 @@
 import { useEffect } from 'react'
 import { defaultApi } from '../lib/api.js'
-import { normalizeEvents } from '../lib/events.js'
+import { normalizeEvents, partitionsOf } from '../lib/events.js'
 import { pickLatencyField } from '../lib/latency.js'
 import { useAlerts } from './useAlerts.js'
 import { LOG_BUFFER, useEventLog } from './useEventLog.js'
@@ -43,6 +43,13 @@ export function usePulse({ windowSec, io = connectSocket, api = defaultApi, flus
     },
     onDisconnect: live.pauseRate,
     on: {
+      // Sent on every connect, before any batch. `partitions` (absent: 1) says how seqs are made,
+      // which the log's resync and order depend on. A reconnect's catch-up starts at the socket's
+      // own `connect`, before this arrives: it uses the count of the connection it lost, the one
+      // the seqs it holds were made under.
+      connected(body) {
+        log.setPartitions(partitionsOf(body))
+      },
       metrics(payload) {
         const fresh = log.add(normalizeEvents(payload)) // the log's seqs say what is new
         if (!fresh.length) return

@@ -1,6 +1,6 @@
 import { act, renderHook } from '@testing-library/react'
 import { beforeEach, describe, expect, it, vi } from 'vitest'
-import { BASE_TIME, FakeSocket, aggregateBody, ev, fakeApi, fakeIo, range } from '../test/fakes.js'
+import { BASE_TIME, FakeSocket, aggregateBody, ev, fakeApi, fakeIo, partitionedRecent, pev, range } from '../test/fakes.js'
 import { FLUSH_MS, HISTORY_SETTLE_MS, LOG_MS, SOCKET_OPTIONS, usePulse } from './usePulse.js'
 
 /** Lets pending promises (REST calls) settle. */
@@ -231,6 +231,51 @@ describe('usePulse: log fill, dedupe and gaps', () => {
     expect(hook.result.current.gap).toMatchObject({ missed: 299 })
     act(() => hook.result.current.dismissGap())
     expect(hook.result.current.gap).toBeNull()
+  })
+
+  it('a `connected` without partitions keeps the single-number resync of today', async () => {
+    const api = fakeApi()
+    const { socket } = setup({ api })
+    socket.serverConnect()
+    socket.send('connected', { msg: 'connected', sid: 's1', modes: ['event', 'batch'] })
+    await settle()
+    socket.send('metrics', range(1, 10).map((s) => ev(s)))
+    socket.drop()
+    socket.serverConnect()
+    await settle()
+    expect(api.recent).toHaveBeenLastCalledWith({ limit: 500, after: 10 })
+  })
+
+  it('with `partitions` in `connected`, resyncs per partition and counts each partition\'s gap', async () => {
+    const P = 4
+    // Partition 1 runs 100 ms ahead of the others: its n=4 (seq 17) is newer than partition 0's n=6 (seq 24).
+    const part = (k, from, to) => range(from, to).map((n) => pev(n, k, P, { at: n * 10 + k + (k === 1 ? 100 : 0) }))
+    const api = fakeApi()
+    const { socket, hook } = setup({ api })
+    socket.serverConnect()
+    socket.send('connected', { msg: 'connected', sid: 's1', partitions: P })
+    await settle()
+    // Batches per partition, interleaved; partition 2 sends nothing.
+    socket.send('metrics', part(1, 0, 4))
+    socket.send('metrics', part(0, 0, 6))
+    socket.send('metrics', part(3, 0, 2))
+    socket.drop()
+    // Meanwhile partition 0 went on to n=20 of which the server still has n>=10 (n=7..9 lost),
+    // partition 1 to n=8 with nothing lost, partition 3 to n=5 with n=3 lost.
+    const held = [...part(0, 10, 20), ...part(1, 5, 8), ...part(3, 4, 5)]
+    api.recent.mockImplementation(partitionedRecent(held, P))
+    socket.serverConnect()
+    socket.send('connected', { msg: 'connected', sid: 's2', partitions: P })
+    await settle()
+    await tick(LOG_MS)
+    expect(api.recent).toHaveBeenLastCalledWith({ limit: 500, after: '24,17,11' })
+    expect(hook.result.current.gap).toMatchObject({ missed: 3 + 1 })
+    const seqs = hook.result.current.events.map((e) => e.seq)
+    expect(new Set(seqs).size).toBe(5 + 7 + 3 + held.length)
+    expect(hook.result.current.received).toBe(seqs.length)
+    // Newest first in time, not by seq (which would put seq 24 above 17, and 80 above 33).
+    const times = hook.result.current.events.map((e) => Date.parse(e.ts))
+    expect(times).toEqual([...times].sort((a, b) => b - a))
   })
 
   it('falls back to the server default limit when 500 is rejected', async () => {

@@ -84,6 +84,32 @@ export function ev(seq, { at = seq, ...extra } = {}) {
   }
 }
 
+/**
+ * Event `n` of ingest partition `k` with `partitions` partitions: seq = n*P + k (docs/api.md).
+ * `at` (ms after BASE_TIME) defaults to n*10 + k: partitions interleave in time.
+ */
+export function pev(n, k, partitions, { at = n * 10 + k, ...extra } = {}) {
+  return ev(n * partitions + k, { at, ...extra })
+}
+
+/**
+ * `api.recent` of a server with `partitions` ingest partitions that still holds `history` (any
+ * order), as the contract says: `after` is a seq or "s1,s2,..." naming partitions (seq % P);
+ * for a named partition the events with a larger seq, for the others their whole history,
+ * merged by ts then seq, the newest `limit` (order=desc, the only order the log asks for).
+ */
+export function partitionedRecent(history, partitions) {
+  const part = (seq) => ((seq % partitions) + partitions) % partitions
+  const oldestFirst = (a, b) => Date.parse(a.ts) - Date.parse(b.ts) || a.seq - b.seq
+  return async ({ limit = 200, after } = {}) => {
+    const named = new Map()
+    if (after != null) for (const s of String(after).split(',')) named.set(part(Number(s)), Number(s))
+    const picked = history.filter((e) => !named.has(part(e.seq)) || e.seq > named.get(part(e.seq))).sort(oldestFirst)
+    const page = picked.slice(-(limit ?? 500)).reverse()
+    return { count: page.length, metrics: page, complete: page.length === picked.length }
+  }
+}
+
 export const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
 
 export function aggregateBody(windowSec = 60, { total = 1200, errors = 30 } = {}) {
