@@ -35,6 +35,10 @@ def held(web) -> dict[str, list[int]]:
     return {w["token"]: w["partitions"] for w in health_workers(web) if w.get("partitions")}
 
 
+def all_held(web) -> list[int]:
+    return sorted(k for partitions in held(web).values() for k in partitions)
+
+
 def xadd_routed(r, base: str, events: list[dict]) -> None:
     pipe = r.pipeline(transaction=False)
     for event in events:
@@ -49,7 +53,7 @@ def aggregate(web, metric: str) -> int:
 
 def test_one_process_holds_every_partition_and_the_legacy_channel_still_works(server_factory, r, names):
     server = server_factory(env={"INGEST_PARTITIONS": str(P)})
-    wait_for(lambda: sorted(sum(held(server).values(), [])) == list(range(P)), message="all partitions held")
+    wait_for(lambda: all_held(server) == list(range(P)), message="all partitions held")
     metrics = [f"m{i}" for i in range(20)]
     assert len({partition_of(m, P) for m in metrics}) == P  # the test spreads over every partition
     for i in range(200):
@@ -85,7 +89,7 @@ def test_one_process_holds_every_partition_and_the_legacy_channel_still_works(se
 def test_two_workers_split_the_partitions_and_one_takes_over_when_the_other_dies(server_factory, r, names):
     first = server_factory(command="worker", env=PARTS)
     web = server_factory(args=("--no-worker",), env=PARTS)  # ready once every partition is held
-    wait_for(lambda: len(sum(held(web).values(), [])) == P, message="the first worker holds all")
+    wait_for(lambda: len(all_held(web)) == P, message="the first worker holds all")
     second = server_factory(command="worker", env=PARTS)
     # The newcomer gets its share: the first hands its highest partitions over.
     split = wait_for(
@@ -93,13 +97,11 @@ def test_two_workers_split_the_partitions_and_one_takes_over_when_the_other_dies
         timeout=15,
         message="two workers with two partitions each",
     )
-    assert sorted(sum(split.values(), [])) == list(range(P))
+    assert sorted(k for v in split.values() for k in v) == list(range(P))
 
     second.process.send_signal(signal.SIGKILL)
     killed = time.monotonic()
-    wait_for(
-        lambda: sorted(sum(held(web).values(), [])) == list(range(P)) and len(held(web)) == 1, timeout=10
-    )
+    wait_for(lambda: all_held(web) == list(range(P)) and len(held(web)) == 1, timeout=10)
     took_s = time.monotonic() - killed
     print(f"\npartitions of a SIGKILLed worker taken over in {took_s:.2f}s (LEASE_TTL_MS 1500)")
     assert first.process.poll() is None
@@ -112,7 +114,7 @@ def test_a_worker_killed_under_load_in_stream_mode_loses_and_repeats_nothing(ser
     workers = [server_factory(command="worker", env=STREAM) for _ in range(2)]
     web = server_factory(args=("--no-worker",), env=STREAM)
     wait_for(
-        lambda: len(held(web)) == 2 and sorted(sum(held(web).values(), [])) == list(range(P)),
+        lambda: len(held(web)) == 2 and all_held(web) == list(range(P)),
         timeout=20,
         message="two workers sharing four partitions",
     )
