@@ -44,16 +44,24 @@ SUBSCRIBER_LAG = Gauge(
     "Age of the newest event in the last batch when it was processed (event ts to now)",
     mode="livemax",
 )
+# Per partition (INGEST_PARTITIONS), reported by the process holding it.
 STREAM_PENDING = Gauge(
     "pulseboard_stream_pending_entries",
     "Stream entries delivered to the worker and not yet acknowledged (INGEST_TRANSPORT=stream)",
+    ["partition"],
 )
 STREAM_LAG = Gauge(
     "pulseboard_stream_lag_entries",
     "Stream entries not yet read by the worker's consumer group (INGEST_TRANSPORT=stream)",
+    ["partition"],
 )
 STREAM_LENGTH = Gauge(
-    "pulseboard_stream_length_entries", "Entries in the ingest stream (INGEST_TRANSPORT=stream)"
+    "pulseboard_stream_length_entries",
+    "Entries in the ingest stream (INGEST_TRANSPORT=stream)",
+    ["partition"],
+)
+PARTITIONS_HELD = Gauge(
+    "pulseboard_partitions_held", "Ingest partitions this worker process consumes (INGEST_PARTITIONS)"
 )
 
 # Alerting (docs/analytics.md). Set by the evaluator, so only the process whose worker holds the

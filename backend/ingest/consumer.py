@@ -342,10 +342,11 @@ class Consumer(Task):
             log.warning("cannot read the stream's figures: %s", exc)
             return
         if info:
-            telemetry.STREAM_LENGTH.set(info["length"])
-            telemetry.STREAM_PENDING.set(info["pending"])
+            label = str(self.partition)
+            telemetry.STREAM_LENGTH.labels(label).set(info["length"])
+            telemetry.STREAM_PENDING.labels(label).set(info["pending"])
             if info["lag"] is not None:
-                telemetry.STREAM_LAG.set(info["lag"])
+                telemetry.STREAM_LAG.labels(label).set(info["lag"])
 
     def status(self) -> dict:
         reader = self.source.reader if isinstance(self.source, PubSubSource) else None

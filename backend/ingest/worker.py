@@ -14,6 +14,7 @@ import time
 
 import redis
 
+from backend import telemetry
 from backend.ingest.consumer import Consumer
 from backend.ingest.lease import HEARTBEAT_EVERY_S, new_token
 from backend.ingest.shares import Shares
@@ -108,6 +109,7 @@ class Worker(Task):
         self.shares.set_live_workers(len(tokens))
 
     def _report(self) -> None:
+        telemetry.PARTITIONS_HELD.set(len(self.shares.held))
         try:
             self.store.report_worker(self.token, self.status())
         except redis.RedisError as exc:

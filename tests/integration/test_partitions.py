@@ -83,6 +83,8 @@ def test_one_process_holds_every_partition_and_the_legacy_channel_still_works(se
     assert sorted(e["value"] for e in body["metrics"]) == [1000 + i for i in range(8)]
     bad = requests.get(f"{server.url}/api/metrics/recent?after={newest[0]},{newest[0] + P}", timeout=5)
     assert bad.status_code == 400 and "twice" in bad.json()["error"]
+    exported = requests.get(f"{server.url}/metrics", timeout=5).text
+    assert f"pulseboard_partitions_held {float(P)}" in exported
 
 
 @pytest.mark.slow
