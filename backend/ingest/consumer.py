@@ -21,7 +21,6 @@ Pub/Sub messages, and its script also acknowledges its stream entries, fenced by
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 
@@ -36,18 +35,12 @@ from backend.ingest.sources import PubSubSource, StreamSource, next_message
 from backend.ingest.stream import StreamReader, check_transport
 from backend.storage.keys import Partitioning
 from backend.storage.store import LeaseLost, Store, connect
-from backend.tasks.loop import Backoff, Task
+from backend.tasks.loop import Backoff, Task, start_thread
 
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT_S = 5.0  # longest wait for Redis to confirm a SUBSCRIBE
 IDLE_WAIT_S = 0.5  # longest wait for a message before the loop renews its lease anyway
-
-
-def _start_thread(target):
-    thread = threading.Thread(target=target, name="pubsub-reader", daemon=True)
-    thread.start()
-    return thread
 
 
 class Consumer(Task):
@@ -66,7 +59,9 @@ class Consumer(Task):
         self.name = f"partition {partition}"
         self.config = config
         self.broadcaster = broadcaster
-        self.start_task = start_task or _start_thread  # socketio.start_background_task
+        self.start_task = start_task or (
+            lambda target: start_thread(target, "pubsub-reader")
+        )  # socketio.start_background_task
         self.partition = partition
         self.shares = shares or Shares(1)
         parts = Partitioning.from_config(config)

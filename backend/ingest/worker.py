@@ -9,7 +9,6 @@ reports itself (id, partitions held, figures) about once a second for /api/healt
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import redis
@@ -19,17 +18,11 @@ from backend.ingest.consumer import Consumer
 from backend.ingest.lease import HEARTBEAT_EVERY_S, new_token
 from backend.ingest.shares import Shares
 from backend.storage.store import Store
-from backend.tasks.loop import Task
+from backend.tasks.loop import Task, start_thread
 
 log = logging.getLogger(__name__)
 
 STOP_WAIT_S = 5.0  # longest a stopping worker waits for its consumers to finish their batches
-
-
-def _start_thread(target):
-    thread = threading.Thread(target=target, name="ingest", daemon=True)
-    thread.start()
-    return thread
 
 
 class Worker(Task):
@@ -37,7 +30,7 @@ class Worker(Task):
 
     def __init__(self, config, broadcaster, sleep=time.sleep, start_task=None):
         super().__init__(sleep)
-        self.start_task = start_task or _start_thread
+        self.start_task = start_task or (lambda target: start_thread(target, "ingest"))
         self.token = new_token()
         self.partitions = config["INGEST_PARTITIONS"]
         self.shares = Shares(self.partitions)

@@ -14,6 +14,7 @@ choosing how they run.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -23,6 +24,13 @@ from redis.backoff import ExponentialBackoff
 log = logging.getLogger(__name__)
 
 _MAX_EXPONENT = 60  # 2**60 times any base is past every cap; keeps the float finite
+
+
+def start_thread(target, name: str = "task"):
+    """A daemon thread running `target`: the default start_task outside Flask-SocketIO."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 class Backoff:

@@ -231,6 +231,13 @@ openapi.SCHEMAS["RuleIn"] = {
     ]
 }
 _ERROR = openapi.ERROR
+_RULE_BODY = {"required": True, "content": {"application/json": {"schema": openapi._ref("RuleIn")}}}
+_RULE_WRITTEN = {  # what a create-or-replace answers
+    "200": openapi._json(openapi._ref("Rule"), "Replaced"),
+    "201": openapi._json(openapi._ref("Rule"), "Created"),
+    "400": _ERROR,
+    "401": _ERROR,
+}
 openapi.EXTRA_PATHS["/api/rules"] = {
     "get": {
         "summary": "Alert rules",
@@ -249,15 +256,9 @@ openapi.EXTRA_PATHS["/api/rules"] = {
     },
     "post": {
         "summary": "Create (201) or replace (200, same id) a rule",
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": openapi._ref("RuleIn")}},
-        },
+        "requestBody": _RULE_BODY,
         "responses": {
-            "200": openapi._json(openapi._ref("Rule"), "Replaced"),
-            "201": openapi._json(openapi._ref("Rule"), "Created"),
-            "400": _ERROR,
-            "401": _ERROR,
+            **_RULE_WRITTEN,
             "409": openapi._json(openapi._ref("Error"), "RULES_MAX rules exist already"),
         },
     },
@@ -266,15 +267,9 @@ openapi.EXTRA_PATHS["/api/rules/{rule_id}"] = {
     "put": {
         "summary": "Create or replace the rule with this id (a built-in id stores an override)",
         "parameters": [{"name": "rule_id", "in": "path", "required": True, "schema": _ID}],
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": openapi._ref("RuleIn")}},
-        },
+        "requestBody": _RULE_BODY,
         "responses": {
-            "200": openapi._json(openapi._ref("Rule"), "Replaced"),
-            "201": openapi._json(openapi._ref("Rule"), "Created"),
-            "400": _ERROR,
-            "401": _ERROR,
+            **_RULE_WRITTEN,
             "409": _ERROR,
         },
     },
