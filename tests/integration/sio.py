@@ -30,6 +30,17 @@ class Recorder:
         c.on("alert", lambda data: self._add(self.alerts, data))
         c.on("status", lambda data: self._add(self.status, data))
         c.on("connect", self._on_connect)
+        # python-engineio hands every incoming message to a new thread, so under load two batches
+        # can be recorded in the opposite order from the wire's. The handlers only append: run
+        # them in the reading thread, in the order the server sent.
+        eio_trigger = c.eio._trigger_event
+
+        def in_wire_order(event, *args, **kwargs):
+            if event == "message":
+                kwargs["run_async"] = False
+            return eio_trigger(event, *args, **kwargs)
+
+        c.eio._trigger_event = in_wire_order
 
     def _add(self, target: list, item) -> None:
         with self.lock:
