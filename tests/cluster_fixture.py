@@ -1,10 +1,6 @@
 """A real 3-master Redis Cluster for tests (backend/cli/embedded_cluster.py).
 
-Not in conftest.py on purpose (that file is being reorganised): a test module opts in with
-
-    from tests.cluster_fixture import redis_cluster, cluster_client  # noqa: F401 (fixtures)
-
-The cluster is session-scoped: forming one costs ~2 s (the server's own 2 s writable delay after
+tests/conftest.py loads these fixtures as a plugin, so every module shares one cluster. The cluster is session-scoped: forming one costs ~2 s (the server's own 2 s writable delay after
 boot), so every test module of a session shares it; tests keep to keys and channels of their own
 (see `cluster_names`), and `cluster_client` flushes every master before and after each test.
 """

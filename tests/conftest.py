@@ -21,6 +21,9 @@ from backend.cli.embedded_redis import EmbeddedRedis, free_port
 from backend.cli.procs import pulseboard_command
 from tests.helpers import wait_for
 
+# The 3-master Redis Cluster fixtures (session-scoped: one cluster for every module that uses it).
+pytest_plugins = ["tests.cluster_fixture"]
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DB = 9
 

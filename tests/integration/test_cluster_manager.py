@@ -1,4 +1,3 @@
-# ruff: noqa: F811 -- pytest fixtures imported from tests/cluster_fixture.py are redefined as arguments
 """Socket.IO message queues on a Redis Cluster: two server managers in one process, one emits,
 the other's listener receives (as two web nodes would)."""
 
@@ -10,7 +9,6 @@ import sys
 import socketio
 
 from backend.realtime.cluster_manager import ClusterRedisManager, cluster_channel, cluster_url
-from tests.cluster_fixture import cluster_client, cluster_names, redis_cluster  # noqa: F401
 from tests.helpers import wait_for
 
 

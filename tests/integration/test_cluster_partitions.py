@@ -1,4 +1,3 @@
-# ruff: noqa: F811 -- pytest fixtures imported from tests/cluster_fixture.py are redefined as arguments
 """The scale-out topology on a real 3-master Redis Cluster: two `pulseboard worker` processes split
 four partitions, a web-only node serves clients, producers POST /api/ingest, and one worker is
 SIGKILLed half way through 20,000 events. Everything is stored once and reaches a client once."""
@@ -11,7 +10,6 @@ import threading
 import pytest
 import requests
 
-from tests.cluster_fixture import cluster_client, redis_cluster  # noqa: F401
 from tests.helpers import wait_for
 from tests.integration.sio import Recorder
 

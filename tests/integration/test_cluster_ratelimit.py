@@ -1,4 +1,3 @@
-# ruff: noqa: F811 -- pytest fixtures imported from tests/cluster_fixture.py are redefined as arguments
 """flask-limiter on a Redis Cluster: which storage URI works with our redis-py, per strategy."""
 
 from __future__ import annotations
@@ -7,8 +6,6 @@ import flask
 import pytest
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-
-from tests.cluster_fixture import cluster_client, cluster_names, redis_cluster  # noqa: F401
 
 
 def _app(storage_uri: str, strategy: str, prefix: str) -> flask.Flask:

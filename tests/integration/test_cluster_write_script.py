@@ -1,4 +1,3 @@
-# ruff: noqa: F811 -- pytest fixtures imported from tests/cluster_fixture.py are redefined as arguments
 """The worker's write script (backend/storage/scripts.py, WRITE_BATCH_LUA) on a Redis Cluster, unchanged:
 it declares every key it touches in KEYS, so it runs as soon as all of them share a hash tag --
 and is refused as the keys are named today (each in its own slot)."""
@@ -14,7 +13,7 @@ from redis.exceptions import RedisClusterException
 from backend.core.aggregate import BucketDelta
 from backend.storage.keys import Keys
 from backend.storage.store import Store
-from tests.cluster_fixture import cluster_client, cluster_names, node_clients, redis_cluster  # noqa: F401
+from tests.cluster_fixture import node_clients
 
 
 def _store(client: RedisCluster, keys: Keys) -> Store:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 -- pytest fixtures imported from tests/cluster_fixture.py are redefined as arguments
 """The embedded 3-master cluster works, and so do the redis-py cluster features REDIS_CLUSTER needs:
 slot routing from one node's URL, hash-tagged multi-key Lua, sharded Pub/Sub."""
 
@@ -13,7 +12,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from backend.cli.embedded_cluster import SLOTS, EmbeddedCluster
-from tests.cluster_fixture import cluster_client, cluster_names, node_clients, redis_cluster  # noqa: F401
+from tests.cluster_fixture import node_clients
 from tests.helpers import wait_for
 
 
