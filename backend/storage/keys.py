@@ -12,7 +12,6 @@ from producer import channel_for, partition_of, stream_for
 
 # The generator the dashboard and POST /api/generator steer (`pulseboard up` starts it).
 DASHBOARD_GENERATOR = "dashboard"
-MAX_PARTITIONS = 64  # INGEST_PARTITIONS bound: every read of a window merges one hash per partition
 
 
 @dataclass(frozen=True)
