@@ -51,6 +51,7 @@ CONFIGS = (("p1w1", 1, 1), ("p2w1", 2, 1), ("p2w2", 2, 2))
 STARTS = ("cold", "warm")
 VARIANTS = 7  # each of the 7 `mixed` metrics as 7 names: 49 metric names
 FILL_CHUNK = 5000
+STALL_S = 30.0  # a run with nothing accepted this long after its workers started has failed
 
 
 def backlog_events(n: int, seed: int, ts0: float) -> list[tuple[str, bytes]]:
@@ -75,6 +76,7 @@ class Target:
 
     def __init__(self, bench: Bench, cluster: bool):
         self.cluster = cluster
+        self.name = "cluster" if cluster else "redis"
         self._owned = None
         if cluster:
             from backend.cli.embedded_cluster import EmbeddedCluster
@@ -222,7 +224,7 @@ def run_one(
         if warm:
             extra = {"LEASE_TTL_MS": "60000"}
             procs = [
-                spawn_worker(bench, target, names, partitions, f"{label}-warm-w{w}", extra)[0]
+                spawn_worker(bench, target, names, partitions, f"{target.name}-{label}-warm-w{w}", extra)[0]
                 for w in range(workers)
             ]
             run["split_s"] = rnd(wait_split(target, names, procs, partitions), 2)
@@ -237,7 +239,7 @@ def run_one(
                 os.kill(p.pid, signal.SIGCONT)
         else:
             for w in range(workers):
-                procs.append(spawn_worker(bench, target, names, partitions, f"{label}-w{w}")[0])
+                procs.append(spawn_worker(bench, target, names, partitions, f"{target.name}-{label}-w{w}")[0])
         ps = {f"worker{w}": psutil.Process(p.pid) for w, p in enumerate(procs)}
         meter = CpuMeter({**ps, **target.procs})
         t_first = a_first = done = None
@@ -255,6 +257,11 @@ def run_one(
             for w, p in enumerate(procs):
                 if p.poll() is not None:
                     raise RuntimeError(f"worker {w} exited with {p.returncode}; see {bench.log_dir}")
+            if t_first is None and now - t_spawn > STALL_S:
+                # e.g. a worker without cluster support: alive, retrying a MOVED error forever
+                raise RuntimeError(
+                    f"no event accepted within {STALL_S:.0f}s; see the workers' logs in {bench.log_dir}"
+                )
             time.sleep(0.01)
         cpu = meter.stop() if t_first is not None else {}
         run.update(
@@ -374,7 +381,7 @@ def measure(bench: Bench, *, cluster: bool, events: int, rounds: int) -> dict:
                     run["round"] = rd + 1
                     runs.append(run)
                     bench.say("    " + line(run))
-                    if cluster and "error" in run:
+                    if cluster and ("error" in run or not run.get("completed")):
                         # the worker's cluster support may not be there yet: one failure is the answer
                         return {"redis": variant, "runs": runs, **summarize(runs)}
     finally:
