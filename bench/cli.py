@@ -214,6 +214,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="also run them on an embedded 3-master Redis Cluster (REDIS_CLUSTER=true)",
     )
+    g.add_argument(
+        "--scaling-shared-session",
+        action="store_true",
+        help="start the workers in the bench's own session instead of one session each: with "
+        "autogroup scheduling they then share one fair share of the CPU (the default gives each "
+        "its own, as separate services would have)",
+    )
     return p
 
 

@@ -19,6 +19,10 @@ the backlog is worked off once consuming; CPU% (100% = one core) of each worker 
 of redis-server (every node of a cluster) over the drain, the machine's, and others'; how many
 events each worker process took (from its report in the `workers` hash).
 
+Each worker runs in a session of its own (`--scaling-shared-session`: in the bench's): under the
+kernel's autogroup scheduling one session gets one fair share of a busy machine's CPU, however
+many processes it has, which would cap two workers at what one gets.
+
 The configurations run alternately (p1w1, p2w1, p2w2, then again) `--scaling-rounds` times, so
 the machine's background load spreads over all of them; every run is kept. With
 `--scaling-cluster` the same runs go to an embedded 3-master cluster (REDIS_CLUSTER=true);
@@ -153,6 +157,11 @@ def spawn_worker(bench: Bench, target: Target, names: Names, partitions: int, la
             stdout=log_file,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,
+            # A session of its own, as a service or container would run it (and as the embedded
+            # Redis runs): with the kernel's autogroup scheduling (sched_autogroup_enabled=1)
+            # processes of one session share one fair share of the CPU, so two workers started
+            # from the bench's session would split one share between them on a busy machine.
+            start_new_session=not getattr(bench.opts, "scaling_shared_session", False),
         )
     return proc, log_path
 
@@ -396,6 +405,7 @@ def scaling(bench: Bench) -> dict:
         "rounds": opts.scaling_rounds,
         "transport": "stream",
         "metric_names": VARIANTS * 7,
+        "worker_sessions": "shared with the bench" if opts.scaling_shared_session else "one per worker",
         "single": measure(bench, cluster=False, events=opts.scaling_events, rounds=opts.scaling_rounds),
     }
     if opts.scaling_cluster:
