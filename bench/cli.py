@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): run the benchmark, print tables, write JSON.
 
-    python -m bench [--quick] [--only ingest,late,fanout,baseline,queries,soak,modes]
+    python -m bench [--quick] [--only ingest,late,fanout,baseline,queries,soak,modes,scaling]
                     [--json bench-results/latest.json] [--profile] [...]
 
 The full run takes about 15 minutes plus `--soak-seconds` (600 by default); `--quick` takes
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-SECTIONS = ("realtime", "ingest", "late", "fanout", "baseline", "queries", "soak", "modes")
+SECTIONS = ("realtime", "ingest", "late", "fanout", "baseline", "queries", "soak", "modes", "scaling")
 
 # name: (full run, --quick)
 DEFAULTS = {
@@ -39,6 +39,8 @@ DEFAULTS = {
     "modes_events": (100_000, 30_000),
     "modes_rate": (10000.0, 5000.0),
     "profile_fanout_rate": (10000.0, 10000.0),
+    "scaling_events": (200_000, 50_000),
+    "scaling_rounds": (3, 1),
 }
 
 
@@ -193,6 +195,32 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument(
         "--profile-fanout-rate", type=float, default=None, help="rate of the profiled fan-out step"
     )
+    g = p.add_argument_group("scaling (worker processes over ingest partitions)")
+    g.add_argument(
+        "--scaling-events",
+        type=int,
+        default=None,
+        help=f"backlog per run, XADDed before the workers start (default {d['scaling_events']})",
+    )
+    g.add_argument(
+        "--scaling-rounds",
+        type=int,
+        default=None,
+        help="rounds of the configurations P=1/1 worker, P=2/1 worker, P=2/2 workers, run "
+        f"alternately (default {d['scaling_rounds']}, 1 with --quick)",
+    )
+    g.add_argument(
+        "--scaling-cluster",
+        action="store_true",
+        help="also run them on an embedded 3-master Redis Cluster (REDIS_CLUSTER=true)",
+    )
+    g.add_argument(
+        "--scaling-shared-session",
+        action="store_true",
+        help="start the workers in the bench's own session instead of one session each: with "
+        "autogroup scheduling they then share one fair share of the CPU (the default gives each "
+        "its own, as separate services would have)",
+    )
     return p
 
 
@@ -208,7 +236,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench import fanout, ingest, modes, queries, realtime, report, soak
+    from bench import fanout, ingest, modes, queries, realtime, report, scaling, soak
     from bench.context import Bench
     from bench.harness import Redis, background_load, code_version, machine_info
 
@@ -289,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
                     results["soak"] = soak.soak(bench)
                 elif section == "modes":
                     results["modes"] = modes.modes(bench)
+                elif section == "scaling":
+                    results["scaling"] = scaling.scaling(bench)
                 results[section]["elapsed_s"] = round(time.monotonic() - t0, 1)
                 say(report.section(section, results[section], opts))
             except KeyboardInterrupt:

@@ -181,6 +181,10 @@ def section(name: str, r: dict, opts) -> str:
                 out.append(f"{m}: ERROR {e['error']}")
         out += ["", table(STEP_HEADERS, _step_rows(steps))]
         return "\n".join(out)
+    if name == "scaling":
+        from bench import scaling
+
+        return "\n".join([table(scaling.HEADERS, scaling.rows(r)), *scaling.summary_lines(r)])
     return ""
 
 

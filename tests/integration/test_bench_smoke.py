@@ -121,3 +121,39 @@ def test_tiny_late_section_measures_in_order_and_spread_events(tmp_path):
     assert late["spread_s"] == 3600 - 120
     assert late["ratio"] == round(late["spread"]["rate"] / late["in_order"]["rate"], 3)
     assert "spread / in-order:" in proc.stdout
+
+
+@pytest.mark.slow
+def test_tiny_scaling_section_drains_a_backlog_with_one_and_two_workers(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "bench",
+            "--only", "scaling",
+            "--scaling-events", "3000",
+            "--scaling-rounds", "1",
+            "--json", str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    scaling = json.loads(out.read_text())["scaling"]
+    assert "error" not in scaling, scaling.get("traceback")
+    runs = scaling["single"]["runs"]
+    assert [(r["start"], r["config"]) for r in runs] == [
+        (start, config) for start in ("cold", "warm") for config in ("p1w1", "p2w1", "p2w2")
+    ]
+    for run in runs:
+        assert "error" not in run, run
+        # Every backlogged event stored exactly once, by the workers started for this run.
+        assert run["completed"] is True and run["accepted"] == 3000
+        assert sum(run["processed_by_worker"]) == 3000
+        assert len(run["worker_cpu_pct"]) == run["workers"]
+        assert sum(run["per_partition"]) == 3000 and len(run["per_partition"]) == run["partitions"]
+    # Warm: the two workers split the partitions before the backlog, one partition each.
+    warm2 = next(r for r in runs if r["start"] == "warm" and r["config"] == "p2w2")
+    assert sorted(warm2["processed_by_worker"]) == sorted(warm2["per_partition"])
+    assert "2 workers / 1 worker" in proc.stdout
