@@ -34,6 +34,7 @@ from backend.ingest.pubsub import PubSubReader
 from backend.ingest.shares import Shares
 from backend.ingest.sources import PubSubSource, StreamSource, next_message
 from backend.ingest.stream import StreamReader, check_transport
+from backend.storage.client import node_client
 from backend.storage.keys import Partitioning
 from backend.storage.store import LeaseLost, Store, connect
 from backend.tasks.loop import Backoff, Task
@@ -71,7 +72,14 @@ class Consumer(Task):
         self.shares = shares or Shares(1)
         parts = Partitioning.from_config(config)
         self.store = Store.from_config(config, partition=partition)
-        self.sub_client = connect(config["REDIS_URL"], socket_timeout=None)
+        # Subscriptions (and the stream's blocking reads) take a connection of their own. On a
+        # cluster that is a plain client of the master owning the partition's slot (its channel
+        # and stream share the {k} tag): SSUBSCRIBE must go to that node, and a RedisCluster has
+        # no connection pool to lend the stream reader. Found again on each (re)subscribe
+        # (_sub_node), so a failover or reshard is followed after the reconnect it causes.
+        self.sub_client = (
+            None if parts.cluster else connect(config["REDIS_URL"], socket_timeout=None, cluster=False)
+        )
         self.token = token or new_token()
         self.lease = Lease(self.store, self.token, config["LEASE_TTL_MS"])
         self.batch = BatchProcessor(config, self.store, broadcaster, fence=self.lease.fence)
@@ -185,6 +193,8 @@ class Consumer(Task):
         On a cluster the partition's channel is sharded (SSUBSCRIBE on the node that owns its
         slot, where producers SPUBLISH); the unpartitioned channel is plain Pub/Sub, which the
         cluster delivers on every node, so one connection to that node takes both."""
+        if self.sharded:
+            self._sub_node()
         pubsub = self.sub_client.pubsub()
         if self.sharded:
             pubsub.ssubscribe(self.channel)
@@ -203,6 +213,20 @@ class Consumer(Task):
                 raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {self.channels!r}")
         pubsub.ignore_subscribe_messages = True
         return pubsub
+
+    def _sub_node(self) -> None:
+        """Cluster: point sub_client at the master that owns the partition's channel now."""
+        cluster = self.store.redis
+        node = cluster.get_node_from_key(self.channel)
+        current = self.sub_client.get_connection_kwargs() if self.sub_client is not None else {}
+        if (current.get("host"), current.get("port")) == (node.host, node.port):
+            return
+        old, self.sub_client = self.sub_client, node_client(cluster, self.channel, socket_timeout=None)
+        if self.stream is not None:
+            self.stream.close()
+            self.stream._reader = self.sub_client
+        if old is not None:
+            old.close()
 
     def _open_source(self, pubsub):
         if self.stream is not None:

@@ -17,7 +17,7 @@ Flask-SocketIO's `message_queue=`:
     socketio = SocketIO(app, client_manager=mgr)           # web node
     ClusterRedisManager(url, write_only=True).emit(...)      # an external process
 
-Prototype (docs/scaling-notes.md): not wired into the app yet.
+The app factory (backend/web/app.py) uses it when MESSAGE_QUEUE and REDIS_CLUSTER are both set.
 """
 
 from __future__ import annotations
