@@ -232,4 +232,7 @@ def _name(group) -> str:
 
 
 def _group(groups) -> dict | None:
-    return next((g for g in groups or () if _name(g) == GROUP), None)
+    # (A redis-py 8.1 cluster transaction returns XINFO GROUPS without its reply callback: the
+    # field names come back as bytes there.)
+    groups = [{k.decode() if isinstance(k, bytes) else k: v for k, v in g.items()} for g in groups or ()]
+    return next((g for g in groups if _name(g) == GROUP), None)
