@@ -57,7 +57,10 @@ def create_app(config: dict | None = None) -> Flask:
     limiter.init_app(app)
 
     origins = app.config["CORS_ORIGINS"]
-    queue = {}
+    # init_app merges its options into the ones kept from an earlier call (tests build many apps
+    # in one process): a manager left there would outlive the app that made it.
+    socketio.server_options.pop("client_manager", None)
+    queue: dict = {"message_queue": None}
     if app.config["MESSAGE_QUEUE"]:
         if app.config["REDIS_CLUSTER"]:
             # Sharded Pub/Sub on one hash-tagged channel through the slot map (the stock
