@@ -309,3 +309,30 @@ def test_consumer_reads_its_partitions_stream_on_a_cluster(redis_cluster, cluste
 def test_plain_redis_from_url_of_a_cluster_node_is_not_what_connect_returns(redis_cluster):
     # Guard: callers must not build plain clients of a cluster (MOVED for 2/3 of the keys).
     assert not isinstance(connect(redis_cluster.url, cluster=True), redis.Redis)
+
+
+def test_alert_scripts_run_on_a_cluster_with_the_alerts_tag(cluster_client, cluster_names):
+    from backend.storage.alerts import AnalyticsStore
+
+    keys = Keys.from_config(
+        {"KEY_PREFIX": f"{cluster_names}:", "RECENT_KEY": "r", "INGEST_PARTITIONS": 1, "REDIS_CLUSTER": True}
+    )
+    assert keys.alerts_tag and keys.alert("x").startswith(f"{cluster_names}:{{alerts}}:")
+    slots = {
+        cluster_client.keyslot(k)
+        for k in (keys.alert("a"), keys.alerts_open, keys.alerts_closed, keys.alerts_by_key)
+    }
+    assert len(slots) == 1
+    analytics = AnalyticsStore(cluster_client, keys, keep_closed=1)
+    first, created = analytics.open_alert("cpu>0.9", {"severity": "warning", "state": "open"}, 1.0)
+    assert created and analytics.open_alert("cpu>0.9", {"severity": "warning", "state": "open"}, 2.0) == (
+        first,
+        False,
+    )
+    assert analytics.update_alert(first, {"value": 0.95}) is not None
+    assert analytics.close_alert(first, "cpu>0.9", {"value": 0.5}, 3.0) is not None
+    second, _ = analytics.open_alert("cpu>0.9", {"severity": "warning", "state": "open"}, 4.0)
+    analytics.close_alert(second, "cpu>0.9", {}, 5.0)  # keep_closed=1: trims (DELs) the first
+    assert analytics.get(first) is None and analytics.get(second) is not None
+    # One Redis, one partition: today's names.
+    assert Keys.from_config({"KEY_PREFIX": "p:", "RECENT_KEY": "r"}).alert("x") == "p:alert:x"
