@@ -336,3 +336,40 @@ def test_alert_scripts_run_on_a_cluster_with_the_alerts_tag(cluster_client, clus
     assert analytics.get(first) is None and analytics.get(second) is not None
     # One Redis, one partition: today's names.
     assert Keys.from_config({"KEY_PREFIX": "p:", "RECENT_KEY": "r"}).alert("x") == "p:alert:x"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["pubsub", "stream"])
+def test_web_node_and_worker_processes_on_the_cluster(
+    redis_cluster, cluster_client, server_factory, names, transport
+):
+    """`pulseboard worker` + `pulseboard serve --no-worker` (eventlet, the default) on the cluster:
+    an event POSTed to the web node is routed to its partition, stored by the worker and pushed
+    to a Socket.IO client of the web node (fan-out channel and ClusterRedisManager queue)."""
+    from tests.integration.sio import Recorder
+
+    env = {
+        "REDIS_CLUSTER": "true",
+        "INGEST_PARTITIONS": str(P),
+        "MESSAGE_QUEUE": "true",
+        "INGEST_TRANSPORT": transport,
+    }
+    server_factory(redis_url=redis_cluster.url, command="worker", env=env)
+    web = server_factory(redis_url=redis_cluster.url, args=("--no-worker",), env=env)
+    rec = Recorder(web.url).connect()
+    try:
+        wait_for(lambda: rec.connected_msgs, message="the Socket.IO client connected")
+        events = [{"metric": f"m{i}", "value": i} for i in range(40)]
+        resp = web.post("/api/ingest", json=events)
+        assert resp.status_code == 202
+        ids = set(resp.json()["ids"])
+        wait_for(lambda: len(rec.metric) >= 40, message="40 events pushed", timeout=15)
+        assert {e["id"] for e in rec.metric} == ids
+        # (the worker reports its figures about once a second)
+        health = wait_for(
+            lambda: (h := web.get("/api/health").json())["worker"]["processed"] == 40 and h,
+            message="the worker's report",
+        )
+        assert all(p["processed"] for p in health["worker"]["by_partition"])
+    finally:
+        rec.close()
