@@ -225,6 +225,13 @@ def test_importer_writes_each_partitions_stream(redis_cluster, cluster_client, c
     for k in range(P):
         got = [orjson.loads(f["event"])["metric"] for _, f in cluster_client.xrange(PARTS.stream(stream, k))]
         assert sorted(got) == sorted(by_part[k])
+    # A worker consumes and acknowledges every partition's entries: drain() then sees it done.
+    for k in range(P):
+        key = PARTS.stream(stream, k)
+        for _, entries in cluster_client.xreadgroup(GROUP, "worker", {key: ">"}):
+            cluster_client.xack(key, GROUP, *(entry_id for entry_id, _ in entries))
+    assert writer.drain(lambda *a: True, print) is True
+    assert writer.backlog == 0
     client.close()
 
 

@@ -216,6 +216,18 @@ def test_importer_writes_partition_streams_in_one_transaction(r, names):
     for k in range(P):
         got = [orjson.loads(f[b"event"])["metric"] for _, f in r.xrange(parts.stream(stream, k))]
         assert sorted(got) == sorted(by_part[k])
+    # drain() waits for every partition's stream: not done while one still has entries pending.
+    for k in range(P - 1):
+        key = parts.stream(stream, k)
+        for _, entries in r.xreadgroup(GROUP, "worker", {key: ">"}):
+            r.xack(key, GROUP, *(entry_id for entry_id, _ in entries))
+    polls = []
+    assert writer.drain(lambda state, backlog: polls.append(backlog) or len(polls) < 3, print) is False
+    assert polls == [3, 3, 3]  # partition 3's three events
+    key = parts.stream(stream, P - 1)
+    for _, entries in r.xreadgroup(GROUP, "worker", {key: ">"}):
+        r.xack(key, GROUP, *(entry_id for entry_id, _ in entries))
+    assert writer.drain(lambda *a: True, print) is True
 
 
 def test_importer_refuses_when_a_partition_has_no_worker(r, names):
