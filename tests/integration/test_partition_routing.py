@@ -240,3 +240,30 @@ def test_importer_refuses_when_a_partition_has_no_worker(r, names):
     writer = ImportWriter(r, stream, maxlen=10_000, chunk=100, max_backlog=1000, parts=parts)
     with pytest.raises(ImportFailed, match=r"\{3\}"):
         writer.check_group()
+
+
+def test_import_command_routes_lines_to_partition_streams(redis_url, r, names, tmp_path):
+    import io
+
+    from backend.cli.importer.command import Importer
+
+    parts = Partitioning(count=P)
+    stream = names["INGEST_STREAM"]
+    for k in range(P):
+        r.xgroup_create(parts.stream(stream, k), GROUP, id="0", mkstream=True)
+    by_part = metrics_per_partition(5)
+    lines = [{"metric": m, "value": i} for i, m in enumerate(m for ms in by_part.values() for m in ms)]
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in lines))
+    importer = Importer(
+        str(path), redis_url=redis_url, stream=stream, maxlen=10_000, chunk=7, wait=False,
+        err=io.StringIO(), tty=False, partitions=P, cluster=False,
+    )  # fmt: skip
+    try:
+        result = importer.run()
+    finally:
+        importer.close()
+    assert result.queued == len(lines)
+    for k in range(P):
+        got = [orjson.loads(f[b"event"])["metric"] for _, f in r.xrange(parts.stream(stream, k))]
+        assert sorted(got) == sorted(by_part[k])
