@@ -26,6 +26,7 @@ import time
 from collections import deque
 
 import redis
+from redis.exceptions import AskError, MovedError
 
 from backend import telemetry
 from backend.ingest.batch import BatchProcessor
@@ -49,6 +50,30 @@ def _start_thread(target):
     thread = threading.Thread(target=target, name="pubsub-reader", daemon=True)
     thread.start()
     return thread
+
+
+_SUBSCRIPTION_REPLIES = {"subscribe", "ssubscribe", "unsubscribe", "psubscribe", "punsubscribe"}
+
+
+def _raise_on_sunsubscribe(pubsub) -> None:
+    """A shard subscription ends when its slot moves (failover, reshard): the server sends
+    SUNSUBSCRIBE and nothing more arrives on this connection. redis-py's get_message would
+    swallow that as a subscription reply, so this pubsub's raises ConnectionError on it instead,
+    and the consumer resubscribes on the slot's new owner. (The raw reader, pubsub.py, does
+    the same on its own path.) Other subscription replies are skipped as before."""
+    real = pubsub.get_message
+    pubsub.ignore_subscribe_messages = False
+
+    def get_message(*args, **kwargs):
+        message = real(*args, **kwargs)
+        if message is None:
+            return None
+        kind = message["type"]
+        if kind == "sunsubscribe":
+            raise redis.ConnectionError(f"shard channel {message['channel']!r} moved (SUNSUBSCRIBE)")
+        return None if kind in _SUBSCRIPTION_REPLIES else message
+
+    pubsub.get_message = get_message
 
 
 class Consumer(Task):
@@ -133,7 +158,9 @@ class Consumer(Task):
                 self.source = self._open_source(pubsub)
                 while not self.stopping and self.pump(self.source) is not None:
                     pass
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, OSError, MovedError, AskError) as exc:
+                # (MOVED/ASK: a cluster slot of ours moved, and our plain connection to its old
+                # owner says so: reconnect, as for a lost connection, to the new owner.)
                 self._lost_redis(exc)
             except Exception:
                 self.subscribed = False
@@ -211,7 +238,10 @@ class Consumer(Task):
             elif time.monotonic() >= deadline:
                 pubsub.close()
                 raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {self.channels!r}")
-        pubsub.ignore_subscribe_messages = True
+        if self.sharded:
+            _raise_on_sunsubscribe(pubsub)
+        else:
+            pubsub.ignore_subscribe_messages = True
         return pubsub
 
     def _sub_node(self) -> None:
@@ -223,8 +253,7 @@ class Consumer(Task):
             return
         old, self.sub_client = self.sub_client, node_client(cluster, self.channel, socket_timeout=None)
         if self.stream is not None:
-            self.stream.close()
-            self.stream._reader = self.sub_client
+            self.stream.use_reader(self.sub_client)
         if old is not None:
             old.close()
 

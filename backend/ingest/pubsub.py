@@ -118,6 +118,13 @@ class PubSubReader:
                 # REDIS_CLUSTER); anything else (a PONG, a subscribe confirmation) carries no event.
                 if isinstance(reply, list) and len(reply) == 3 and reply[0] in _MESSAGE_TYPES:
                     items.append(reply[2])
+                elif isinstance(reply, list) and reply and reply[0] == b"sunsubscribe":
+                    # The server dropped our shard subscription: its slot moved to another node
+                    # (failover, reshard). Nothing more arrives here; the worker resubscribes
+                    # (on the slot's new owner) once what was read is handed over.
+                    if items:
+                        self._put(items)
+                    raise redis.ConnectionError(f"shard channel {reply[1]!r} moved (SUNSUBSCRIBE)")
                 reply = gets()
             if items:
                 self._put(items)

@@ -380,3 +380,67 @@ def test_web_node_and_worker_processes_on_the_cluster(
         assert all(p["processed"] for p in health["worker"]["by_partition"])
     finally:
         rec.close()
+
+
+def _move_slot(cluster_client, slot: int, target) -> None:
+    """Reshard one slot to `target` the way redis-cli does: IMPORTING/MIGRATING, MIGRATE its keys,
+    then SETSLOT NODE on every master (the old owner then SUNSUBSCRIBEs its shard subscribers)."""
+    source = cluster_client.nodes_manager.get_node_from_slot(slot)
+    src, tgt = source.redis_connection, target.redis_connection
+    sid, tid = src.execute_command("CLUSTER MYID"), tgt.execute_command("CLUSTER MYID")
+    tgt.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", sid)
+    src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", tid)
+    while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+        src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
+    for node in cluster_client.get_primaries():
+        node.redis_connection.execute_command("CLUSTER SETSLOT", slot, "NODE", tid)
+
+
+@pytest.mark.parametrize(
+    "transport,strategy", [("pubsub", "batch"), ("pubsub", "per_event"), ("stream", "batch")]
+)
+def test_consumer_follows_its_shard_channel_to_a_new_owner(
+    redis_cluster, cluster_client, cluster_names, transport, strategy
+):
+    """A reshard moves the partition's slot: the old owner SUNSUBSCRIBEs the consumer, which
+    resubscribes on the new owner and goes on storing what producers SPUBLISH there (whichever
+    way the consumer reads its subscription: the raw reader, per event, beside the stream)."""
+    cfg = cluster_config(redis_cluster, cluster_names, INGEST_TRANSPORT=transport, WORKER_STRATEGY=strategy)
+    consumer = Consumer(cfg, Collect(), partition=2)
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    slot = cluster_client.keyslot(consumer.channel)
+    before = cluster_client.nodes_manager.get_node_from_slot(slot)
+    mine = metrics_per_partition(1)[2][0]
+
+    def stored() -> int:
+        return sum(len(b) for b in consumer.broadcaster.batches)
+
+    try:
+        wait_for(lambda: consumer.subscribed, message="the consumer subscribed", timeout=10)
+        cluster_client.spublish(consumer.channel, orjson.dumps({"metric": mine, "value": 1}))
+        wait_for(lambda: stored() == 1, message="the first event stored")
+        target = next(n for n in cluster_client.get_primaries() if n.name != before.name)
+        _move_slot(cluster_client, slot, target)
+        wait_for(
+            lambda: (
+                consumer.subscribed and consumer.sub_client.get_connection_kwargs()["port"] == target.port
+            ),
+            message="resubscribed on the new owner",
+            timeout=15,
+        )
+
+        def publish_and_count() -> bool:
+            # The producer's own slot map follows the MOVED reply by itself.
+            cluster_client.spublish(consumer.channel, orjson.dumps({"metric": mine, "value": 2}))
+            return stored() >= 2
+
+        wait_for(publish_and_count, message="an event SPUBLISHed to the new owner is stored", interval=0.2)
+        keys = PARTS.keys(Keys.from_config(cfg), 2)
+        assert consumer.processed >= 2 and cluster_client.llen(keys.recent) >= 2  # stored on the new owner
+    finally:
+        consumer.stop()
+        thread.join(timeout=10)
+        consumer.store.redis.close()
+        if consumer.sub_client is not None:
+            consumer.sub_client.close()
