@@ -52,30 +52,6 @@ def _start_thread(target):
     return thread
 
 
-_SUBSCRIPTION_REPLIES = {"subscribe", "ssubscribe", "unsubscribe", "psubscribe", "punsubscribe"}
-
-
-def _raise_on_sunsubscribe(pubsub) -> None:
-    """A shard subscription ends when its slot moves (failover, reshard): the server sends
-    SUNSUBSCRIBE and nothing more arrives on this connection. redis-py's get_message would
-    swallow that as a subscription reply, so this pubsub's raises ConnectionError on it instead,
-    and the consumer resubscribes on the slot's new owner. (The raw reader, pubsub.py, does
-    the same on its own path.) Other subscription replies are skipped as before."""
-    real = pubsub.get_message
-    pubsub.ignore_subscribe_messages = False
-
-    def get_message(*args, **kwargs):
-        message = real(*args, **kwargs)
-        if message is None:
-            return None
-        kind = message["type"]
-        if kind == "sunsubscribe":
-            raise redis.ConnectionError(f"shard channel {message['channel']!r} moved (SUNSUBSCRIBE)")
-        return None if kind in _SUBSCRIPTION_REPLIES else message
-
-    pubsub.get_message = get_message
-
-
 class Consumer(Task):
     def __init__(
         self,
@@ -418,3 +394,27 @@ class Consumer(Task):
             },
             **({"stream": dict(self.stream.info)} if self.stream is not None else {}),
         }
+
+
+_SUBSCRIPTION_REPLIES = {"subscribe", "ssubscribe", "unsubscribe", "psubscribe", "punsubscribe"}
+
+
+def _raise_on_sunsubscribe(pubsub) -> None:
+    """A shard subscription ends when its slot moves (failover, reshard): the server sends
+    SUNSUBSCRIBE and nothing more arrives on this connection. redis-py's get_message would
+    swallow that as a subscription reply, so this pubsub's raises ConnectionError on it instead,
+    and the consumer resubscribes on the slot's new owner. (The raw reader, pubsub.py, does
+    the same on its own path.) Other subscription replies are skipped as before."""
+    real = pubsub.get_message
+    pubsub.ignore_subscribe_messages = False
+
+    def get_message(*args, **kwargs):
+        message = real(*args, **kwargs)
+        if message is None:
+            return None
+        kind = message["type"]
+        if kind == "sunsubscribe":
+            raise redis.ConnectionError(f"shard channel {message['channel']!r} moved (SUNSUBSCRIBE)")
+        return None if kind in _SUBSCRIPTION_REPLIES else message
+
+    pubsub.get_message = get_message
