@@ -164,6 +164,7 @@ class Server:
             "PULSEBOARD_ENV_FILE": "/nonexistent",  # a developer's .env must not change the figures
             "WORKER_STRATEGY": strategy,
             "ASYNC_MODE": async_mode,
+            "REDIS_CLUSTER": "false",  # the bench's embedded Redis is one plain server
             **names.env(),
             **(extra_env or {}),
         }

@@ -19,6 +19,9 @@ import sys
 import threading
 from collections.abc import Callable
 
+import redis
+from redis.exceptions import RedisClusterException
+
 from backend.config import SettingError, current, load
 from backend.ingest.stream import TRANSPORTS
 from backend.storage.keys import DASHBOARD_GENERATOR
@@ -126,6 +129,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # also a malformed REDIS_URL, which redis-py reports as ValueError
         print(f"pulseboard generate: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (redis.RedisError, RedisClusterException) as exc:
+        # REDIS_CLUSTER: a cluster client reads the slot map when it is built, so an unreachable
+        # cluster fails here (a plain client would connect, and reconnect, in the loop).
+        print(f"pulseboard generate: cannot reach the Redis Cluster at {redis_url}: {exc}", file=sys.stderr)
+        return 1
 
     stop = threading.Event()
     outcome: dict[str, Summary | BaseException] = {}

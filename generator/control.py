@@ -38,6 +38,7 @@ import orjson
 
 from backend.storage.keys import Keys
 from generator.traffic import PROFILES
+from producer import is_cluster
 
 MAX_RATE = 100_000.0  # events/s: well past what one process can publish; stops a dashboard typo at 1e9
 
@@ -146,11 +147,24 @@ def changes_from_request(body: object) -> dict[str, str]:
     return changes
 
 
-def send_control(pipe, keys: Keys, changes: Mapping[str, str]) -> None:
-    """Queue on `pipe` the API's side of a change: write `changes` to the dashboard generator's
-    control hash and announce them on the events channel."""
+def send_control(client, keys: Keys, changes: Mapping[str, str]) -> None:
+    """The API's side of a change: write `changes` to the dashboard generator's control hash and
+    announce them on the events channel, in one round trip (two on a cluster: see _announce)."""
+    pipe = client.pipeline(transaction=False)
     pipe.hset(keys.generator_control, mapping=dict(changes))
-    pipe.publish(keys.generator_events, orjson.dumps({"control": dict(changes)}))
+    _announce(client, pipe, keys.generator_events, orjson.dumps({"control": dict(changes)}))
+
+
+def _announce(client, pipe, channel: str, message: bytes) -> None:
+    """Execute `pipe` with a PUBLISH of `message` after what it holds. A redis-py cluster
+    pipeline refuses PUBLISH (redis-py 8.1), so on a cluster the PUBLISH follows the pipeline
+    (still after its writes; classic Pub/Sub is broadcast to every node of the cluster)."""
+    if is_cluster(client):
+        pipe.execute()
+        client.publish(channel, message)
+        return
+    pipe.publish(channel, message)
+    pipe.execute()
 
 
 def status_fields(status: Mapping[str, Any]) -> dict[str, str]:
@@ -202,13 +216,13 @@ class ControlChannel:
         pipe.expire(self.status_key, ttl_s)
         announce = (status["running"], status["rate"], status["profile"], fields["incident"])
         if announce != self._announced:
-            pipe.publish(self.events, orjson.dumps(status))
-        pipe.execute()
+            _announce(self.client, pipe, self.events, orjson.dumps(status))
+        else:
+            pipe.execute()
         self._announced = announce
 
     def report_stop(self, status: Mapping[str, Any]) -> None:
         """Remove the status hash and publish the last status."""
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.status_key)
-        pipe.publish(self.events, orjson.dumps(status))
-        pipe.execute()
+        _announce(self.client, pipe, self.events, orjson.dumps(status))

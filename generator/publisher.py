@@ -20,11 +20,13 @@ from dataclasses import dataclass
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from backend.config import current
 from backend.ingest.stream import check_transport
-from backend.storage.keys import DASHBOARD_GENERATOR, Keys
+from backend.storage.client import cluster_node_url
+from backend.storage.keys import DASHBOARD_GENERATOR, Keys, Partitioning
 from generator.control import ControlChannel, ControlState, check_rate, parse_control
 from generator.pacing import MAX_BATCH, TICK_S, Pacer, sleep_until
 from generator.traffic import DAY_S, DEFAULT_BURST_EVERY_S, TrafficModel
@@ -109,6 +111,8 @@ class Generator:
         stream_maxlen: int | None = None,
         backlog_s: float = BACKLOG_S,
         name: str | None = None,
+        partitions: int | None = None,
+        cluster: bool | None = None,
     ):
         if not redis_url:
             raise ValueError("set REDIS_URL or use `pulseboard up`")
@@ -136,14 +140,24 @@ class Generator:
         )
         self._clock = clock
         self._wallclock = wallclock
+        # Each event goes to its metric's partition (INGEST_PARTITIONS; REDIS_CLUSTER: sharded).
+        self.parts = Partitioning(
+            count=current().INGEST_PARTITIONS if partitions is None else partitions,
+            cluster=current().REDIS_CLUSTER if cluster is None else cluster,
+        )
         # No redis-py retries: a retried PUBLISH pipeline could publish a batch twice, and our own
-        # loop already retries with backoff and tells the operator about it.
-        self.client = redis.Redis.from_url(
-            redis_url,
-            decode_responses=True,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=socket_timeout_s,
-            retry=Retry(NoBackoff(), 0),
+        # loop already retries with backoff and tells the operator about it. (On a cluster the
+        # client still follows MOVED/ASK redirects, which resend nothing that ran.)
+        options = {
+            "decode_responses": True,
+            "socket_timeout": socket_timeout_s,
+            "socket_connect_timeout": socket_timeout_s,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self.client = (
+            RedisCluster.from_url(cluster_node_url(redis_url), **options)
+            if self.parts.cluster
+            else redis.Redis.from_url(redis_url, **options)
         )
         # Which control and status hashes are ours: None or DASHBOARD_GENERATOR are the dashboard's.
         self.control = ControlChannel(self.client, keys, name)
@@ -156,9 +170,11 @@ class Generator:
                 keys.generator_sent(run_id),
                 max_batch,
                 backlog_s,
+                parts=self.parts,
+                partition_sent_key=lambda k: self.parts.keys(keys, k).generator_sent(run_id),
             )
         else:
-            self.writer = PubSubWriter(self.client, channel or current().REDIS_CHANNEL)
+            self.writer = PubSubWriter(self.client, channel or current().REDIS_CHANNEL, self.parts)
         self.reconnects = 0
         self.not_sent = 0
         self.connected = False

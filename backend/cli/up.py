@@ -23,7 +23,7 @@ from backend.cli.procs import (
     stop,
     worker_in_own_process,
 )
-from backend.config import current
+from backend.config import SettingError, current
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,11 @@ def up(args) -> int:
 
     try:
         url = current().REDIS_URL
+        if not url and current().REDIS_CLUSTER:
+            # The embedded Redis is one plain server: cluster clients would refuse it.
+            raise SettingError(
+                "REDIS_CLUSTER=true needs REDIS_URL (a node of the cluster); `up` embeds a single Redis"
+            )
         if not url:
             embedded = EmbeddedRedis().start()
             url = embedded.url

@@ -25,6 +25,7 @@ import time
 from collections import deque
 
 import redis
+from redis.exceptions import AskError, MovedError
 
 from backend import telemetry
 from backend.ingest.batch import BatchProcessor
@@ -33,6 +34,7 @@ from backend.ingest.pubsub import PubSubReader
 from backend.ingest.shares import Shares
 from backend.ingest.sources import PubSubSource, StreamSource, next_message
 from backend.ingest.stream import StreamReader, check_transport
+from backend.storage.client import node_client
 from backend.storage.keys import Partitioning
 from backend.storage.store import LeaseLost, Store, connect
 from backend.tasks.loop import Backoff, Task, start_thread
@@ -66,7 +68,14 @@ class Consumer(Task):
         self.shares = shares or Shares(1)
         parts = Partitioning.from_config(config)
         self.store = Store.from_config(config, partition=partition)
-        self.sub_client = connect(config["REDIS_URL"], socket_timeout=None)
+        # Subscriptions (and the stream's blocking reads) take a connection of their own. On a
+        # cluster that is a plain client of the master owning the partition's slot (its channel
+        # and stream share the {k} tag): SSUBSCRIBE must go to that node, and a RedisCluster has
+        # no connection pool to lend the stream reader. Found again on each (re)subscribe
+        # (_sub_node), so a failover or reshard is followed after the reconnect it causes.
+        self.sub_client = (
+            None if parts.cluster else connect(config["REDIS_URL"], socket_timeout=None, cluster=False)
+        )
         self.token = token or new_token()
         self.lease = Lease(self.store, self.token, config["LEASE_TTL_MS"])
         self.batch = BatchProcessor(config, self.store, broadcaster, fence=self.lease.fence)
@@ -120,7 +129,9 @@ class Consumer(Task):
                 self.source = self._open_source(pubsub)
                 while not self.stopping and self.pump(self.source) is not None:
                     pass
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, OSError, MovedError, AskError) as exc:
+                # (MOVED/ASK: a cluster slot of ours moved, and our plain connection to its old
+                # owner says so: reconnect, as for a lost connection, to the new owner.)
                 self._lost_redis(exc)
             except Exception:
                 self.subscribed = False
@@ -181,6 +192,8 @@ class Consumer(Task):
         On a cluster the partition's channel is sharded (SSUBSCRIBE on the node that owns its
         slot, where producers SPUBLISH); the unpartitioned channel is plain Pub/Sub, which the
         cluster delivers on every node, so one connection to that node takes both."""
+        if self.sharded:
+            self._sub_node()
         pubsub = self.sub_client.pubsub()
         if self.sharded:
             pubsub.ssubscribe(self.channel)
@@ -197,8 +210,24 @@ class Consumer(Task):
             elif time.monotonic() >= deadline:
                 pubsub.close()
                 raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {self.channels!r}")
-        pubsub.ignore_subscribe_messages = True
+        if self.sharded:
+            _raise_on_sunsubscribe(pubsub)
+        else:
+            pubsub.ignore_subscribe_messages = True
         return pubsub
+
+    def _sub_node(self) -> None:
+        """Cluster: point sub_client at the master that owns the partition's channel now."""
+        cluster = self.store.redis
+        node = cluster.get_node_from_key(self.channel)
+        current = self.sub_client.get_connection_kwargs() if self.sub_client is not None else {}
+        if (current.get("host"), current.get("port")) == (node.host, node.port):
+            return
+        old, self.sub_client = self.sub_client, node_client(cluster, self.channel, socket_timeout=None)
+        if self.stream is not None:
+            self.stream.use_reader(self.sub_client)
+        if old is not None:
+            old.close()
 
     def _open_source(self, pubsub):
         if self.stream is not None:
@@ -362,3 +391,27 @@ class Consumer(Task):
             },
             **({"stream": dict(self.stream.info)} if self.stream is not None else {}),
         }
+
+
+_SUBSCRIPTION_REPLIES = {"subscribe", "ssubscribe", "unsubscribe", "psubscribe", "punsubscribe"}
+
+
+def _raise_on_sunsubscribe(pubsub) -> None:
+    """A shard subscription ends when its slot moves (failover, reshard): the server sends
+    SUNSUBSCRIBE and nothing more arrives on this connection. redis-py's get_message would
+    swallow that as a subscription reply, so this pubsub's raises ConnectionError on it instead,
+    and the consumer resubscribes on the slot's new owner. (The raw reader, pubsub.py, does
+    the same on its own path.) Other subscription replies are skipped as before."""
+    real = pubsub.get_message
+    pubsub.ignore_subscribe_messages = False
+
+    def get_message(*args, **kwargs):
+        message = real(*args, **kwargs)
+        if message is None:
+            return None
+        kind = message["type"]
+        if kind == "sunsubscribe":
+            raise redis.ConnectionError(f"shard channel {message['channel']!r} moved (SUNSUBSCRIBE)")
+        return None if kind in _SUBSCRIPTION_REPLIES else message
+
+    pubsub.get_message = get_message

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 READ_WAIT_S = 0.25  # longest a read waits before the reader checks whether it should stop
 RECV_BYTES = 1 << 20  # bytes per socket read at most
+_MESSAGE_TYPES = (b"message", b"smessage")  # what carries an event: classic and sharded Pub/Sub
 
 try:
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
@@ -113,9 +114,17 @@ class PubSubReader:
             # hiredis answers "no complete reply yet" with False, or with the marker the reader
             # was created with (redis-py passes its own).
             while reply is not False and reply is not _NOT_ENOUGH_DATA:
-                # [b"message", channel, data]; anything else (a PONG) carries no event.
-                if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+                # [b"message", channel, data], or b"smessage" from a shard channel (SSUBSCRIBE,
+                # REDIS_CLUSTER); anything else (a PONG, a subscribe confirmation) carries no event.
+                if isinstance(reply, list) and len(reply) == 3 and reply[0] in _MESSAGE_TYPES:
                     items.append(reply[2])
+                elif isinstance(reply, list) and reply and reply[0] == b"sunsubscribe":
+                    # The server dropped our shard subscription: its slot moved to another node
+                    # (failover, reshard). Nothing more arrives here; the worker resubscribes
+                    # (on the slot's new owner) once what was read is handed over.
+                    if items:
+                        self._put(items)
+                    raise redis.ConnectionError(f"shard channel {reply[1]!r} moved (SUNSUBSCRIBE)")
                 reply = gets()
             if items:
                 self._put(items)

@@ -21,6 +21,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -115,6 +116,16 @@ class StreamReader:
         if self._conn is not None:
             self._conn.disconnect()
         self._armed = False
+
+    def use_reader(self, reader: redis.Redis) -> None:
+        """Read through `reader` from now on (a cluster's stream moved to another node: the
+        consumer points its reads at the slot's new owner)."""
+        self.close()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._reader.connection_pool.release(self._conn)
+        self._conn = None
+        self._reader = reader
 
     def ensure_group(self) -> None:
         try:

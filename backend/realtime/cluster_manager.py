@@ -17,11 +17,12 @@ Flask-SocketIO's `message_queue=`:
     socketio = SocketIO(app, client_manager=mgr)           # web node
     ClusterRedisManager(url, write_only=True).emit(...)      # an external process
 
-Prototype (docs/scaling-notes.md): not wired into the app yet.
+The app factory (backend/web/app.py) uses it when MESSAGE_QUEUE and REDIS_CLUSTER are both set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import socketio
@@ -58,9 +59,17 @@ class ClusterRedisManager(socketio.RedisManager):
         )
 
     def _redis_connect(self):
+        """The publishing client. The listener builds its own (_subscribe): a publish that
+        reconnects must not swap the subscription out from under it."""
         self.redis = RedisCluster.from_url(self.redis_url, **self.redis_options)
-        self.pubsub = self.redis.pubsub()
         self.connected = True
+
+    def _subscribe(self):
+        client = RedisCluster.from_url(self.redis_url, **self.redis_options)
+        pubsub = client.pubsub()
+        pubsub.ssubscribe(self.channel)
+        self.pubsub = pubsub
+        return pubsub
 
     def close(self):
         """Stop the listener (the stock managers have no way to): its thread leaves within the
@@ -83,29 +92,38 @@ class ClusterRedisManager(socketio.RedisManager):
 
     def _redis_listen_with_retries(self):
         retry_sleep = 1
-        subscribed = False
+        pubsub = None
         self._closing = False
         while not self._closing:
             try:
-                if not subscribed:
-                    self._redis_connect()
-                    self.pubsub.ssubscribe(self.channel)
-                    subscribed = True
+                if pubsub is None:
+                    pubsub = self._subscribe()
                     retry_sleep = 1
                 # ClusterPubSub.listen() reads the (unused) classic connection only; sharded
                 # messages come from the per-node connections through get_sharded_message.
                 # The timeout bounds each wait, so the loop never blocks a greenlet forever.
-                message = self.pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+                started = time.monotonic()
+                message = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None:
                     yield message
+                elif time.monotonic() - started < 0.5:
+                    # Back at once with nothing: a confirmation it skipped, or no node left to
+                    # wait on (the subscription was dropped, e.g. by a reshard). Never spin:
+                    # under eventlet a loop that does not wait starves every other greenlet.
+                    if not pubsub.node_pubsub_mapping:
+                        raise ConnectionError(f"no shard subscription to {self.channel!r} left")
+                    time.sleep(0.05)
             except Exception as exc:
                 self._get_logger().error("Cannot receive from redis cluster... retrying in %s secs: %s",
                                          retry_sleep, exc)  # fmt: skip
-                subscribed = False
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+                pubsub = None
                 time.sleep(retry_sleep)
                 retry_sleep = min(retry_sleep * 2, 60)
-        if self.pubsub is not None:
-            self.pubsub.close()
+        if pubsub is not None:
+            pubsub.close()
 
     def _listen(self):
         channel = self.channel.encode("utf-8")

@@ -49,6 +49,7 @@ class StatusMonitor(PeriodicTask):
             socket_timeout=PING_TIMEOUT_S,
             socket_connect_timeout=PING_TIMEOUT_S,
             health_check_interval=0,
+            cluster=bool(config.get("REDIS_CLUSTER", False)),
         )
         return cls(socketio, Store.from_config(config, client=client))
 

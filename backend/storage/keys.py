@@ -18,10 +18,23 @@ DASHBOARD_GENERATOR = "dashboard"
 class Keys:
     prefix: str = "pulseboard:"
     recent: str = "metrics:recent"
+    # The alert keys (alert:<id>, alerts:open/closed/by-key) under one {alerts} hash tag: the
+    # alert scripts (storage/alerts.py) touch alert hashes named from ARGV (prefix .. id) beside
+    # the sets in KEYS, which on a cluster must all be in one slot. Set when partitioned
+    # (Partitioning.tagged); off, every name is today's.
+    alerts_tag: bool = False
 
     @classmethod
     def from_config(cls, config) -> Keys:
-        return cls(prefix=config["KEY_PREFIX"], recent=config["RECENT_KEY"])
+        return cls(
+            prefix=config["KEY_PREFIX"],
+            recent=config["RECENT_KEY"],
+            alerts_tag=Partitioning.from_config(config).tagged,
+        )
+
+    @property
+    def _alerts(self) -> str:
+        return f"{self.prefix}{{alerts}}:" if self.alerts_tag else self.prefix
 
     @property
     def seq(self) -> str:
@@ -128,22 +141,22 @@ class Keys:
 
     def alert(self, alert_id: str) -> str:
         """Hash of one alert: field -> JSON value."""
-        return f"{self.prefix}alert:{alert_id}"
+        return f"{self._alerts}alert:{alert_id}"
 
     @property
     def alerts_open(self) -> str:
         """Sorted set of open alert ids, scored by opened_at."""
-        return f"{self.prefix}alerts:open"
+        return f"{self._alerts}alerts:open"
 
     @property
     def alerts_closed(self) -> str:
         """Sorted set of recently closed alert ids, scored by closed_at; trimmed to ALERTS_KEEP_CLOSED."""
-        return f"{self.prefix}alerts:closed"
+        return f"{self._alerts}alerts:closed"
 
     @property
     def alerts_by_key(self) -> str:
         """Hash: what an open alert is about (its dedup key) -> its id; at most one open per key."""
-        return f"{self.prefix}alerts:by-key"
+        return f"{self._alerts}alerts:by-key"
 
 
 @dataclass(frozen=True)

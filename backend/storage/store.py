@@ -71,6 +71,7 @@ class Store(Reads, Leases):
                 config["REDIS_URL"],
                 max_connections=config.get("REDIS_MAX_CONNECTIONS"),
                 pool_timeout_s=config.get("REDIS_POOL_TIMEOUT_S"),
+                cluster=parts.cluster,
             ),
             base if partition is None else parts.keys(base, partition),
             recent_max=config["RECENT_MAX"],

@@ -11,6 +11,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from backend.config import SettingError, load, names
 from backend.core import jsonutil
+from backend.realtime.cluster_manager import ClusterRedisManager
+from backend.storage.client import cluster_node_url, limiter_storage_uri
 from backend.storage.store import Store
 from backend.web.errors import register_error_handlers
 from backend.web.extensions import limiter, socketio
@@ -35,7 +37,14 @@ def create_app(config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
 
     # Counters live in Redis so every web node enforces one shared limit per client.
-    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    # On a cluster limits needs its cluster storage (redis+cluster://node): a plain redis://
+    # client of one node answers MOVED for the counters other masters own (HTTP 500).
+    app.config.setdefault(
+        "RATELIMIT_STORAGE_URI",
+        limiter_storage_uri(app.config["REDIS_URL"])
+        if app.config["REDIS_CLUSTER"]
+        else app.config["REDIS_URL"],
+    )
     app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["KEY_PREFIX"] + "ratelimit")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # A moving window counts every hit of the last period exactly: a fixed window let twice the
@@ -48,12 +57,26 @@ def create_app(config: dict | None = None) -> Flask:
     limiter.init_app(app)
 
     origins = app.config["CORS_ORIGINS"]
+    # init_app merges its options into the ones kept from an earlier call (tests build many apps
+    # in one process): a manager left there would outlive the app that made it.
+    socketio.server_options.pop("client_manager", None)
+    queue: dict = {"message_queue": None}
+    if app.config["MESSAGE_QUEUE"]:
+        if app.config["REDIS_CLUSTER"]:
+            # Sharded Pub/Sub on one hash-tagged channel through the slot map (the stock
+            # RedisManager would talk to the one node in REDIS_URL and broadcast every emit to
+            # every node); same default channel name as Flask-SocketIO's.
+            queue["client_manager"] = ClusterRedisManager(
+                cluster_node_url(app.config["REDIS_URL"]), channel="flask-socketio"
+            )
+        else:
+            queue["message_queue"] = app.config["REDIS_URL"]
     socketio.init_app(
         app,
+        **queue,
         async_mode=app.config["ASYNC_MODE"],
         # None: same-origin only (Engine.IO's default); "*"; or the listed origins plus our own.
         cors_allowed_origins="*" if origins == ["*"] else socketio_origin_check(origins) if origins else None,
-        message_queue=app.config["REDIS_URL"] if app.config["MESSAGE_QUEUE"] else None,
         json=jsonutil,
         serializer=jsonutil.JsonPacket,
         max_http_buffer_size=app.config["MAX_CONTENT_LENGTH"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import socketio
 
@@ -109,3 +110,42 @@ def test_stock_redis_manager_works_through_one_node_by_broadcast(redis_cluster, 
         timeout=30,
     )
     assert out.stdout.strip() == "[{'n': 2}]", out.stderr[-2000:]
+
+
+def test_a_publish_that_reconnects_leaves_the_listener_subscribed(
+    redis_cluster, cluster_client, cluster_names
+):
+    """The publisher and the listener used to share `self.pubsub`: a publish that (re)connected
+    (lazily, or after an error) replaced it with a fresh pubsub holding no subscription, and the
+    listener then polled that one -- returning at once, forever: lost messages, and under eventlet
+    a loop that never yields, which froze the web node (seen with `pulseboard serve` + a worker)."""
+    channel = f"{cluster_names}-sio"
+    mgr = ClusterRedisManager(redis_cluster.urls[0], channel=channel)
+    writer = ClusterRedisManager(redis_cluster.urls[1], channel=channel, write_only=True)
+    server = _server(mgr)
+    shard = cluster_channel(channel)
+    owner = cluster_client.get_node_from_key(shard)
+    calls = []
+    real = None
+    try:
+        wait_for(
+            lambda: cluster_client.pubsub_shardnumsub(shard, target_nodes=owner)[0][1] == 1,
+            message="the listener subscribed",
+        )
+        mgr.connected = False  # the next publish reconnects
+        server.emit("tick", {"n": 1})
+        real = mgr.pubsub.get_sharded_message
+
+        def counting(*args, **kwargs):
+            calls.append(1)
+            return real(*args, **kwargs)
+
+        mgr.pubsub.get_sharded_message = counting
+        writer.emit("alert", {"id": "x"}, namespace="/")
+        wait_for(lambda: any(m["event"] == "alert" for m in server.received), message="still receives")
+        n = len(calls)
+        time.sleep(1.0)
+        assert len(calls) - n <= 3  # waits (1 s per call), does not spin
+    finally:
+        mgr.close()
+    wait_for(lambda: not mgr.thread.is_alive(), message="listener ends")

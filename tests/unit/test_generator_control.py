@@ -137,11 +137,20 @@ class _Pipe:
         return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
 
 
+class _Client:
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    def pipeline(self, transaction=True):
+        return self.pipe
+
+
 def test_send_control_writes_the_dashboard_generators_hash_and_announces_it():
     keys = Keys(prefix="pb:")
     pipe = _Pipe()
-    send_control(pipe, keys, {"rate": "50.0"})
-    (hset, publish) = pipe.calls
+    send_control(_Client(pipe), keys, {"rate": "50.0"})
+    (hset, publish, execute) = pipe.calls
+    assert execute[0] == "execute"
     assert hset == ("hset", (keys.generator_control,), {"mapping": {"rate": "50.0"}})
     assert publish[1][0] == keys.generator_events
     assert orjson.loads(publish[1][1]) == {"control": {"rate": "50.0"}}

@@ -35,6 +35,8 @@ from backend.cli.importer.reading import ImportFailed, Item, Position, Rules, op
 from backend.cli.importer.stream import StreamWriter
 from backend.config import current
 from backend.core.importfmt import FORMATS
+from backend.storage.client import connect
+from backend.storage.keys import Partitioning
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -143,6 +145,8 @@ class Importer:
         max_event_bytes: int | None = None,
         err=None,
         tty: bool | None = None,
+        partitions: int | None = None,
+        cluster: bool | None = None,
     ):
         if not redis_url:
             raise ImportFailed("set REDIS_URL (or --redis-url) to the Redis the worker reads")
@@ -160,8 +164,18 @@ class Importer:
         )
         self.err = err or sys.stderr
         self.tty = self.err.isatty() if tty is None else tty
-        self.redis = redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=10)
-        self.writer = StreamWriter(self.redis, stream, maxlen=maxlen, chunk=chunk, max_backlog=max_backlog)
+        parts = Partitioning(
+            count=settings.INGEST_PARTITIONS if partitions is None else partitions,
+            cluster=settings.REDIS_CLUSTER if cluster is None else cluster,
+        )
+        self.redis = (
+            connect(redis_url, cluster=parts.cluster, socket_timeout=30, socket_connect_timeout=10)
+            if parts.cluster
+            else redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=10)
+        )
+        self.writer = StreamWriter(
+            self.redis, stream, maxlen=maxlen, chunk=chunk, max_backlog=max_backlog, parts=parts
+        )
         self.rejects_path = rejects
         self._rejects_file = None
         self.result = Result(self.name, stream, retention_s=self.rules.retention_s)
@@ -255,6 +269,7 @@ class Importer:
 
     def _import(self, f) -> None:
         payloads: list[bytes] = []
+        partitions: list[int] = []  # of each payload's event
         first_line = None
         for item in read(f, self.path, self.fmt, self.pos, self.first, self.rules):
             if item.rejection is not None:
@@ -264,22 +279,25 @@ class Importer:
                 if first_line is None:
                     first_line = item.line
                 payloads.append(orjson.dumps(item.event))
+                partitions.append(self.writer.partition_of(item.event))
             if len(payloads) >= self.chunk:
-                self._send(payloads, first_line, item.line)
-                payloads, first_line = [], None
+                self._send(payloads, first_line, item.line, partitions)
+                payloads, partitions, first_line = [], [], None
             if not payloads:
                 self.done_before = item.line + 1
             self._show()
             if self._stop:
                 break
         if payloads:
-            self._send(payloads, first_line, self.pos.line)
+            self._send(payloads, first_line, self.pos.line, partitions)
         # Every line read so far has been queued or rejected (the chunk in hand was just sent).
         self.done_before = self.pos.line + 1
         self._show(force=self.tty)
 
-    def _send(self, payloads: list[bytes], first: int, last: int) -> None:
-        self.writer.send(payloads, first, last, self._waiting, self._progress.message)
+    def _send(
+        self, payloads: list[bytes], first: int, last: int, partitions: list[int] | None = None
+    ) -> None:
+        self.writer.send(payloads, first, last, self._waiting, self._progress.message, partitions)
         self.result.queued = self.writer.queued
         self.done_before = last + 1
 

@@ -4,6 +4,7 @@ A chunk is one MULTI/EXEC (XADD x N, then XINFO GROUPS and XLEN), so it is queue
 at all, which makes the resume point exact, and every write also tells how far behind the worker
 is. The worker's unprocessed backlog (the group's lag + pending) never grows past `max_backlog`:
 past it the writer waits, so the stream's MAXLEN trim can only ever drop stored entries.
+With partitions, one stream per partition, each bounded so (see StreamWriter).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import redis
 
 from backend.cli.importer.reading import ImportFailed
 from backend.ingest.stream import GROUP, xadd_all
+from backend.storage.keys import Partitioning
 
 POLL_S = 0.05  # how often a waiting writer asks Redis for the backlog
 STALL_WARN_S = 10.0  # a backlog that does not shrink for this long gets a warning
@@ -26,9 +28,28 @@ Warn = Callable[[str], None]
 
 
 class StreamWriter:
-    def __init__(self, client: redis.Redis, stream: str, *, maxlen: int, chunk: int, max_backlog: int | None):
+    """With INGEST_PARTITIONS > 1 (or REDIS_CLUSTER) each event goes to its partition's stream
+    (Partitioning.stream, the metric's partition as producer.partition_of) and the bound holds
+    per stream: no partition's backlog grows past `max_backlog` (each stream has its own MAXLEN);
+    `backlog` reports their sum. On one Redis a chunk is still one MULTI/EXEC over every stream
+    it touches; on a cluster a transaction cannot span slots, so it is one MULTI per partition,
+    and a chunk interrupted between them may be partly queued (the resume advice for a chunk
+    being written already says it may or may not have been)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str,
+        *,
+        maxlen: int,
+        chunk: int,
+        max_backlog: int | None,
+        parts: Partitioning | None = None,
+    ):
         self.redis = client
         self.stream = stream
+        self.parts = parts or Partitioning()
+        self.streams = [self.parts.stream(stream, k) for k in range(self.parts.count)]
         self.maxlen = maxlen
         self.chunk = chunk
         default = min(DEFAULT_MAX_BACKLOG, maxlen // 2) if maxlen else DEFAULT_MAX_BACKLOG
@@ -39,47 +60,92 @@ class StreamWriter:
                 "or unprocessed events could be trimmed"
             )
         self.queued = 0
-        self.backlog: int | None = None  # as of the last write or poll
+        self.backlogs: dict[str, int] = {}  # stream -> its backlog as of the last write or poll
         self.writing: tuple[int, int] | None = None  # first/last line of the chunk being written
-        self.last_id = None  # of the last entry written
+        self.last_ids: dict[str, object] = {}  # stream -> the id of the last entry written to it
+
+    @property
+    def backlog(self) -> int | None:
+        """Entries written and not yet processed, over every stream (None before any is known)."""
+        return sum(self.backlogs.values()) if self.backlogs else None
+
+    @property
+    def last_id(self):
+        """Of the last entry written (with one stream; any stream's otherwise): None before."""
+        return next(reversed(self.last_ids.values()), None) if self.last_ids else None
+
+    def partition_of(self, event: dict) -> int:
+        metric = event.get("metric")
+        return self.parts.of(metric if isinstance(metric, str) else "")
 
     def check_group(self) -> None:
-        """Refuse to start when no worker consumes the stream: the backlog would never drain."""
-        try:
-            groups = self.redis.xinfo_groups(self.stream)
-        except redis.ResponseError:
-            groups = []  # no such key
-        if _group(groups) is None:
-            raise ImportFailed(
-                f"no worker consumes stream {self.stream!r} (it has no consumer group {GROUP!r}): "
-                "start the server or worker with INGEST_TRANSPORT=stream against this Redis "
-                "(and the same INGEST_STREAM) first"
+        """Refuse to start when no worker consumes the stream(s): the backlog would never drain."""
+        for stream in self.streams:
+            try:
+                groups = self.redis.xinfo_groups(stream)
+            except redis.ResponseError:
+                groups = []  # no such key
+            if _group(groups) is None:
+                raise ImportFailed(
+                    f"no worker consumes stream {stream!r} (it has no consumer group {GROUP!r}): "
+                    "start the server or worker with INGEST_TRANSPORT=stream against this Redis "
+                    "(and the same INGEST_STREAM and INGEST_PARTITIONS) first"
+                )
+
+    def send(
+        self,
+        payloads: list[bytes],
+        first: int,
+        last: int,
+        waiting: Waiting,
+        warn: Warn,
+        partitions: list[int] | None = None,
+    ) -> None:
+        """Queue lines `first`..`last` (their good events, `payloads`; `partitions` the partition
+        of each, default all 0) in one transaction (one per partition on a cluster), once the
+        backlog of each stream they go to has room for them."""
+        by_stream: dict[str, list[bytes]] = {}
+        for i, payload in enumerate(payloads):
+            k = partitions[i] if partitions is not None else 0
+            by_stream.setdefault(self.streams[k], []).append(payload)
+        self._wait_for_room(list(by_stream), waiting, warn)
+        self.writing = (first, last)
+        if self.parts.cluster:
+            batches = [{stream: items} for stream, items in by_stream.items()]
+        else:
+            batches = [by_stream]
+        for batch in batches:
+            pipe = self.redis.pipeline(transaction=True)
+            for stream, items in batch.items():
+                xadd_all(pipe, stream, items, self.maxlen)
+                pipe.xinfo_groups(stream)
+                pipe.xlen(stream)
+            replies = pipe.execute()
+            at = 0
+            for stream, items in batch.items():
+                at += len(items) + 2
+                self.last_ids[stream] = replies[at - 3]
+                self.queued += len(items)
+                self.backlogs[stream] = self._backlog_of(stream, replies[at - 2], replies[at - 1])
+        self.writing = None
+
+    def _wait_for_room(self, streams: list[str], waiting: Waiting, warn: Warn) -> None:
+        """Block while the worker has more than max_backlog entries of any of `streams` unprocessed."""
+
+        def full() -> bool:
+            return any(
+                self.backlogs.get(s) is not None and self.backlogs[s] + self.chunk > self.max_backlog
+                for s in streams
             )
 
-    def send(self, payloads: list[bytes], first: int, last: int, waiting: Waiting, warn: Warn) -> None:
-        """Queue lines `first`..`last` (their good events, `payloads`) in one transaction, once
-        the backlog has room for them."""
-        self._wait_for_room(waiting, warn)
-        pipe = self.redis.pipeline(transaction=True)
-        xadd_all(pipe, self.stream, payloads, self.maxlen)
-        pipe.xinfo_groups(self.stream)
-        pipe.xlen(self.stream)
-        self.writing = (first, last)
-        replies = pipe.execute()
-        self.writing = None
-        self.last_id = replies[-3]
-        self.queued += len(payloads)
-        self.backlog = self._backlog_of(replies[-2], replies[-1])
-
-    def _wait_for_room(self, waiting: Waiting, warn: Warn) -> None:
-        """Block while the worker has more than max_backlog entries unprocessed."""
-        if self.backlog is None or self.backlog + self.chunk <= self.max_backlog:
+        if not full():
             return
         stall = _Stall(warn, self.backlog)
         while True:
-            groups, length = self._poll(lambda pipe: None)[:2]
-            self.backlog = self._backlog_of(groups, length)
-            if self.backlog + self.chunk <= self.max_backlog:
+            for stream in streams:
+                groups, length = self._poll(stream, lambda pipe: None)[:2]
+                self.backlogs[stream] = self._backlog_of(stream, groups, length)
+            if not full():
                 return
             stall.check(
                 self.backlog,
@@ -91,42 +157,45 @@ class StreamWriter:
             time.sleep(POLL_S)
 
     def drain(self, waiting: Waiting, warn: Warn) -> bool:
-        """Wait until the worker has processed (stored or dead-lettered) every entry written: the
-        group has delivered past the last one and none of ours is still pending. False: stopped
-        before."""
-        if self.last_id is None:
+        """Wait until the worker has processed (stored or dead-lettered) every entry written: on
+        each stream written to, the group has delivered past the last one and none of ours is
+        still pending. False: stopped before."""
+        if not self.last_ids:
             return False
-        last = _stream_id(self.last_id)
+        todo = {stream: _stream_id(last) for stream, last in self.last_ids.items()}
         stall = _Stall(warn, None)
         while True:
-            groups, length, pending = self._poll(lambda pipe: pipe.xpending(self.stream, GROUP))
-            backlog = self._backlog_of(groups, length)
-            delivered = _stream_id(_group(groups).get("last-delivered-id") or "0-0")
-            oldest_pending = _stream_id(pending["min"]) if pending["pending"] else None
-            if delivered >= last and (oldest_pending is None or oldest_pending > last):
+            for stream, last in list(todo.items()):
+                groups, length, pending = self._poll(stream, lambda pipe, s=stream: pipe.xpending(s, GROUP))
+                self.backlogs[stream] = self._backlog_of(stream, groups, length)
+                delivered = _stream_id(_group(groups).get("last-delivered-id") or "0-0")
+                oldest_pending = _stream_id(pending["min"]) if pending["pending"] else None
+                if delivered >= last and (oldest_pending is None or oldest_pending > last):
+                    del todo[stream]
+            if not todo:
                 return True
             stall.check(
-                None, f"still waiting for the worker to process the last events (backlog {backlog:,})"
+                None, f"still waiting for the worker to process the last events (backlog {self.backlog:,})"
             )
-            if not waiting("draining", backlog):
+            if not waiting("draining", self.backlog):
                 return False
             time.sleep(POLL_S)
 
-    def _poll(self, more: Callable) -> list:
-        """XINFO GROUPS and XLEN (plus what `more` adds to the pipeline), outside a transaction."""
+    def _poll(self, stream: str, more: Callable) -> list:
+        """XINFO GROUPS and XLEN of `stream` (plus what `more` adds), outside a transaction."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xinfo_groups(self.stream)
-        pipe.xlen(self.stream)
+        pipe.xinfo_groups(stream)
+        pipe.xlen(stream)
         more(pipe)
         try:
             return pipe.execute()
         except redis.ResponseError:
-            raise ImportFailed(f"stream {self.stream!r} lost its consumer group {GROUP!r}") from None
+            raise ImportFailed(f"stream {stream!r} lost its consumer group {GROUP!r}") from None
 
-    def _backlog_of(self, groups, length: int) -> int:
+    def _backlog_of(self, stream: str, groups, length: int) -> int:
         group = _group(groups)
         if group is None:
-            raise ImportFailed(f"stream {self.stream!r} lost its consumer group {GROUP!r} mid-import")
+            raise ImportFailed(f"stream {stream!r} lost its consumer group {GROUP!r} mid-import")
         lag = group.get("lag")
         # Redis < 7 reports no lag. XLEN is then an upper bound: the worker trims what it has
         # stored about once a second, so it overstates the backlog by about a second of work.
@@ -163,4 +232,7 @@ def _name(group) -> str:
 
 
 def _group(groups) -> dict | None:
-    return next((g for g in groups or () if _name(g) == GROUP), None)
+    # (A redis-py 8.1 cluster transaction returns XINFO GROUPS without its reply callback: the
+    # field names come back as bytes there.)
+    groups = [{k.decode() if isinstance(k, bytes) else k: v for k, v in g.items()} for g in groups or ()]
+    return next((g for g in groups if _name(g) == GROUP), None)

@@ -38,9 +38,7 @@ def set_generator():
         raise ApiError(
             409, "no generator is running (start one with `pulseboard up` or `pulseboard generate`)"
         )
-    pipe = store.redis.pipeline(transaction=False)
-    send_control(pipe, store.keys, changes)
-    pipe.execute()
+    send_control(store.redis, store.keys, changes)
     # Answer with the state asked for; the generator's own report follows over the socket.
     asked, _ = parse_control(changes, ControlState(state["running"], state["rate"], state["profile"]))
     state.update(running=asked.running, rate=asked.rate, profile=asked.profile)

@@ -4,6 +4,10 @@ A request is either accepted whole (202, every event published) or rejected whol
 the reason for each bad item, nothing published), so a client can fix and resend without
 working out which half got through. With INGEST_TRANSPORT=stream the events are XADDed to the
 ingest stream instead, in one MULTI/EXEC: a 202 then means every event is queued durably.
+
+With INGEST_PARTITIONS > 1 (or REDIS_CLUSTER) each event goes to its partition's channel or
+stream (the metric's partition, as producer.partition_of), see _send for what all-or-nothing
+means on a cluster.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from backend.core.events import Rejection, validate
 from backend.ingest.stream import xadd_all
+from backend.storage.keys import Partitioning
 from backend.web.api.params import require_api_key
 from backend.web.errors import ApiError
 from backend.web.extensions import limiter
@@ -70,13 +75,40 @@ def ingest():
             400, f"{len(errors)} of {len(items)} events rejected; nothing was published", rejected=errors
         )
 
-    store = get_runtime().store
-    if cfg["INGEST_TRANSPORT"] == "stream":
-        pipe = store.redis.pipeline(transaction=True)
-        xadd_all(pipe, cfg["INGEST_STREAM"], map(orjson.dumps, accepted), cfg["INGEST_STREAM_MAXLEN"])
-    else:
-        pipe = store.redis.pipeline(transaction=False)
-        for event in accepted:
-            pipe.publish(cfg["REDIS_CHANNEL"], orjson.dumps(event))
-    pipe.execute()
+    _send(get_runtime().store.redis, cfg, accepted)
     return jsonify({"accepted": len(accepted), "ids": [e["id"] for e in accepted]}), 202
+
+
+def _send(client, cfg, accepted: list[dict]) -> None:
+    """Route each event to its partition's channel or stream (Partitioning.of(metric)).
+
+    One Redis: one round trip for the whole request; with the stream transport one MULTI/EXEC
+    across every partition's stream (all or nothing). A cluster cannot run one transaction over
+    several slots, so there each partition's events go in a MULTI of their own (one per slot,
+    all or nothing per partition): a Redis error then answers 503 although the partitions sent
+    before it may have queued theirs, and a client that resends repeats those (same ids).
+    Pub/Sub on a cluster SPUBLISHes on the partition's shard channel (a cluster pipeline refuses
+    PUBLISH; SPUBLISH goes to the slot's node only)."""
+    parts = Partitioning.from_config(cfg)
+    groups: dict[int, list[bytes]] = {}
+    for event in accepted:
+        groups.setdefault(parts.of(event["metric"]), []).append(orjson.dumps(event))
+    if cfg["INGEST_TRANSPORT"] == "stream":
+        maxlen = cfg["INGEST_STREAM_MAXLEN"]
+        if parts.cluster:
+            for k, payloads in groups.items():
+                pipe = client.pipeline(transaction=True)
+                xadd_all(pipe, parts.stream(cfg["INGEST_STREAM"], k), payloads, maxlen)
+                pipe.execute()
+            return
+        pipe = client.pipeline(transaction=True)
+        for k, payloads in groups.items():
+            xadd_all(pipe, parts.stream(cfg["INGEST_STREAM"], k), payloads, maxlen)
+    else:
+        pipe = client.pipeline(transaction=False)
+        publish = pipe.spublish if parts.cluster else pipe.publish
+        for k, payloads in groups.items():
+            channel = parts.channel(cfg["REDIS_CHANNEL"], k)
+            for payload in payloads:
+                publish(channel, payload)
+    pipe.execute()
