@@ -1,4 +1,3 @@
-# ruff: noqa: F811 -- pytest fixtures imported from tests/cluster_fixture.py are redefined as arguments
 """Partitioned ingest on a real 3-master Redis Cluster (REDIS_CLUSTER=true, INGEST_PARTITIONS=4):
 POST /api/ingest, the generator and the importer's writer route each event to its partition's
 shard channel or stream; a consumer SSUBSCRIBEs its partition on the node owning the slot (and
@@ -22,7 +21,6 @@ from backend.storage.client import connect, node_client
 from backend.storage.keys import Keys, Partitioning
 from generator.publisher import Generator
 from producer import partition_of
-from tests.cluster_fixture import cluster_client, cluster_names, redis_cluster  # noqa: F401
 from tests.helpers import wait_for
 
 P = 4
