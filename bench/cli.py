@@ -210,6 +210,18 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         f"alternately (default {d['scaling_rounds']}, 1 with --quick)",
     )
     g.add_argument(
+        "--scaling-configs",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=["p1w1", "p2w1", "p2w2"],
+        help="which configurations: p1w1 (P=1, 1 worker), p2w1, p2w2 (default all three)",
+    )
+    g.add_argument(
+        "--scaling-starts",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=["cold", "warm"],
+        help="cold (workers start after the backlog), warm (workers already running), or both",
+    )
+    g.add_argument(
         "--scaling-cluster",
         action="store_true",
         help="also run them on an embedded 3-master Redis Cluster (REDIS_CLUSTER=true)",

@@ -364,9 +364,11 @@ def measure(bench: Bench, *, cluster: bool, events: int, rounds: int) -> dict:
     target = Target(bench, cluster)
     runs: list[dict] = []
     try:
+        starts = [s for s in STARTS if s in bench.opts.scaling_starts]
+        configs = [c for c in CONFIGS if c[0] in bench.opts.scaling_configs]
         for rd in range(rounds):
-            for start in STARTS:
-                for label, partitions, workers in CONFIGS:
+            for start in starts:
+                for label, partitions, workers in configs:
                     bench.say(f"  {'cluster' if cluster else 'redis'} round {rd + 1}: {start} {label} ...")
                     try:
                         run = run_one(

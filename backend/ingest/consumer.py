@@ -29,7 +29,7 @@ from redis.exceptions import AskError, MovedError
 
 from backend import telemetry
 from backend.ingest.batch import BatchProcessor
-from backend.ingest.lease import Lease, new_token
+from backend.ingest.lease import HEARTBEAT_EVERY_S, Lease, new_token
 from backend.ingest.pubsub import PubSubReader
 from backend.ingest.shares import Shares
 from backend.ingest.sources import PubSubSource, StreamSource, next_message
@@ -152,7 +152,8 @@ class Consumer(Task):
         self.role = self._said = "standby"
         self.shares.gave_up(self.partition)
         self.backoff.reset()
-        self.sleep(self.lease.ttl_ms / 3000.0)
+        # A third of the TTL, at most a heartbeat: a partition handed over is taken within a second.
+        self.sleep(min(self.lease.ttl_ms / 3000.0, HEARTBEAT_EVERY_S))
 
     def _become_active(self):
         self.role = self._said = "active"
