@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os'
 import { defineConfig } from 'vite'
 import react from '@vitejs/plugin-react'
 
@@ -19,5 +20,8 @@ export default defineConfig({
     setupFiles: ['./src/test/setup.jsx'],
     include: ['src/**/*.test.{js,jsx}'],
     restoreMocks: true,
+    // Vitest's default (cores - 1) is one worker on a 2-core machine: the test files then run
+    // one after another, mostly waiting on jsdom set-up. Two workers: 37 s -> 25 s there.
+    maxWorkers: Math.max(2, availableParallelism() - 1),
   },
 })
