@@ -7,20 +7,16 @@ STAMP := $(VENV)/.installed
 NPM_STAMP := frontend/node_modules/.installed
 FRONTEND_SRC := $(shell find frontend/src frontend/public frontend/index.html frontend/vite.config.js frontend/package.json -type f 2>/dev/null)
 
-.PHONY: run test check-py test-py test-frontend lint format bench screenshots frontend venv chromium clean
+.PHONY: run test test-py test-frontend lint format bench screenshots frontend venv chromium clean
 
 run: venv frontend
 	$(BIN)/pulseboard up
 
-# Two jobs side by side, twice: first the Python env installs while the dashboard's packages
-# install and it builds; then the dashboard's lint and tests run beside ruff and pytest (pytest's
-# workers mostly wait on servers and browsers, so vitest fits in their gaps: a fresh clone's
-# `make test` took 298 s with the two phases in sequence on 2 cores).
+# Two jobs side by side first: the Python env installs while the dashboard's packages install and
+# its tests run (on a fresh clone the vitest run costs no extra time); then lint and pytest, which
+# gets the machine to itself (its tests start servers and browsers and wait on them with deadlines).
 test:
-	@$(MAKE) --no-print-directory -j2 --output-sync=target venv frontend chromium
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-frontend check-py
-
-check-py: venv
+	@$(MAKE) --no-print-directory -j2 --output-sync=target venv frontend chromium test-frontend
 	@$(MAKE) --no-print-directory lint test-py
 
 # Parallel workers, each with its own embedded Redis (tests/conftest.py); most tests wait on
