@@ -4,6 +4,7 @@ everything else (.env.example, the analytics settings, the Flask config) derived
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from backend import config
 from backend.analytics.settings import DEFAULTS as ANALYTICS_DEFAULTS
 from backend.analytics.settings import SETTINGS as ANALYTICS_SETTINGS
 from backend.analytics.settings import AnalyticsSettings
@@ -125,9 +127,14 @@ def test_load_reads_env_file_under_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PULSEBOARD_ENV_FILE", str(env_file))
     monkeypatch.setenv("HISTORY_S", "9")  # a real variable wins over the file
     monkeypatch.delenv("RECENT_MAX", raising=False)
+    # load() makes these the process's current settings: put the previous ones back afterwards,
+    # or the rest of this test worker sees RECENT_MAX=42
+    monkeypatch.setattr(config, "_current", config._current)
     s = load()
     assert (s.RECENT_MAX, s.HISTORY_S) == (42, 9)
-    monkeypatch.delenv("RECENT_MAX")  # load_dotenv set it in this process
+    # load_dotenv set it in this process. Not monkeypatch.delenv: its undo would put 42 back, and
+    # every later test of this worker (and the servers it starts) would run with RECENT_MAX=42.
+    os.environ.pop("RECENT_MAX")
 
 
 def test_spec_describes_a_setting():
