@@ -34,7 +34,7 @@ from backend.ingest.pubsub import PubSubReader
 from backend.ingest.shares import Shares
 from backend.ingest.sources import PubSubSource, StreamSource, next_message
 from backend.ingest.stream import StreamReader, check_transport
-from backend.storage.client import node_client
+from backend.storage.client import confirm_subscriptions, node_client
 from backend.storage.keys import Partitioning
 from backend.storage.store import LeaseLost, Store, connect
 from backend.tasks.loop import Backoff, Task, start_thread
@@ -202,15 +202,11 @@ class Consumer(Task):
                 pubsub.subscribe(*self.channels[1:])
         else:
             pubsub.subscribe(*self.channels)
-        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
-        confirmed = 0
-        while confirmed < len(self.channels):
-            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-            if message is not None and message["type"] in ("subscribe", "ssubscribe"):
-                confirmed += 1
-            elif time.monotonic() >= deadline:
-                pubsub.close()
-                raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {self.channels!r}")
+        try:
+            confirm_subscriptions(pubsub, len(self.channels), SUBSCRIBE_TIMEOUT_S)
+        except redis.TimeoutError:
+            pubsub.close()
+            raise
         if self.sharded:
             _raise_on_sunsubscribe(pubsub)
         else:

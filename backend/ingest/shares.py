@@ -19,7 +19,6 @@ class Shares:
         self.target = partitions  # until the first count of live workers says otherwise
         self.held: set[int] = set()
         self._lock = threading.Lock()
-        self.changes = 0  # bumped when the set held changes
         self.on_change = None  # the process's report: /api/health shows a new holder at once
 
     def set_live_workers(self, live: int) -> None:
@@ -31,9 +30,7 @@ class Shares:
 
     def took(self, k: int) -> None:
         with self._lock:
-            if k not in self.held:
-                self.held.add(k)
-                self.changes += 1
+            self.held.add(k)
 
     def gave_up(self, k: int) -> None:
         with self._lock:
@@ -45,7 +42,6 @@ class Shares:
     def changed(self) -> None:
         """A consumer became active or stood down: report now (in the consumer's thread, before
         its heartbeat makes the node ready)."""
-        self.changes += 1
         if self.on_change is not None:
             self.on_change()
 

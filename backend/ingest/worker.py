@@ -9,6 +9,7 @@ reports itself (id, partitions held, figures) about once a second for /api/healt
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import redis
@@ -48,6 +49,7 @@ class Worker(Task):
             )
             for k in range(self.partitions)
         ]
+        self._report_lock = threading.Lock()
         self.shares.on_change = self._report
 
     # --- what the rest of the process reads --------------------------------------------------
@@ -72,21 +74,21 @@ class Worker(Task):
 
     # --- the loop ----------------------------------------------------------------------------
     def loop(self) -> None:
-        tasks = [self.start_task(c.run) for c in self.consumers]
+        for consumer in self.consumers:
+            self.start_task(consumer.run)
         try:
             while not self.stopping:
                 self._count_live_workers()
                 self._report()
-                self._wait_for_change(HEARTBEAT_EVERY_S)
+                self._sleep_unless_stopped(HEARTBEAT_EVERY_S)
         finally:
             for consumer in self.consumers:
                 consumer.stop()
             deadline = time.monotonic() + STOP_WAIT_S
             while any(c.running for c in self.consumers) and time.monotonic() < deadline:
                 self.sleep(0.02)
-            del tasks
 
-    def _wait_for_change(self, seconds: float) -> None:
+    def _sleep_unless_stopped(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < deadline:
             self.sleep(min(0.1, seconds))
@@ -102,11 +104,16 @@ class Worker(Task):
         self.shares.set_live_workers(len(tokens))
 
     def _report(self) -> None:
-        telemetry.PARTITIONS_HELD.set(len(self.shares.held))
-        try:
-            self.store.report_worker(self.token, self.status())
-        except redis.RedisError as exc:
-            log.debug("cannot report the worker's status: %s", exc)
+        # Consumers report from their own threads when they take or hand over a partition: one
+        # at a time, so the last report written (and the gauge) is the newest state, not a stale
+        # snapshot that lost a race.
+        with self._report_lock:
+            status = self.status()
+            telemetry.PARTITIONS_HELD.set(len(status["partitions"]))
+            try:
+                self.store.report_worker(self.token, status)
+            except redis.RedisError as exc:
+                log.debug("cannot report the worker's status: %s", exc)
 
     def status(self) -> dict:
         consumers = [c.status() for c in self.consumers]

@@ -24,6 +24,7 @@ import redis
 
 from backend.core.events import numbered
 from backend.realtime.fanout import BATCH_ROOM, LEGACY_ROOM, Fanout
+from backend.storage.client import confirm_subscriptions
 from backend.storage.store import Store, connect
 from backend.tasks.loop import Backoff, PeriodicTask, Task
 
@@ -129,13 +130,8 @@ class FanoutListener(Task):
         """Subscribe and wait for the confirmation: the catch-up that follows must not miss what
         is stored between its read and the subscription."""
         pubsub.subscribe(self.channel)
-        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
-        while time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-            if message is not None and message.get("type") == "subscribe":
-                pubsub.ignore_subscribe_messages = True
-                return
-        raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {self.channel!r}")
+        confirm_subscriptions(pubsub, 1, SUBSCRIBE_TIMEOUT_S)
+        pubsub.ignore_subscribe_messages = True
 
     def _catch_up(self) -> None:
         """What was stored since the newest event we delivered, per partition, from the history."""

@@ -3,6 +3,7 @@ says it is exhausted) instead of failing at once; with REDIS_CLUSTER a redis-py 
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -138,3 +139,16 @@ def node_client(cluster: RedisCluster, key: str | None = None, **kwargs) -> redi
     base.pop("oss_cluster_maint_notifications_handler", None)  # bound to the cluster client
     base.update(kwargs)
     return redis.Redis(host=node.host, port=node.port, **base)
+
+
+def confirm_subscriptions(pubsub, count: int, timeout_s: float) -> None:
+    """Wait until Redis has confirmed `count` (S)SUBSCRIBEs on `pubsub`: only then is what is
+    published delivered. Raises redis.TimeoutError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    confirmed = 0
+    while confirmed < count:
+        message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+        if message is not None and message.get("type") in ("subscribe", "ssubscribe"):
+            confirmed += 1
+        elif time.monotonic() >= deadline:
+            raise redis.TimeoutError(f"no confirmation of {count} subscription(s) within {timeout_s}s")

@@ -41,6 +41,26 @@ def _history_events(entry_id, fields, stride: int = 1) -> list[dict]:
     return [orjson.loads(e) for e in numbered(_entry_seq(entry_id), blob.split(b"\n"), stride)]
 
 
+def _listed_events(raw: list, metric: str | None, after: int | None) -> list[dict]:
+    """The events of recent-list items, in list order: those of `metric`, with a seq above
+    `after`, each seq once (a metric's own list repeats what the global list has)."""
+    out: dict[object, dict] = {}
+    for item in raw:
+        try:
+            event = orjson.loads(item)
+        except orjson.JSONDecodeError:
+            continue  # written by someone else; the list is ours to read, not to trust
+        if not isinstance(event, dict):
+            continue
+        if metric is not None and event.get("metric") != metric:
+            continue
+        seq = event.get("seq")
+        if after is not None and not (isinstance(seq, int) and seq > after):
+            continue
+        out.setdefault(seq if isinstance(seq, int) else id(event), event)
+    return list(out.values())
+
+
 def _time_order(event: dict) -> tuple:
     """Events of several partitions in time order: their `ts`, then seq."""
     seq = event.get("seq")
@@ -117,21 +137,7 @@ class Reads:
             raw = self.redis.lrange(
                 self.keys.recent, 0, self.recent_max - 1 if (metric or after) else limit - 1
             )
-        out: dict[object, dict] = {}
-        for item in raw:
-            try:
-                event = orjson.loads(item)
-            except orjson.JSONDecodeError:
-                continue  # written by someone else; the list is ours to read, not to trust
-            if not isinstance(event, dict):
-                continue
-            if metric is not None and event.get("metric") != metric:
-                continue
-            seq = event.get("seq")
-            if after is not None and not (isinstance(seq, int) and seq > after):
-                continue
-            out.setdefault(seq if isinstance(seq, int) else id(event), event)
-        events = list(out.values())
+        events = _listed_events(raw, metric, after)
         if metric is not None and self.recent_per_metric:
             events.sort(key=lambda e: e["seq"] if isinstance(e.get("seq"), int) else -1, reverse=True)
         return events[:limit]
@@ -144,20 +150,8 @@ class Reads:
             pipe.lrange(keys.recent, 0, self.recent_max - 1)
             if metric is not None and self.recent_per_metric:
                 pipe.lrange(keys.recent_metric(metric), 0, self.recent_per_metric - 1)
-        out: dict[object, dict] = {}
-        for raw in pipe.execute():
-            for item in raw:
-                try:
-                    event = orjson.loads(item)
-                except orjson.JSONDecodeError:
-                    continue
-                if not isinstance(event, dict) or (metric is not None and event.get("metric") != metric):
-                    continue
-                seq = event.get("seq")
-                if after is not None and not (isinstance(seq, int) and seq > after):
-                    continue
-                out.setdefault(seq if isinstance(seq, int) else id(event), event)
-        return sorted(out.values(), key=_time_order, reverse=True)[:limit]
+        raw = [item for items in pipe.execute() for item in items]
+        return sorted(_listed_events(raw, metric, after), key=_time_order, reverse=True)[:limit]
 
     def history_after_partitions(
         self, afters: dict[int, int], limit: int, metric: str | None = None, *, oldest_first: bool
