@@ -20,9 +20,9 @@ test:
 	@$(MAKE) --no-print-directory lint test-py
 
 # Parallel workers, each with its own embedded Redis (tests/conftest.py); most tests wait on
-# servers and browsers, so more workers than cores pays (2 cores: 4 workers 235-240 s, 6 workers
-# 219 s, 8 workers 221 s). Override: make test PYTEST_WORKERS=0.
-PYTEST_WORKERS ?= 6
+# servers and browsers, so more workers than cores pays. On 2 cores from a fresh clone 4 and 6
+# workers came out the same (227-246 s), so 4. Override: make test PYTEST_WORKERS=0.
+PYTEST_WORKERS ?= 4
 test-py: venv
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxschedchunk 1
 

@@ -117,6 +117,10 @@ class LiveServer:
         return requests.post(self.url + path, timeout=5, **kw)
 
 
+class _PortTaken(Exception):
+    """The free port a server was given was taken before it could bind: start it on another."""
+
+
 def start_server(
     redis_url: str,
     names: dict,
@@ -126,6 +130,7 @@ def start_server(
     args: tuple = (),
     env: dict | None = None,
     wait_ready: bool = True,
+    _attempt: int = 1,
 ) -> LiveServer:
     port = free_port()
     full_env = {
@@ -153,13 +158,21 @@ def start_server(
 
         def ready():
             if process.poll() is not None:
+                if "is already in use" in server.log() and _attempt < 3:
+                    raise _PortTaken  # another worker bound the free port between probe and bind
                 raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
             try:
                 return requests.get(server.url + "/api/ready", timeout=1).status_code == 200
             except requests.RequestException:
                 return False
 
-        wait_for(ready, timeout=20, message="server readiness")
+        try:
+            wait_for(ready, timeout=20, message="server readiness")
+        except _PortTaken:
+            return start_server(
+                redis_url, names, tmp_path, command=command, args=args, env=env, wait_ready=wait_ready,
+                _attempt=_attempt + 1,
+            )  # fmt: skip
     return server
 
 
