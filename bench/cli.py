@@ -105,6 +105,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
+        "--background-seconds",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="how long to watch the machine idle before each section (default %(default)s)",
+    )
+    p.add_argument(
         "--server-env",
         type=_env_pair,
         action="append",
@@ -291,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             say(f"\n== {section} ==")
             redis.client.flushall()
-            background = background_load()
+            background = background_load(opts.background_seconds)
             results["meta"].setdefault("background_before_section", {})[section] = background
             say(
                 f"  background: machine {background['machine_busy_pct']}% busy before we start "

@@ -23,5 +23,8 @@ export default defineConfig({
     // Vitest's default (cores - 1) is one worker on a 2-core machine: the test files then run
     // one after another, mostly waiting on jsdom set-up. Two workers: 37 s -> 25 s there.
     maxWorkers: Math.max(2, availableParallelism() - 1),
+    // The files share their worker processes instead of each starting a fresh one (setup.jsx
+    // cleans the DOM, storage, URL and timers after every test): 24 s -> 7 s on 2 cores.
+    isolate: false,
   },
 })

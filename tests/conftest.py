@@ -6,6 +6,7 @@ channel name, because Pub/Sub channels are shared by all databases of a server.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -34,12 +35,52 @@ os.environ.setdefault(
 )
 
 
+# How long each test function took in a recorded run (tests/durations.json, written by
+# `pytest --record-durations`): the longest start first, on different xdist workers, and the short
+# ones fill in around them, instead of a long one starting last and the run waiting for it alone.
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--record-durations",
+        action="store_true",
+        help=f"write each test function's wall time (set-up to tear-down) to {DURATIONS.name}",
+    )
+
+
+def _function_id(nodeid: str) -> str:
+    return nodeid.split("[", 1)[0]  # one entry for all parameters of a test function
+
+
 def pytest_collection_modifyitems(config, items):
-    # Slow tests first (a stable sort keeps the rest in order): with `make test`'s workers each
-    # taking one test at a time (pytest-xdist, --maxschedchunk 1), they start at once on different
-    # workers and the short tests fill in around them, instead of one starting last and the
-    # run waiting for it alone.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    known = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    items.sort(key=lambda item: -known.get(_function_id(item.nodeid), 0.0))  # stable: the rest in order
+
+
+class _DurationRecorder:
+    def __init__(self):
+        self.running: dict[str, float] = {}  # per test id: reports of several workers interleave
+        self.seconds: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report):
+        spent = self.running.pop(report.nodeid, 0.0) + report.duration
+        if report.when != "teardown":
+            self.running[report.nodeid] = spent
+            return
+        key = _function_id(report.nodeid)
+        self.seconds[key] = max(self.seconds.get(key, 0.0), spent)
+
+    def pytest_sessionfinish(self, session):
+        # Only the ones worth ordering: the rest keep the collection order.
+        slow = {k: round(v, 1) for k, v in sorted(self.seconds.items()) if v >= 1.0}
+        DURATIONS.write_text(json.dumps(slow, indent=1) + "\n")
+
+
+def pytest_configure(config):
+    # In the controller only (xdist workers have `workerinput`), which sees every worker's reports.
+    if config.getoption("--record-durations") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_DurationRecorder(), "pulseboard-durations")
 
 
 @pytest.fixture(scope="session")

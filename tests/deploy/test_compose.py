@@ -415,7 +415,6 @@ def service_env(svc: dict, redis_url: str, names: dict, **overrides) -> dict:
     return {k: str(v) for k, v in env.items()}
 
 
-@pytest.mark.slow
 def test_nginx_fronts_two_gunicorn_web_nodes(model, redis_url, names, tmp_path):
     """The compose topology on loopback: Redis, `pulseboard worker`, two web nodes run with the
     exact gunicorn command and environment of docker-compose.yml, and deploy/nginx.conf in front."""

@@ -91,7 +91,6 @@ def test_theme_toggle_persists_across_reload(live_server, page: Page):
     expect(html).to_have_attribute("data-theme", after)
 
 
-@pytest.mark.slow
 def test_web_node_restart_shows_reconnecting_then_recovers_missed_events(server_factory, page: Page):
     # Worker and web node as separate processes (the scale-out topology), so events published
     # while the web node is down are still stored, and the dashboard must fetch them on reconnect.
@@ -125,7 +124,6 @@ def test_web_node_restart_shows_reconnecting_then_recovers_missed_events(server_
         stop(restarted)
 
 
-@pytest.mark.slow
 def test_screenshots_for_the_readme(server_factory, page: Page, screenshot_dir: Path):
     """Light and dark screenshots of the dashboard with the generator running, for the README."""
     server = server_factory()
@@ -177,7 +175,6 @@ def add_rule(server, rule: str, name: str) -> dict:
     return resp.json()
 
 
-@pytest.mark.slow
 def test_rule_alert_appears_live_and_is_acknowledged(server_factory, page: Page):
     """A rule that fires at once on the generator's traffic: its alert must reach the open page
     over the socket, with its severity, and Acknowledge must stick (also across a reload)."""
@@ -235,7 +232,6 @@ def test_acknowledge_without_the_api_key_shows_why(server_factory, page: Page):
         stop(generator)
 
 
-@pytest.mark.slow
 def test_screenshot_of_the_alert_feed_for_the_docs(server_factory, page: Page, screenshot_dir: Path):
     """docs/dashboard-alert.png: the top of the dashboard with open critical and warning alerts,
     a closed one, trend arrows on the counters; light theme."""

@@ -12,7 +12,6 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import orjson
-import pytest
 import redis
 import requests
 
@@ -68,7 +67,6 @@ def alert_recorder(url: str) -> tuple[Recorder, list[dict]]:
     return rec, rec.alerts
 
 
-@pytest.mark.slow
 def test_generator_incident_opens_an_anomaly_alert_and_it_closes_after(server_factory, r, store, keys):
     """Baselines come from history replayed when the evaluator becomes active: the test holds the
     worker lease (so the server's worker and evaluator stand by), writes 90 s of the generator's
@@ -159,7 +157,6 @@ def incident_end_iso(ts: float) -> str:
     return iso_ms(math.floor(ts))
 
 
-@pytest.mark.slow
 def test_rule_fires_is_acked_clears_and_calls_the_webhook(server_factory, r):
     with Hook() as hook:
         server = server_factory(

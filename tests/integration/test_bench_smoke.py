@@ -17,7 +17,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("transport", ["pubsub", "stream"])
 def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path, transport):
     out = tmp_path / "bench.json"
@@ -26,6 +25,7 @@ def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path, transport):
     proc = subprocess.run(
         [
             sys.executable, "-m", "bench",
+            "--background-seconds", "0.2",
             "--only", "ingest,fanout",
             "--ingest-events", "2000",
             "--publishers", "1",
@@ -92,12 +92,12 @@ def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path, transport):
     assert targets["ingest >= 50,000 events/s"]["value"] == ingest["worker"]["rate"]
 
 
-@pytest.mark.slow
 def test_tiny_late_section_measures_in_order_and_spread_events(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [
             sys.executable, "-m", "bench",
+            "--background-seconds", "0.2",
             "--only", "late",
             "--late-events", "3000",
             "--late-rounds", "1",
@@ -123,12 +123,12 @@ def test_tiny_late_section_measures_in_order_and_spread_events(tmp_path):
     assert "spread / in-order:" in proc.stdout
 
 
-@pytest.mark.slow
 def test_tiny_scaling_section_drains_a_backlog_with_one_and_two_workers(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [
             sys.executable, "-m", "bench",
+            "--background-seconds", "0.2",
             "--only", "scaling",
             "--scaling-events", "3000",
             "--scaling-rounds", "1",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import threading
 
-import pytest
 import requests
 
 from tests.helpers import wait_for
@@ -33,7 +32,6 @@ def held(web) -> dict[str, list[int]]:
     return {w["token"]: w["partitions"] for w in workers if w.get("partitions")}
 
 
-@pytest.mark.slow
 def test_two_workers_on_a_cluster_lose_and_repeat_nothing_when_one_is_killed(
     server_factory, redis_cluster, cluster_client, names
 ):

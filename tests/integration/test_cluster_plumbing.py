@@ -343,7 +343,6 @@ def test_alert_scripts_run_on_a_cluster_with_the_alerts_tag(cluster_client, clus
     assert Keys.from_config({"KEY_PREFIX": "p:", "RECENT_KEY": "r"}).alert("x") == "p:alert:x"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("transport", ["pubsub", "stream"])
 def test_web_node_and_worker_processes_on_the_cluster(
     redis_cluster, cluster_client, server_factory, names, transport

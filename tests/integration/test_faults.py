@@ -8,7 +8,6 @@ import subprocess
 import time
 
 import orjson
-import pytest
 import redis
 import requests
 
@@ -50,7 +49,6 @@ def _redis_outage(own_redis: EmbeddedRedis, server, rec: Recorder) -> tuple[int,
     return received_before, up_at, time.monotonic() - up_at
 
 
-@pytest.mark.slow
 def test_redis_outage_while_the_generator_publishes(server_factory, names):
     with EmbeddedRedis() as own_redis:
         server = server_factory(redis_url=own_redis.url)
@@ -150,7 +148,6 @@ def _outage_run(server_factory, names, transport: str, appendonly: bool = True) 
     }
 
 
-@pytest.mark.slow
 def test_events_lost_in_a_redis_outage_pubsub_vs_stream(server_factory, names):
     """Side by side, same scenario: what a Redis outage costs each transport.
 

@@ -11,7 +11,6 @@ import sys
 import time
 
 import orjson
-import pytest
 import requests
 
 from tests.helpers import wait_for
@@ -71,7 +70,6 @@ def valid_events(n: int, marker: str) -> list[dict]:
     ]
 
 
-@pytest.mark.slow
 def test_ten_thousand_hostile_messages_interleaved_with_valid_events(live_server, r):
     rnd = random.Random(42)
     bad = hostile_messages(10_000, rnd)
@@ -188,7 +186,6 @@ def _stuck_client(url: str) -> subprocess.Popen:
     return proc
 
 
-@pytest.mark.slow
 def test_a_client_that_stops_reading_is_dropped_and_does_not_slow_others(server_factory, r):
     server = server_factory(env={"SLOW_CLIENT_SOFT_BYTES": "262144", "SLOW_CLIENT_SOFT_S": "1"})
     stuck = _stuck_client(server.url)

@@ -64,7 +64,6 @@ def api_schema(api_server):
     return schemathesis.openapi.from_url(api_server.url + "/api/openapi.json")
 
 
-@pytest.mark.slow
 def test_live_api_conforms_to_its_document(api_schema, monkeypatch, tmp_path):
     """Property-based requests for every operation; checks no 5xx and that status codes, content
     types and bodies are as documented. (Driven by hand: schemathesis' pytest plugin does not

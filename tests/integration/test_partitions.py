@@ -11,7 +11,6 @@ import threading
 import time
 
 import orjson
-import pytest
 import requests
 
 from producer import partition_of, publish, stream_for
@@ -87,7 +86,6 @@ def test_one_process_holds_every_partition_and_the_legacy_channel_still_works(se
     assert f"pulseboard_partitions_held {float(P)}" in exported
 
 
-@pytest.mark.slow
 def test_two_workers_split_the_partitions_and_one_takes_over_when_the_other_dies(server_factory, r, names):
     first = server_factory(command="worker", env=PARTS)
     web = server_factory(args=("--no-worker",), env=PARTS)  # ready once every partition is held
@@ -110,7 +108,6 @@ def test_two_workers_split_the_partitions_and_one_takes_over_when_the_other_dies
     assert took_s < 1.5 + 1 + 2  # LEASE_TTL_MS + 1 s, with slack for this machine
 
 
-@pytest.mark.slow
 def test_a_worker_killed_under_load_in_stream_mode_loses_and_repeats_nothing(server_factory, r, names):
     base = names["INGEST_STREAM"]
     workers = [server_factory(command="worker", env=STREAM) for _ in range(2)]

@@ -7,7 +7,6 @@ import signal
 import time
 
 import orjson
-import pytest
 import requests
 
 from tests.helpers import wait_for
@@ -33,7 +32,6 @@ def active_worker(workers):
     return wait_for(find, timeout=15, message="an active worker")
 
 
-@pytest.mark.slow
 def test_three_web_nodes_two_workers_exactly_once_and_failover(server_factory, r):
     workers = [server_factory(command="worker", env=MQ) for _ in range(2)]
     webs = [server_factory(args=("--no-worker",), env=MQ) for _ in range(3)]
@@ -89,7 +87,6 @@ def test_three_web_nodes_two_workers_exactly_once_and_failover(server_factory, r
             c.close()
 
 
-@pytest.mark.slow
 def test_one_evaluator_across_workers_and_its_alert_survives_a_failover(server_factory, r):
     """Two workers, one web node: only the lease holder evaluates, so a rule opens one alert; the
     standby's evaluator takes over with the lease, adopts that alert instead of opening another,
@@ -129,7 +126,6 @@ def test_one_evaluator_across_workers_and_its_alert_survives_a_failover(server_f
     assert listed["count"] == 1 and listed["alerts"][0]["state"] == "closed"
 
 
-@pytest.mark.slow
 def test_sigterm_stops_a_worker_cleanly_and_hands_over_at_once(server_factory, r):
     # A lease long enough that a takeover within it can only come from a clean release.
     env = {**MQ, "LEASE_TTL_MS": "20000"}

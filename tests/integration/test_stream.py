@@ -73,7 +73,6 @@ def test_events_added_while_no_worker_runs_are_processed_once_when_one_starts(se
     wait_for(lambda: r.xlen(stream) <= 100, timeout=10, message="acknowledged entries trimmed")
 
 
-@pytest.mark.slow
 def test_sigkill_of_the_active_worker_under_load_loses_and_repeats_nothing(server_factory, r, names):
     stream = names["INGEST_STREAM"]
     workers = [server_factory(command="worker", env=MQ) for _ in range(2)]
@@ -138,7 +137,6 @@ def test_sigkill_of_the_active_worker_under_load_loses_and_repeats_nothing(serve
     assert missed <= 5000  # at most the killed worker's last batch (MAX_BATCH)
 
 
-@pytest.mark.slow
 def test_a_worker_that_stalls_past_its_lease_stores_nothing_twice(server_factory, r, names):
     """SIGSTOP the active worker under load for longer than its lease, then let it go on: its
     successor has re-read its pending entries meanwhile, and whatever the stalled one was holding

@@ -8,7 +8,6 @@ import signal
 import subprocess
 
 import psutil
-import pytest
 import requests
 
 from backend.cli.embedded_redis import free_port
@@ -24,7 +23,6 @@ def _ready(url: str) -> bool:
         return False
 
 
-@pytest.mark.slow
 def test_up_restarts_a_dead_embedded_redis_and_stops_cleanly(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
