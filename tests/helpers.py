@@ -10,9 +10,17 @@ T = TypeVar("T")
 
 
 def wait_for(
-    condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, message: str = "condition"
+    condition: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str = "condition",
+    max_interval: float = 0.1,
 ) -> T:
-    """Poll `condition` until it returns something truthy; fail with `message` at the deadline."""
+    """Poll `condition` until it returns something truthy; fail with `message` at the deadline.
+
+    The pause grows from `interval` to `max_interval`: a quick condition is seen at once, and a
+    long wait does not poll a server 50 times a second (the suite's many waits on HTTP answers
+    cost the servers' CPU that the tests running beside them need)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -20,6 +28,7 @@ def wait_for(
         if last:
             return last
         time.sleep(interval)
+        interval = min(max_interval, interval * 1.25)
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last value: {last!r})")
 
 

@@ -10,11 +10,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
+import pytest
 import requests
 
 from backend.cli.embedded_redis import EmbeddedRedis
 from backend.cli.procs import pulseboard_command
-from tests.conftest import ROOT
+from tests.conftest import ROOT, worker_in_process
 from tests.helpers import wait_for
 
 REDIS_BACKED = [
@@ -28,6 +29,11 @@ REDIS_BACKED = [
     "/api/rules",
     "/api/generator",
 ]
+
+
+@pytest.fixture
+def server_factory(server_factory):
+    return worker_in_process(server_factory)  # (live_server uses this one too)
 
 
 def _event(value: float = 1.0) -> dict:
