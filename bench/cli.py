@@ -120,6 +120,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="a setting for every server started (repeatable), e.g. WORKER_MODE=thread to try a "
         "configuration without editing code; recorded in the results",
     )
+    g = p.add_argument_group("realtime")
+    g.add_argument(
+        "--realtime-scenarios",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=None,
+        metavar="LIST",
+        help="only these scenarios of the realtime section, by label (e.g. batch-1k,event-500-readers)",
+    )
     g = p.add_argument_group("ingest")
     g.add_argument(
         "--ingest-events", type=int, default=None, help=f"events in the burst (default {d['ingest_events']})"

@@ -250,7 +250,11 @@ def realtime(bench) -> dict:
     dur = 4.0 if quick else 10.0
     runs = []
 
+    wanted = bench.opts.realtime_scenarios
+
     def run(**kw):
+        if wanted is not None and kw["label"] not in wanted:
+            return None
         result = scenario(bench, duration=dur, **kw)
         runs.append(result)
         bench.say(line(result))

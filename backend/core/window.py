@@ -9,7 +9,8 @@ backend/core/layout.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from itertools import islice
 
 from backend.core.layout import (
     COARSE,
@@ -98,9 +99,14 @@ class _HashMerger:
         raise NotImplementedError
 
     def merge_hash(self, h: Mapping) -> None:
+        self.merge_pairs(h.items())
+
+    def merge_pairs(self, pairs: Iterable[tuple]) -> None:
+        """merge_hash over (name, value) pairs: a part of a hash, for callers that merge a wide
+        one in parts (backend/storage/reads.py lets the loop run between them)."""
         slots = self._slots
         skip = self._skip
-        for raw, value in h.items():
+        for raw, value in pairs:
             slot = slots.get(raw)
             if slot is None:
                 if raw in skip:
@@ -134,6 +140,19 @@ class _HashMerger:
                     box.sum = math.nan
             except (ValueError, TypeError):
                 continue  # not a number: not something we wrote; skip it rather than fail the read
+
+
+def merge_in_parts(merger: _HashMerger, h: Mapping, pause: Callable[[], None] | None, part: int) -> None:
+    """merger.merge_hash(h), calling `pause` between parts of `part` fields: the storage layer
+    lets its loop run there, so a wide hash (tens of thousands of fields) does not hold it."""
+    if pause is None or len(h) <= part:
+        merger.merge_hash(h)
+        return
+    pairs = iter(h.items())
+    for start in range(0, len(h), part):
+        if start:
+            pause()
+        merger.merge_pairs(islice(pairs, part))
 
 
 class WindowStats(_HashMerger):
@@ -187,26 +206,8 @@ class WindowStats(_HashMerger):
 
     def to_aggregate(self, *, window_s: int, from_s: int, to_s: int, metric: str | None = None) -> dict:
         names = sorted(self.metrics) if metric is None else [metric] if metric in self.metrics else []
-        aggregate: dict[str, int] = {}
-        per_metric: dict[str, dict] = {}
-        total_count = total_errors = 0
-        for name in names:
-            m = self.metrics[name]
-            aggregate[name] = m.count
-            total_count += m.count
-            total_errors += m.errors
-            per_metric[name] = {
-                **counts_json(m.count, m.errors, window_s),
-                "fields": {fname: field_json(m.fields[fname]) for fname in sorted(m.fields)},
-            }
-        return {
-            "window_seconds": window_s,
-            "from": iso_ms(from_s),
-            "to": iso_ms(to_s),
-            "aggregate": aggregate,
-            "metrics": per_metric,
-            "total": counts_json(total_count, total_errors, window_s),
-        }
+        rows = {name: metric_json(self.metrics[name], window_s) for name in names}
+        return aggregate_json(rows, window_s=window_s, from_s=from_s, to_s=to_s)
 
     def totals(self) -> tuple[int, int]:
         """(count, errors) over every metric."""
@@ -277,6 +278,28 @@ def counts_json(count: int, errors: int, seconds: int) -> dict:
     }
 
 
+def metric_json(m: MetricState, window_s: int) -> dict:
+    """One metric's row of an aggregate: its counts over the window and each field's stats."""
+    return {
+        **counts_json(m.count, m.errors, window_s),
+        "fields": {fname: field_json(m.fields[fname]) for fname in sorted(m.fields)},
+    }
+
+
+def aggregate_json(rows: Mapping[str, dict], *, window_s: int, from_s: int, to_s: int) -> dict:
+    """The aggregate body from its per-metric rows (metric_json), in the order given."""
+    total_count = sum(row["count"] for row in rows.values())
+    total_errors = sum(row["errors"] for row in rows.values())
+    return {
+        "window_seconds": window_s,
+        "from": iso_ms(from_s),
+        "to": iso_ms(to_s),
+        "aggregate": {name: row["count"] for name, row in rows.items()},
+        "metrics": dict(rows),
+        "total": counts_json(total_count, total_errors, window_s),
+    }
+
+
 def field_json(f: FieldState) -> dict:
     # Not finite: a bucket's sum overflowed (its marker made it NaN), or finite bucket sums added
     # up past the float range. JSON has no infinity, and no finite number would be true.
@@ -303,9 +326,12 @@ def timeseries(
     res: int,
     metric: str | None,
     field: str | None,
+    pause: Callable[[], None] | None = None,
+    part: int = 4096,
 ) -> dict:
     """One point per step in [from_s, to_s). Counts cover `metric` (all metrics when None);
-    avg/percentiles cover `field` merged across those metrics, and are null without a field."""
+    avg/percentiles cover `field` merged across those metrics, and are null without a field.
+    `pause` is called between hashes and between parts of `part` fields of a wide one."""
     if step_s <= 0:
         raise ValueError(f"step_s must be > 0, got {step_s}")
     if step_s % res:
@@ -317,10 +343,12 @@ def timeseries(
         for _ in range(max(0, -(-(to_s - from_s) // step_s)))
     ]
     pairs = hashes_by_bucket.items() if isinstance(hashes_by_bucket, Mapping) else hashes_by_bucket
-    for start, h in pairs:  # (several hashes of one start, one per partition, add up)
+    for i, (start, h) in enumerate(pairs):  # (several hashes of one start, one per partition, add up)
         if not h or not from_s <= start < to_s:
             continue
-        steps[(start - from_s) // step_s].merge_hash(h)
+        if i and pause is not None:
+            pause()
+        merge_in_parts(steps[(start - from_s) // step_s], h, pause, part)
 
     points = []
     for i, stats in enumerate(steps):

@@ -12,15 +12,28 @@ import redis
 from cachetools import LRUCache
 
 from backend.core.events import numbered
-from backend.core.state import merge_states
-from backend.core.window import WindowStats, plan_window, series_json, timeseries, timeseries_plan
+from backend.core.state import MetricState
+from backend.core.window import (
+    WindowStats,
+    aggregate_json,
+    merge_in_parts,
+    metric_json,
+    series_json,
+    timeseries,
+    timeseries_plan,
+)
 from backend.storage.keys import Keys
 from backend.web.offload import pause
 
-READ_CHUNK = 16  # bucket hashes per round trip of a window read
+READ_CHUNK = 16  # most bucket hashes per round trip of a window read
+READ_FIELDS = 20_000  # hash fields per round trip a window read aims at (wide hashes: fewer keys)
+MERGE_PART = 4_096  # hash fields merged between two turns of the loop
+ROWS_PART = (
+    16  # aggregate rows (up to 32 fields with percentiles each) rendered between two turns of the loop
+)
 HISTORY_PAGE = 100  # history entries (batches) read per round trip
 CLOSED_MINUTES_TTL_S = 5.0  # seconds a merge of a window's closed minutes is reused
-CLOSED_MINUTES_MAX = 16  # windows whose closed-minute merge is kept (least recently used go)
+CLOSED_MINUTES_MAX = 32  # closed merges kept (a window has two: its whole minutes, its first seconds)
 AGGREGATE_CACHE_MAX = 256  # (window, metric, second) results kept (least recently used go)
 TIMESERIES_CACHE_MAX = 50_000  # closed time-series points kept; cleared wholesale when full
 TIMESERIES_CLOSED_TTL_S = 10.0  # seconds a closed step's point is reused
@@ -68,23 +81,61 @@ def _time_order(event: dict) -> tuple:
 
 
 def _merge_cooperatively(hashes: list) -> WindowStats:
-    """WindowStats of many bucket hashes, letting the loop run between them. (Not in a native
-    thread: with several wide queries at once, threads holding the GIL made every socket write
-    of the loop wait for it, and deliveries crawled; one hash at a time keeps them flowing.)"""
+    """WindowStats of many bucket hashes, letting the loop run between hashes and between parts
+    of MERGE_PART fields. (Not in a native thread: with several wide queries at once, threads
+    holding the GIL made every socket write of the loop wait for it, and deliveries crawled. A
+    wide minute hash, tens of thousands of fields, merged in one go held every client's events
+    for 100-300 ms.)"""
     stats = WindowStats()
     for i, h in enumerate(hashes):
         if i:
             pause()
-        stats.merge_hash(h)
+        merge_in_parts(stats, h, pause, MERGE_PART)
     return stats
 
 
-def _combined(a: WindowStats, b: WindowStats) -> WindowStats:
-    """A new WindowStats holding a + b, leaving both untouched (a is a cached merge)."""
-    out = WindowStats()
-    merge_states(out.metrics, a.metrics)
-    merge_states(out.metrics, b.metrics)
-    return out
+class _Closed:
+    """The merge of a window's closed minutes, and the aggregate rows rendered from it so far
+    (each metric's once, when a request first needs it without live data to add)."""
+
+    __slots__ = ("at", "rows", "stats")
+
+    def __init__(self, at: float, stats: WindowStats) -> None:
+        self.at = at
+        self.stats = stats
+        self.rows: dict[tuple[str, int], dict] = {}
+
+    def row(self, name: str, window_s: int) -> dict:
+        key = (name, window_s)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = metric_json(self.stats.metrics[name], window_s)
+        return row
+
+
+def _aggregate_rows(closed: _Closed, extra: list[WindowStats], window_s: int, metric: str | None) -> dict:
+    """Rows of closed + extra without copying the closed merge: a metric no extra part touches
+    reuses its rendered closed row; a touched one merges its parts into a new state. Over wide
+    data (thousands of metrics) the loop runs between parts of ROWS_PART rows."""
+    closed_metrics = closed.stats.metrics
+    if metric is not None:
+        names = [metric] if metric in closed_metrics or any(metric in p.metrics for p in extra) else []
+    else:
+        names = sorted(set(closed_metrics).union(*(p.metrics for p in extra)))
+    rows = {}
+    for i, name in enumerate(names):
+        if i and not i % ROWS_PART:
+            pause()
+        fresh = [m for p in extra if (m := p.metrics.get(name)) is not None]
+        if not fresh:
+            rows[name] = closed.row(name, window_s)
+            continue
+        m = MetricState()
+        for part in (closed_metrics.get(name), *fresh):
+            if part is not None:
+                m.merge(part)
+        rows[name] = metric_json(m, window_s)
+    return rows
 
 
 class Reads:
@@ -110,10 +161,8 @@ class Reads:
         # fully cached 3,600-point call 15.7 ms instead of 10.0 ms (360 points: 1.8 vs 1.2 ms).
         self._timeseries_cache: dict[tuple, tuple[float, dict]] = {}
         # (merged at, merge): not a TTLCache, because an expired merge is still served while
-        # another request refreshes it (see _window_stats).
-        self._closed_minutes: LRUCache[tuple[int, int], tuple[float, WindowStats]] = LRUCache(
-            CLOSED_MINUTES_MAX
-        )
+        # another request refreshes it (see _window_parts).
+        self._closed_minutes: LRUCache[tuple[int, int], _Closed] = LRUCache(CLOSED_MINUTES_MAX)
         self._computing: dict[tuple[int, int], threading.Event] = {}
 
     def ping(self) -> bool:
@@ -256,18 +305,25 @@ class Reads:
         return [keys.bucket(res, start) for keys in self.parts]
 
     def _hgetall_many(self, bucket_keys: Iterable[str]) -> list[dict]:
-        """HGETALL of many hashes, READ_CHUNK per round trip, letting the loop run between the
-        chunks: parsing a wide window's replies is C work that holds the loop while it runs, and
-        a whole hour of wide minutes in one pipeline held every client's events for seconds."""
+        """HGETALL of many hashes, letting the loop run between round trips: parsing a wide
+        window's replies is C work that holds the loop while it runs, and a whole hour of wide
+        minutes in one pipeline held every client's events for seconds. A round trip takes up to
+        READ_CHUNK hashes, fewer while they are wide (about READ_FIELDS fields each trip),
+        starting from two: the first wide reply then holds the loop for one hash or two, not 16."""
         keys = list(bucket_keys)
         out: list[dict] = []
-        for i in range(0, len(keys), READ_CHUNK):
+        i, chunk = 0, min(2, READ_CHUNK)
+        while i < len(keys):
             if i:
                 pause()
             pipe = self.redis.pipeline(transaction=False)
-            for key in keys[i : i + READ_CHUNK]:
+            for key in keys[i : i + chunk]:
                 pipe.hgetall(key)
-            out += pipe.execute()
+            replies = pipe.execute()
+            out += replies
+            i += len(replies)
+            per_hash = max(1, sum(map(len, replies)) // len(replies))
+            chunk = max(1, min(READ_CHUNK, chunk * 2, READ_FIELDS // per_hash))
         return out
 
     def aggregate(self, window_s: int, metric: str | None = None, now: float | None = None) -> dict:
@@ -289,54 +345,41 @@ class Reads:
             cached = self._aggregate_cache.get(key)
         if cached is not None:
             return cached
-        stats = self._window_stats(to_s, window_s)
-        body = stats.to_aggregate(window_s=window_s, from_s=to_s - window_s, to_s=to_s, metric=metric)
+        from_s = to_s - window_s
+        closed, extra = self._window_parts(to_s, window_s)
+        if closed is None:
+            body = extra[0].to_aggregate(window_s=window_s, from_s=from_s, to_s=to_s, metric=metric)
+        else:
+            rows = _aggregate_rows(closed, extra, window_s, metric)
+            body = aggregate_json(rows, window_s=window_s, from_s=from_s, to_s=to_s)
         with self._cache_lock:
             self._aggregate_cache[key] = body
         return body
 
-    def _window_stats(self, to_s: int, window_s: int) -> WindowStats:
-        """Merge the buckets of [to_s - window_s, to_s), reading as little live data as possible.
+    def _window_parts(self, to_s: int, window_s: int) -> tuple[_Closed | None, list[WindowStats]]:
+        """The buckets of [to_s - window_s, to_s) as a closed part and the parts to add to it,
+        reading as little live data as possible (closed None: the window is all live).
 
-        Everything before the current minute is closed (it changes only through late events):
-        its edge seconds and whole minutes are merged once per second of the clock and kept for
-        CLOSED_MINUTES_TTL_S, so late events show up within that. The current minute is read as
-        its one minute bucket, which the worker updates with every batch (it holds the current
-        minute's events so far, including any stamped later in it). So a query while events
-        arrive costs one small hash read and a merge, whatever the window."""
+        Everything before the current minute is closed (it changes only through late events).
+        Its whole minutes are merged once per minute of the clock and the merge is refreshed
+        every CLOSED_MINUTES_TTL_S (so late events show up within that): as the window slides
+        second by second, the hour's merge is reused and only its ragged first minute (up to 59
+        second buckets) is merged per second. The current minute is read as its one minute
+        bucket, which the worker updates with every batch. So a query while events arrive
+        costs one small hash read and a merge, whatever the window."""
         from_s = to_s - window_s
         current = (to_s - 1) // 60 * 60  # the minute holding the window's last second
         if from_s >= current:  # a window inside the current minute: its seconds
-            return _merge_cooperatively(
-                self._hgetall_many(k for sec in range(from_s, to_s) for k in self._bucket_keys(1, sec))
-            )
-        key = (from_s, current)
-        clock = time.monotonic()
-        with self._cache_lock:
-            hit = self._closed_minutes.get(key)
-        if hit is None or clock - hit[0] >= CLOSED_MINUTES_TTL_S:
-            busy = self._computing.get(key)
-            if busy is not None:
-                # Another request is merging this very window (single flight): wait for it, or
-                # keep the answer it is refreshing, rather than merge a wide hour per request.
-                if hit is None:
-                    busy.wait()
-                    with self._cache_lock:
-                        hit = self._closed_minutes.get(key)
-            else:
-                done = self._computing[key] = threading.Event()
-                try:
-                    plan = plan_window(current, current - from_s)
-                    hashes = self._hgetall_many(k for r, st in plan for k in self._bucket_keys(r, st))
-                    merged = _merge_cooperatively(hashes)
-                    hit = (clock, merged)
-                    with self._cache_lock:
-                        self._closed_minutes[key] = hit
-                finally:
-                    del self._computing[key]
-                    done.set()
-            if hit is None:  # the read we waited for failed; its caller reports why
-                raise redis.ConnectionError("a concurrent read of this window failed; retry")
+            return None, [
+                _merge_cooperatively(
+                    self._hgetall_many(k for sec in range(from_s, to_s) for k in self._bucket_keys(1, sec))
+                )
+            ]
+        first = -(-from_s // 60) * 60  # the first whole minute
+        minutes = self._closed_part((60, first, current), [(60, m) for m in range(first, current, 60)])
+        extra = []
+        if from_s < first:
+            extra.append(self._closed_part((1, from_s, first), [(1, s) for s in range(from_s, first)]).stats)
         if len(self.parts) == 1:
             live = [self.redis.hgetall(self.keys.bucket(60, current))]
         else:
@@ -344,7 +387,38 @@ class Reads:
             for key in self._bucket_keys(60, current):
                 pipe.hgetall(key)
             live = pipe.execute()
-        return _combined(hit[1], WindowStats.from_hashes(live))
+        extra.append(_merge_cooperatively(live))
+        return minutes, extra
+
+    def _closed_part(self, key: tuple, plan: list[tuple[int, int]]) -> _Closed:
+        """The merge of the closed buckets `plan` ((res, start) pairs), cached under `key` and
+        refreshed after CLOSED_MINUTES_TTL_S. Single flight: while one request merges it, the
+        others wait for that merge (or keep serving the one it refreshes) rather than merge a
+        wide hour each."""
+        clock = time.monotonic()
+        with self._cache_lock:
+            hit = self._closed_minutes.get(key)
+        if hit is not None and clock - hit.at < CLOSED_MINUTES_TTL_S:
+            return hit
+        busy = self._computing.get(key)
+        if busy is not None:
+            if hit is None:
+                busy.wait()
+                with self._cache_lock:
+                    hit = self._closed_minutes.get(key)
+        else:
+            done = self._computing[key] = threading.Event()
+            try:
+                hashes = self._hgetall_many(k for r, st in plan for k in self._bucket_keys(r, st))
+                hit = _Closed(clock, _merge_cooperatively(hashes))
+                with self._cache_lock:
+                    self._closed_minutes[key] = hit
+            finally:
+                del self._computing[key]
+                done.set()
+        if hit is None:  # the read we waited for failed; its caller reports why
+            raise redis.ConnectionError("a concurrent read of this window failed; retry")
+        return hit
 
     def timeseries(
         self, window_s: int, step_s: int, metric: str | None, field: str | None, now: float | None = None
@@ -381,6 +455,8 @@ class Reads:
                 res=res,
                 metric=metric,
                 field=field,
+                pause=pause,
+                part=MERGE_PART,
             )["points"]
             if len(cache) >= TIMESERIES_CACHE_MAX:
                 cache.clear()

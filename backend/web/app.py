@@ -16,6 +16,7 @@ from backend.storage.client import cluster_node_url, limiter_storage_uri
 from backend.storage.store import Store
 from backend.web.errors import register_error_handlers
 from backend.web.extensions import limiter, socketio
+from backend.web.jsonprovider import OrjsonProvider
 from backend.web.runtime import EXTENSION_KEY, Runtime
 from backend.web.security import register_security, socketio_origin_check
 
@@ -23,6 +24,7 @@ from backend.web.security import register_security, socketio_origin_check
 def create_app(config: dict | None = None) -> Flask:
     """`config` overrides settings (validated like the environment's) and adds other Flask keys."""
     app = Flask(__name__, static_folder=None)
+    app.json = OrjsonProvider(app)
     app.config.from_mapping(load().replace(config or {}).as_dict())  # the environment is read here
     app.config.update({k: v for k, v in (config or {}).items() if k not in names()})  # TESTING etc.
     if not app.config["REDIS_URL"]:
