@@ -54,6 +54,16 @@ def test_aggregate_empty_window_shape(client):
     assert body["from"].endswith("Z") and body["to"].endswith("Z")
 
 
+def test_responses_are_compact_json_with_sorted_keys(client):
+    resp = client.get("/api/metrics/aggregate?window=60")
+    assert resp.mimetype == "application/json"
+    raw = resp.get_data()
+    assert raw.startswith(b'{"aggregate":{},"from":"') and raw.endswith(b"}\n")
+    keys = list(orjson.loads(raw))
+    assert keys == sorted(keys) == ["aggregate", "from", "metrics", "to", "total", "window_seconds"]
+    assert b": " not in raw and b", " not in raw
+
+
 def test_ready_is_503_without_a_subscriber(client):
     resp = client.get("/api/ready")
     assert resp.status_code == 503

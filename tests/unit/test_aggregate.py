@@ -515,3 +515,32 @@ def test_timeseries_avg_is_null_when_the_sum_overflowed():
         0
     ]
     assert point["count"] == 1 and point["avg"] is None
+
+
+def test_a_wide_hash_merged_in_parts_equals_one_merge_and_pauses_between_parts():
+    from backend.core.window import WindowStats, merge_in_parts
+
+    rnd = random.Random(7)
+    events = [
+        validate(
+            {
+                "metric": f"m{i % 50}",
+                "value": {f"f{j}": rnd.lognormvariate(3, 2) for j in range(8)},
+                "ts": 960 + i % 60,
+            },
+            now=1020,
+            retention_s=3600,
+            future_tolerance_s=300,
+        )
+        for i in range(3000)
+    ]
+    (h,) = [as_redis(h) for (res, _), h in write(events, batch=500).items() if res == 60]
+    assert len(h) > 4 * 1000
+    whole = WindowStats.from_hashes([h])
+    pauses = []
+    parts = WindowStats()
+    merge_in_parts(parts, h, lambda: pauses.append(1), 1000)
+    assert len(pauses) == -(-len(h) // 1000) - 1
+    window = {"window_s": 60, "from_s": 960, "to_s": 1020}
+    assert parts.to_aggregate(**window) == whole.to_aggregate(**window)
+    assert whole.to_aggregate(**window)["total"]["count"] == 3000
