@@ -90,6 +90,10 @@ def interrupt_on_sigterm() -> None:
     """SIGTERM (docker stop, systemd, Kubernetes) takes the same clean path as Ctrl-C."""
 
     def handler(signum, frame):
+        # Once. The stop that follows finishes the batch in hand and stops the children in
+        # order; a second SIGTERM must not break into it (systemd signals the whole control
+        # group, and `make run` passes its own SIGTERM on to us).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)

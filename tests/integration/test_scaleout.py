@@ -7,6 +7,7 @@ import signal
 import time
 
 import orjson
+import psutil
 import requests
 
 from tests.helpers import wait_for
@@ -151,3 +152,30 @@ def test_sigterm_stops_an_all_in_one_server_cleanly(live_server):
     live_server.process.send_signal(signal.SIGTERM)
     assert live_server.process.wait(timeout=10) == 0
     assert "worker stopped (clean)" in live_server.log()
+
+
+def _sigterm_pending(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if (
+                line.startswith(("SigPnd:", "ShdPnd:"))
+                and int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1
+            ):
+                return True
+    return False
+
+
+def test_a_second_sigterm_during_the_stop_does_not_break_it(live_server):
+    """systemd signals every process of the service, `make run` forwards its own: the server
+    must finish its orderly stop, not die half way with a traceback."""
+    (worker,) = psutil.Process(live_server.process.pid).children()
+    worker.suspend()  # so the server is still stopping it when the second signal comes
+    try:
+        live_server.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: _sigterm_pending(worker.pid), message="the server's stop signals its worker")
+        live_server.process.send_signal(signal.SIGTERM)
+    finally:
+        worker.resume()
+    assert live_server.process.wait(timeout=10) == 0
+    log = live_server.log()
+    assert "Traceback" not in log and "worker stopped (clean)" in log
