@@ -544,3 +544,36 @@ def test_a_wide_hash_merged_in_parts_equals_one_merge_and_pauses_between_parts()
     window = {"window_s": 60, "from_s": 960, "to_s": 1020}
     assert parts.to_aggregate(**window) == whole.to_aggregate(**window)
     assert whole.to_aggregate(**window)["total"]["count"] == 3000
+
+
+def test_a_reset_window_refilled_from_a_grown_hash_equals_a_fresh_merge():
+    from backend.core.window import WindowStats
+
+    rnd = random.Random(3)
+    events = [
+        validate(
+            {
+                "metric": f"m{i % 7}",
+                "value": {"ms": rnd.lognormvariate(3, 1)},
+                "ts": 960 + i % 60,
+                "status": "ok",
+            },
+            now=1020,
+            retention_s=3600,
+            future_tolerance_s=300,
+        )
+        for i in range(2000)
+    ]
+    window = {"window_s": 60, "from_s": 960, "to_s": 1020}
+    reused = WindowStats()
+    hashes: dict = {}
+    for i in range(0, 2000, 400):  # the current minute's hash as it grows, read after each batch
+        write(events[i : i + 400], batch=400, hashes=hashes)
+        (h,) = [as_redis(h) for (res, _), h in hashes.items() if res == 60]
+        reused.reset()
+        reused.merge_hash(h)
+        copy = reused.copy()
+        assert copy.to_aggregate(**window) == WindowStats.from_hashes([h]).to_aggregate(**window)
+        assert copy.to_aggregate(**window)["total"]["count"] == i + 400
+    reused.reset()  # the copy is independent of the state it was taken from
+    assert copy.to_aggregate(**window)["total"]["count"] == 2000
