@@ -16,6 +16,7 @@ from backend.realtime import status
 from backend.realtime.broadcast import Broadcaster, FanoutListener, Ticker
 from backend.realtime.fanout import Fanout
 from backend.tasks.analytics import start_evaluator, stop_evaluator
+from backend.web import offload
 from backend.web.extensions import socketio
 from backend.web.runtime import get_runtime
 
@@ -35,6 +36,7 @@ def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
             hard_bytes=cfg["SLOW_CLIENT_HARD_BYTES"],
         )
         runtime.fanout.install()
+        offload.yield_to(runtime.fanout.deliveries_pending)  # long reads let deliveries go first
         if remote:
             runtime.listener = FanoutListener(
                 socketio,

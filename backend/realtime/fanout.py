@@ -94,6 +94,14 @@ class Fanout:
         self._over_since: dict[str, float] = {}
         self._heads: dict[str, object] = {}  # eio sid -> its queue's first item at the last look
         self.dropped_slow_clients = 0
+        # Frame items handed to clients' queues and written, per client: reads yield to
+        # deliveries while some wait (backend/web/offload.py).
+        self._queued: dict[str, int] = {}
+        self._written: dict[str, int] = {}
+        self._waiting = 0  # sum over clients of queued - written
+
+    def deliveries_pending(self) -> bool:
+        return self._waiting > 0
 
     # --- the websocket hook ----------------------------------------------------------------
     def install(self) -> None:
@@ -120,7 +128,11 @@ class Fanout:
 
             def send(message, **kwargs):
                 if type(message) is FrameBlob:
-                    ws._send(message)
+                    try:
+                        ws._send(message)
+                    finally:
+                        self._written[sid] = self._written.get(sid, 0) + 1
+                        self._waiting -= 1
                 else:
                     plain_send(message, **kwargs)
 
@@ -131,6 +143,8 @@ class Fanout:
             finally:
                 self.framed.pop(sid, None)
                 self._over_since.pop(sid, None)
+                # what was queued for it and never written is no longer waiting
+                self._waiting -= self._queued.pop(sid, 0) - self._written.pop(sid, 0)
 
         return framing_handler
 
@@ -158,6 +172,8 @@ class Fanout:
                 if frames is None:
                     frames = FramesPacket(FrameBlob(b"".join(text_frame(b"4" + t) for t in texts)))
                 sock.send(frames)
+                self._queued[eio_sid] = self._queued.get(eio_sid, 0) + 1
+                self._waiting += 1
             else:
                 if packets is None:
                     packets = [eio_packet.Packet(eio_packet.MESSAGE, t.decode()) for t in texts]

@@ -493,16 +493,53 @@ class Reads:
         to_s += step_s
         from_s = to_s - window_s
         res, _ = timeseries_plan(to_s, window_s, step_s)
-        clock = time.monotonic()
         cache = self._timeseries_cache
-        points: dict[int, dict] = {}
-        missing: list[int] = []
-        for step_start in range(from_s, to_s, step_s):
-            hit = cache.get((metric, field, res, step_s, step_start))
-            if hit is not None and clock - hit[0] < TIMESERIES_CLOSED_TTL_S:
-                points[step_start] = hit[1]
-            else:
-                missing.append(step_start)
+        flight = ("series", metric, field, res, step_s)
+
+        def look() -> tuple[float, dict[int, dict], list[int]]:
+            clock = time.monotonic()
+            points: dict[int, dict] = {}
+            missing: list[int] = []
+            for step_start in range(from_s, to_s, step_s):
+                hit = cache.get((metric, field, res, step_s, step_start))
+                if hit is not None and clock - hit[0] < TIMESERIES_CLOSED_TTL_S:
+                    points[step_start] = hit[1]
+                else:
+                    missing.append(step_start)
+            return clock, points, missing
+
+        clock, points, missing = look()
+        busy = self._computing.get(flight)
+        if len(missing) > 1 and busy is not None:
+            # Another request is merging these steps (single flight): the closed ones it finds
+            # are cached when it is done, so wait for it instead of reading them all again.
+            busy.wait()
+            clock, points, missing = look()
+        done = self._computing[flight] = threading.Event()
+        try:
+            self._series_missing(
+                points, missing, clock, from_s=from_s, to_s=to_s, now_s=now_s, res=res,
+                step_s=step_s, metric=metric, field=field,
+            )  # fmt: skip
+        finally:
+            if self._computing.get(flight) is done:
+                del self._computing[flight]
+            done.set()
+        return series_json(
+            from_s=from_s,
+            to_s=to_s,
+            step_s=step_s,
+            metric=metric,
+            field=field,
+            points=[points[step_start] for step_start in range(from_s, to_s, step_s)],
+        )
+
+    def _series_missing(
+        self, points: dict, missing: list[int], clock: float, *, from_s: int, to_s: int, now_s: int,
+        res: int, step_s: int, metric: str | None, field: str | None,
+    ) -> None:  # fmt: skip
+        """Merge the `missing` steps into `points`, caching the closed ones."""
+        cache = self._timeseries_cache
         if missing:
             starts = [b for step_start in missing for b in range(step_start, step_start + step_s, res)]
             n = len(self.parts)
@@ -526,11 +563,3 @@ class Reads:
                 points[step_start] = point
                 if step_start + step_s < now_s:  # closed
                     cache[(metric, field, res, step_s, step_start)] = (clock, point)
-        return series_json(
-            from_s=from_s,
-            to_s=to_s,
-            step_s=step_s,
-            metric=metric,
-            field=field,
-            points=[points[step_start] for step_start in range(from_s, to_s, step_s)],
-        )
