@@ -36,6 +36,10 @@ BROADCAST_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 CONNECTED_CLIENTS = Gauge("pulseboard_connected_clients", "Socket.IO clients connected to this process")
+FANOUT_FRAMES_WAITING = Gauge(
+    "pulseboard_fanout_frames_waiting",
+    "Batches queued for this process's websocket clients and not yet written (long reads yield to them)",
+)
 REDIS_RECONNECTS = Counter(
     "pulseboard_redis_reconnects_total", "Times the worker resubscribed after losing Redis"
 )

@@ -29,6 +29,8 @@ import time
 
 from engineio import packet as eio_packet
 
+from backend import telemetry
+
 log = logging.getLogger(__name__)
 
 LEGACY_ROOM = "legacy"
@@ -189,6 +191,7 @@ class Fanout:
         kernel anything) and its socket takes nothing now; stalled for SLOW_CLIENT_SOFT_S, it is
         dropped. A client that reads, however slowly, moves its queue; one that the node itself
         is behind on has a writable socket. Past the hard limit, anyone is dropped."""
+        telemetry.FANOUT_FRAMES_WAITING.set(self._waiting)
         now = time.monotonic() if now is None else now
         dropped = 0
         seen = set()

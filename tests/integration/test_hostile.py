@@ -186,6 +186,13 @@ def _stuck_client(url: str) -> subprocess.Popen:
     return proc
 
 
+def _frames_waiting(server) -> float | None:
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith("pulseboard_fanout_frames_waiting "):
+            return float(line.split()[-1])
+    return None
+
+
 def test_a_client_that_stops_reading_is_dropped_and_does_not_slow_others(server_factory, r):
     server = server_factory(env={"SLOW_CLIENT_SOFT_BYTES": "262144", "SLOW_CLIENT_SOFT_S": "1"})
     stuck = _stuck_client(server.url)
@@ -217,6 +224,9 @@ def test_a_client_that_stops_reading_is_dropped_and_does_not_slow_others(server_
                 lambda: len(rec.batched_events()) >= total, timeout=20, message="the healthy client's events"
             )
             assert [e["value"] for e in rec.batched_events()] == list(range(total))
+            # Nothing stays counted as waiting for the dropped client (long reads yield to
+            # waiting deliveries: a leak would slow every read down).
+            wait_for(lambda: _frames_waiting(server) == 0, message="no frames waiting")
         assert server.get("/api/ready").status_code == 200
     finally:
         stuck.kill()
