@@ -190,3 +190,47 @@ def test_dashboard_index_served(client):
     with client.get("/") as resp:  # a file response: close it, as a real server would
         assert resp.status_code == 200
         assert b"Pulseboard" in resp.data
+
+
+def test_a_wide_aggregate_is_encoded_in_parts_to_the_same_bytes(app):
+    from backend.web.jsonprovider import encode_in_parts
+
+    row = {"count": 3, "errors": 0, "fields": {"ms": {"p50": 1.5, "max": 2.0, "min": None}}}
+    body = {
+        "window_seconds": 60,
+        "aggregate": {f"m{i:03}": 3 for i in range(200)},
+        "metrics": {f"m{i:03}": dict(row, count=i) for i in reversed(range(200))},
+        "total": {"count": 600},
+        "from": "2026-01-01T00:00:00.000Z",
+        "to": "2026-01-01T00:01:00.000Z",
+    }
+    pauses = []
+    with app.app_context():
+        whole = app.json.response(body).get_data()
+    parts = list(encode_in_parts(body, "metrics", 16, lambda: pauses.append(1)))
+    assert b"".join(parts) == whole
+    assert len(pauses) == 200 // 16 + (200 % 16 > 0) - 1
+
+
+def test_an_aggregate_of_many_metrics_is_streamed_as_the_same_document(app, client):
+    import time
+
+    from backend.core.aggregate import BatchAccumulator
+    from backend.core.events import validate
+    from backend.web.api.metrics import STREAM_ROWS
+
+    store = app.extensions["pulseboard"].store
+    now = time.time()
+    acc = BatchAccumulator()
+    n = STREAM_ROWS * 3 + 5
+    for i in range(n):
+        event = {"metric": f"wide{i:04}", "value": {"ms": i + 1.0}, "ts": now - 1}
+        acc.add(validate(event, now=now, retention_s=3600, future_tolerance_s=300))
+    store.write_batch([], acc.deltas(), [], received=n)
+    resp = client.get("/api/metrics/aggregate?window=60")
+    assert resp.status_code == 200 and resp.is_streamed
+    raw = resp.get_data()
+    body = orjson.loads(raw)
+    assert body["total"]["count"] == n and len(body["metrics"]) == n
+    assert body["metrics"]["wide0007"]["fields"]["ms"]["max"] == 8.0
+    assert raw == orjson.dumps(body, option=orjson.OPT_SORT_KEYS) + b"\n"  # what jsonify writes

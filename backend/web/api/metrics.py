@@ -13,12 +13,15 @@ from backend.core.timefmt import iso_ms, parse_iso
 from backend.core.window import TagStats, counts_json, timeseries_plan
 from backend.web.api.params import int_arg, name_arg
 from backend.web.errors import ApiError
+from backend.web.jsonprovider import json_in_parts
+from backend.web.offload import pause
 from backend.web.runtime import get_runtime
 
 bp = Blueprint("metrics", __name__, url_prefix="/api/metrics")
 
 MAX_POINTS = 3600  # timeseries points per request
 MAX_TAG_BUCKETS = 3600  # per-tag hashes read by one tag-filtered timeseries
+STREAM_ROWS = 64  # an aggregate with more metrics is encoded this many at a time (loop in between)
 FUTURE_TOLERANCE_S = 60  # `to` a little ahead of this server's clock is taken as now
 
 
@@ -150,7 +153,10 @@ def aggregate():
     window, to_s = _range(60)
     metric = name_arg("metric")
     now = None if to_s is None else to_s - 1  # the store's window ends with the second `now` is in
-    return jsonify(get_runtime().store.aggregate(window, metric=metric, now=now))
+    body = get_runtime().store.aggregate(window, metric=metric, now=now)
+    if len(body["metrics"]) > STREAM_ROWS:  # wide data: encoded in parts, deliveries in between
+        return json_in_parts(body, "metrics", STREAM_ROWS, pause)
+    return jsonify(body)
 
 
 @bp.get("/timeseries")
