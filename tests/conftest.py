@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 import requests
@@ -158,6 +159,14 @@ class LiveServer:
         return requests.post(self.url + path, timeout=5, **kw)
 
 
+def _listens_on(pid: int, port: int) -> bool:
+    try:
+        connections = psutil.Process(pid).net_connections("tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+
+
 class _PortTaken(Exception):
     """The free port a server was given was taken before it could bind: start it on another."""
 
@@ -202,6 +211,11 @@ def start_server(
                 if "is already in use" in server.log() and _attempt < 3:
                     raise _PortTaken  # another worker bound the free port between probe and bind
                 raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
+            # Ours that answers: another xdist worker's server may hold the same "free" port
+            # while ours is still starting (it then exits with "already in use", above), and
+            # its answers must not pass for ours.
+            if not _listens_on(process.pid, port):
+                return False
             try:
                 return requests.get(server.url + "/api/ready", timeout=1).status_code == 200
             except requests.RequestException:
