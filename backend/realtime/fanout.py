@@ -96,11 +96,10 @@ class Fanout:
         self._over_since: dict[str, float] = {}
         self._heads: dict[str, object] = {}  # eio sid -> its queue's first item at the last look
         self.dropped_slow_clients = 0
-        # Frame items handed to clients' queues and written, per client: reads yield to
-        # deliveries while some wait (backend/web/offload.py).
-        self._queued: dict[str, int] = {}
-        self._written: dict[str, int] = {}
-        self._waiting = 0  # sum over clients of queued - written
+        # Frame items handed to a client's queue and not written yet, per client and in all:
+        # reads yield to deliveries while some wait (backend/web/offload.py).
+        self._unwritten: dict[str, int] = {}
+        self._waiting = 0
 
     def deliveries_pending(self) -> bool:
         return self._waiting > 0
@@ -133,7 +132,7 @@ class Fanout:
                     try:
                         ws._send(message)
                     finally:
-                        self._written[sid] = self._written.get(sid, 0) + 1
+                        self._unwritten[sid] -= 1
                         self._waiting -= 1
                 else:
                     plain_send(message, **kwargs)
@@ -145,8 +144,7 @@ class Fanout:
             finally:
                 self.framed.pop(sid, None)
                 self._over_since.pop(sid, None)
-                # what was queued for it and never written is no longer waiting
-                self._waiting -= self._queued.pop(sid, 0) - self._written.pop(sid, 0)
+                self._waiting -= self._unwritten.pop(sid, 0)  # never written: no longer waiting
 
         return framing_handler
 
@@ -173,9 +171,9 @@ class Fanout:
             if eio_sid in self.framed and sock.upgraded:
                 if frames is None:
                     frames = FramesPacket(FrameBlob(b"".join(text_frame(b"4" + t) for t in texts)))
+                self._unwritten[eio_sid] = self._unwritten.get(eio_sid, 0) + 1  # before its writer
+                self._waiting += 1  # can take it (a disconnect pops what is left)
                 sock.send(frames)
-                self._queued[eio_sid] = self._queued.get(eio_sid, 0) + 1
-                self._waiting += 1
             else:
                 if packets is None:
                     packets = [eio_packet.Packet(eio_packet.MESSAGE, t.decode()) for t in texts]

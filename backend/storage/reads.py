@@ -3,9 +3,10 @@ time series merged from the bucket hashes with as little live data read as possi
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import orjson
 import redis
@@ -28,9 +29,8 @@ from backend.web.offload import pause
 READ_CHUNK = 16  # most bucket hashes per round trip of a window read
 READ_FIELDS = 20_000  # hash fields per round trip a window read aims at (wide hashes: fewer keys)
 MERGE_PART = 4_096  # hash fields merged between two turns of the loop
-ROWS_PART = (
-    16  # aggregate rows (up to 32 fields with percentiles each) rendered between two turns of the loop
-)
+# Aggregate rows (up to 32 fields with percentiles each) rendered between two turns of the loop.
+ROWS_PART = 16
 HISTORY_PAGE = 100  # history entries (batches) read per round trip
 CLOSED_MINUTES_TTL_S = 5.0  # seconds a merge of a window's closed minutes is reused
 CLOSED_MINUTES_MAX = 32  # closed merges kept (a window has two: its whole minutes, its first seconds)
@@ -187,8 +187,8 @@ class Reads:
         self._timeseries_cache: dict[tuple, tuple[float, dict]] = {}
         # (merged at, merge): not a TTLCache, because an expired merge is still served while
         # another request refreshes it (see _window_parts).
-        self._closed_minutes: LRUCache[tuple[int, int], _Closed] = LRUCache(CLOSED_MINUTES_MAX)
-        self._computing: dict[tuple[int, int], threading.Event] = {}
+        self._closed_minutes: LRUCache[tuple[int, int, int], _Closed] = LRUCache(CLOSED_MINUTES_MAX)
+        self._computing: dict[tuple, threading.Event] = {}  # single flights: key -> done
         self._live_minute = _LiveMinute()
         # Parsed closed seconds (a window's ragged first minute): second -> (parsed at, stats).
         self._closed_seconds: LRUCache[int, tuple[float, WindowStats]] = LRUCache(CLOSED_SECONDS_MAX)
@@ -469,17 +469,25 @@ class Reads:
                 with self._cache_lock:
                     hit = self._closed_minutes.get(key)
         else:
-            done = self._computing[key] = threading.Event()
-            try:
+            with self._flight(key):
                 hit = _Closed(clock, build())
                 with self._cache_lock:
                     self._closed_minutes[key] = hit
-            finally:
-                del self._computing[key]
-                done.set()
         if hit is None:  # the read we waited for failed; its caller reports why
             raise redis.ConnectionError("a concurrent read of this window failed; retry")
         return hit
+
+    @contextlib.contextmanager
+    def _flight(self, key: tuple) -> Iterator[None]:
+        """Mark `key` as being computed by this request while the block runs: others find its
+        event in _computing and wait for it instead of doing the same work (single flight)."""
+        done = self._computing[key] = threading.Event()
+        try:
+            yield
+        finally:
+            if self._computing.get(key) is done:
+                del self._computing[key]
+            done.set()
 
     def timeseries(
         self, window_s: int, step_s: int, metric: str | None, field: str | None, now: float | None = None
@@ -509,22 +517,17 @@ class Reads:
             return clock, points, missing
 
         clock, points, missing = look()
-        busy = self._computing.get(flight)
-        if len(missing) > 1 and busy is not None:
-            # Another request is merging these steps (single flight): the closed ones it finds
-            # are cached when it is done, so wait for it instead of reading them all again.
+        if len(missing) > 1 and (busy := self._computing.get(flight)) is not None:
+            # Another request is merging closed steps (single flight): those it finds are cached
+            # when it is done, so wait for it instead of reading them all again.
             busy.wait()
             clock, points, missing = look()
-        done = self._computing[flight] = threading.Event()
-        try:
+        # (the open step alone: nothing for others to wait for)
+        with self._flight(flight) if len(missing) > 1 else contextlib.nullcontext():
             self._series_missing(
                 points, missing, clock, from_s=from_s, to_s=to_s, now_s=now_s, res=res,
                 step_s=step_s, metric=metric, field=field,
             )  # fmt: skip
-        finally:
-            if self._computing.get(flight) is done:
-                del self._computing[flight]
-            done.set()
         return series_json(
             from_s=from_s,
             to_s=to_s,
@@ -539,27 +542,28 @@ class Reads:
         res: int, step_s: int, metric: str | None, field: str | None,
     ) -> None:  # fmt: skip
         """Merge the `missing` steps into `points`, caching the closed ones."""
+        if not missing:
+            return
         cache = self._timeseries_cache
-        if missing:
-            starts = [b for step_start in missing for b in range(step_start, step_start + step_s, res)]
-            n = len(self.parts)
-            read = self._hgetall_many(k for b in starts for k in self._bucket_keys(res, b))
-            hashes = [(starts[i // n], h) for i, h in enumerate(read)]
-            fresh = timeseries(
-                hashes,
-                from_s=from_s,
-                to_s=to_s,
-                step_s=step_s,
-                res=res,
-                metric=metric,
-                field=field,
-                pause=pause,
-                part=MERGE_PART,
-            )["points"]
-            if len(cache) >= TIMESERIES_CACHE_MAX:
-                cache.clear()
-            for step_start in missing:
-                point = fresh[(step_start - from_s) // step_s]
-                points[step_start] = point
-                if step_start + step_s < now_s:  # closed
-                    cache[(metric, field, res, step_s, step_start)] = (clock, point)
+        starts = [b for step_start in missing for b in range(step_start, step_start + step_s, res)]
+        n = len(self.parts)
+        read = self._hgetall_many(k for b in starts for k in self._bucket_keys(res, b))
+        hashes = [(starts[i // n], h) for i, h in enumerate(read)]
+        fresh = timeseries(
+            hashes,
+            from_s=from_s,
+            to_s=to_s,
+            step_s=step_s,
+            res=res,
+            metric=metric,
+            field=field,
+            pause=pause,
+            part=MERGE_PART,
+        )["points"]
+        if len(cache) >= TIMESERIES_CACHE_MAX:
+            cache.clear()
+        for step_start in missing:
+            point = fresh[(step_start - from_s) // step_s]
+            points[step_start] = point
+            if step_start + step_s < now_s:  # closed
+                cache[(metric, field, res, step_s, step_start)] = (clock, point)
