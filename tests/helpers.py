@@ -52,3 +52,24 @@ def wait_settled(
 
     wait_for(check, timeout=timeout, message=message)
     return value()
+
+
+def paced_producer(send: Callable[[int, int], None], total: int, chunk: int, every_s: float):
+    """A started daemon thread calling send(start, stop) for index chunks [0, total), one chunk
+    every `every_s` seconds on a fixed schedule (a late chunk does not delay the next ones).
+    `thread.produced` counts the indexes sent."""
+    import threading
+
+    def run() -> None:
+        next_at = time.monotonic()
+        for start in range(0, total, chunk):
+            stop = min(start + chunk, total)
+            send(start, stop)
+            thread.produced += stop - start
+            next_at += every_s
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.produced = 0
+    thread.start()
+    return thread

@@ -17,34 +17,37 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("transport", ["pubsub", "stream"])
-def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path, transport):
+def run_bench(tmp_path: Path, *args: str, timeout: float = 90) -> tuple[dict, str]:
+    """`python -m bench` with `args` (no idle watch before each section): its JSON results and
+    what it printed. The CLI takes sections and sizes only; everything else (Redis, server,
+    clients) it starts itself on loopback and stops again."""
     out = tmp_path / "bench.json"
-    # Note the CLI takes sections and sizes only; everything else (Redis, server, clients) it
-    # starts itself on loopback and stops again.
     proc = subprocess.run(
-        [
-            sys.executable, "-m", "bench",
-            "--background-seconds", "0.2",
-            "--only", "ingest,fanout",
-            "--ingest-events", "2000",
-            "--publishers", "1",
-            "--fanout-clients", "2",
-            "--fanout-rates", "500",
-            "--step-seconds", "2",
-            "--drain-seconds", "10",
-            "--client-procs", "1",
-            # the stream transport: the publishers XADD and the bare reader is a consumer group
-            "--server-env", f"INGEST_TRANSPORT={transport}",
-            "--json", str(out),
-        ],
+        [sys.executable, "-m", "bench", "--background-seconds", "0.2", *args, "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=90,
-    )  # fmt: skip
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    results = json.loads(out.read_text())
+    return json.loads(out.read_text()), proc.stdout
+
+
+@pytest.mark.parametrize("transport", ["pubsub", "stream"])
+def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path, transport):
+    results, _ = run_bench(
+        tmp_path,
+        "--only", "ingest,fanout",
+        "--ingest-events", "2000",
+        "--publishers", "1",
+        "--fanout-clients", "2",
+        "--fanout-rates", "500",
+        "--step-seconds", "2",
+        "--drain-seconds", "10",
+        "--client-procs", "1",
+        # the stream transport: the publishers XADD and the bare reader is a consumer group
+        "--server-env", f"INGEST_TRANSPORT={transport}",
+    )  # fmt: skip
 
     meta = results["meta"]
     assert meta["sections"] == ["ingest", "fanout"]
@@ -93,24 +96,10 @@ def test_tiny_benchmark_measures_ingest_and_fanout(tmp_path, transport):
 
 
 def test_tiny_late_section_measures_in_order_and_spread_events(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "bench",
-            "--background-seconds", "0.2",
-            "--only", "late",
-            "--late-events", "3000",
-            "--late-rounds", "1",
-            "--publishers", "1",
-            "--json", str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    late = json.loads(out.read_text())["late"]
+    results, printed = run_bench(
+        tmp_path, "--only", "late", "--late-events", "3000", "--late-rounds", "1", "--publishers", "1"
+    )
+    late = results["late"]
     assert "error" not in late, late.get("traceback")
     assert [r["kind"] for r in late["rounds"]] == ["in_order", "spread"]
     for kind in ("in_order", "spread"):
@@ -120,31 +109,22 @@ def test_tiny_late_section_measures_in_order_and_spread_events(tmp_path):
     assert late["rejected"] == 0
     assert late["spread_s"] == 3600 - 120
     assert late["ratio"] == round(late["spread"]["rate"] / late["in_order"]["rate"], 3)
-    assert "spread / in-order:" in proc.stdout
+    assert "spread / in-order:" in printed
 
 
 def test_tiny_scaling_section_drains_a_backlog_with_one_and_two_workers(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "bench",
-            "--background-seconds", "0.2",
-            "--only", "scaling",
-            "--scaling-events", "3000",
-            "--scaling-rounds", "1",
-            # Warm, P=2 with 1 and 2 workers: the split, the hand-over and the ratio line; the
-            # cold runs and P=1 add worker start-ups, not checks (a full run has them all).
-            "--scaling-starts", "warm",
-            "--scaling-configs", "p2w1,p2w2",
-            "--json", str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    results, printed = run_bench(
+        tmp_path,
+        "--only", "scaling",
+        "--scaling-events", "3000",
+        "--scaling-rounds", "1",
+        # Warm, P=2 with 1 and 2 workers: the split, the hand-over and the ratio line; the
+        # cold runs and P=1 add worker start-ups, not checks (a full run has them all).
+        "--scaling-starts", "warm",
+        "--scaling-configs", "p2w1,p2w2",
         timeout=240,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    scaling = json.loads(out.read_text())["scaling"]
+    scaling = results["scaling"]
     assert "error" not in scaling, scaling.get("traceback")
     runs = scaling["single"]["runs"]
     assert [(r["start"], r["config"]) for r in runs] == [("warm", "p2w1"), ("warm", "p2w2")]
@@ -158,4 +138,4 @@ def test_tiny_scaling_section_drains_a_backlog_with_one_and_two_workers(tmp_path
     # Warm: the two workers split the partitions before the backlog, one partition each.
     warm2 = next(r for r in runs if r["start"] == "warm" and r["config"] == "p2w2")
     assert sorted(warm2["processed_by_worker"]) == sorted(warm2["per_partition"])
-    assert "2 workers / 1 worker" in proc.stdout
+    assert "2 workers / 1 worker" in printed

@@ -5,6 +5,7 @@ SUBSCRIBEs the legacy channel) and its write script runs; the rate limiter uses 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -16,12 +17,12 @@ from backend.cli.importer.stream import StreamWriter as ImportWriter
 from backend.config import current
 from backend.ingest.consumer import Consumer
 from backend.ingest.stream import GROUP
-from backend.realtime.broadcast import Broadcaster
 from backend.storage.client import connect, node_client
 from backend.storage.keys import Keys, Partitioning
 from generator.publisher import Generator
 from producer import partition_of
 from tests.helpers import wait_for
+from tests.integration.collect import Collect
 
 P = 4
 PARTS = Partitioning(count=P, cluster=True)
@@ -233,13 +234,20 @@ def test_importer_writes_each_partitions_stream(redis_cluster, cluster_client, c
     client.close()
 
 
-class Collect(Broadcaster):
-    def __init__(self):
-        super().__init__(None, channel=None)
-        self.batches: list[list[bytes]] = []
-
-    def publish(self, encoded):
-        self.batches.append(encoded)
+@contextlib.contextmanager
+def running(consumer: Consumer):
+    """The consumer on a thread of its own; stopped, joined and its clients closed after."""
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        consumer.stop()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        consumer.store.redis.close()
+        if consumer.sub_client is not None:
+            consumer.sub_client.close()
 
 
 @pytest.mark.parametrize("partition", [0, 3])
@@ -248,9 +256,7 @@ def test_consumer_takes_its_shard_channel_and_the_legacy_channel(
 ):
     cfg = cluster_config(redis_cluster, cluster_names)
     consumer = Consumer(cfg, Collect(), partition=partition)
-    thread = threading.Thread(target=consumer.run, daemon=True)
-    thread.start()
-    try:
+    with running(consumer):
         wait_for(lambda: consumer.subscribed, message="the consumer subscribed", timeout=10)
         # Its sub connection is to the master owning its channel's slot.
         node = cluster_client.get_node_from_key(consumer.channel)
@@ -279,21 +285,12 @@ def test_consumer_takes_its_shard_channel_and_the_legacy_channel(
         keys = PARTS.keys(Keys.from_config(cfg), partition)
         assert cluster_client.llen(keys.recent) == want
         assert int(cluster_client.hget(keys.stats, "accepted")) == want
-    finally:
-        consumer.stop()
-        thread.join(timeout=10)
-        assert not thread.is_alive()
-        consumer.store.redis.close()
-        if consumer.sub_client is not None:
-            consumer.sub_client.close()
 
 
 def test_consumer_reads_its_partitions_stream_on_a_cluster(redis_cluster, cluster_client, cluster_names):
     cfg = cluster_config(redis_cluster, cluster_names, INGEST_TRANSPORT="stream")
     consumer = Consumer(cfg, Collect(), partition=1)
-    thread = threading.Thread(target=consumer.run, daemon=True)
-    thread.start()
-    try:
+    with running(consumer):
         wait_for(lambda: consumer.subscribed, message="the consumer subscribed", timeout=10)
         mine = metrics_per_partition(1)[1][0]
         stream = PARTS.stream(cfg["INGEST_STREAM"], 1)
@@ -303,12 +300,6 @@ def test_consumer_reads_its_partitions_stream_on_a_cluster(redis_cluster, cluste
             lambda: sum(len(b) for b in consumer.broadcaster.batches) == 5, message="5 stored", timeout=10
         )
         wait_for(lambda: cluster_client.xpending(stream, GROUP)["pending"] == 0, message="acked", timeout=5)
-    finally:
-        consumer.stop()
-        thread.join(timeout=10)
-        consumer.store.redis.close()
-        if consumer.sub_client is not None:
-            consumer.sub_client.close()
 
 
 def test_plain_redis_from_url_of_a_cluster_node_is_not_what_connect_returns(redis_cluster):
@@ -404,8 +395,6 @@ def test_consumer_follows_its_shard_channel_to_a_new_owner(
     way the consumer reads its subscription: the raw reader, per event, beside the stream)."""
     cfg = cluster_config(redis_cluster, cluster_names, INGEST_TRANSPORT=transport, WORKER_STRATEGY=strategy)
     consumer = Consumer(cfg, Collect(), partition=2)
-    thread = threading.Thread(target=consumer.run, daemon=True)
-    thread.start()
     slot = cluster_client.keyslot(consumer.channel)
     before = cluster_client.nodes_manager.get_node_from_slot(slot)
     mine = metrics_per_partition(1)[2][0]
@@ -413,7 +402,7 @@ def test_consumer_follows_its_shard_channel_to_a_new_owner(
     def stored() -> int:
         return sum(len(b) for b in consumer.broadcaster.batches)
 
-    try:
+    with running(consumer):
         wait_for(lambda: consumer.subscribed, message="the consumer subscribed", timeout=10)
         cluster_client.spublish(consumer.channel, orjson.dumps({"metric": mine, "value": 1}))
         wait_for(lambda: stored() == 1, message="the first event stored")
@@ -435,9 +424,3 @@ def test_consumer_follows_its_shard_channel_to_a_new_owner(
         wait_for(publish_and_count, message="an event SPUBLISHed to the new owner is stored", interval=0.2)
         keys = PARTS.keys(Keys.from_config(cfg), 2)
         assert consumer.processed >= 2 and cluster_client.llen(keys.recent) >= 2  # stored on the new owner
-    finally:
-        consumer.stop()
-        thread.join(timeout=10)
-        consumer.store.redis.close()
-        if consumer.sub_client is not None:
-            consumer.sub_client.close()

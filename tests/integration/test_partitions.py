@@ -7,14 +7,13 @@ backend-free helper (producer/), as any application would.
 from __future__ import annotations
 
 import signal
-import threading
 import time
 
 import orjson
 import requests
 
 from producer import partition_of, publish, stream_for
-from tests.helpers import wait_for
+from tests.helpers import paced_producer, wait_for
 from tests.integration.sio import Recorder
 
 P = 4
@@ -119,26 +118,17 @@ def test_a_worker_killed_under_load_in_stream_mode_loses_and_repeats_nothing(ser
     )
     total, chunk, every_s = 20_000, 200, 0.05  # 4,000 events/s for 5 s
     metrics = [f"load{i}" for i in range(16)]
-    produced: list[int] = []
 
-    def produce():
-        next_at = time.monotonic()
-        for start in range(0, total, chunk):
-            xadd_routed(
-                r, base, [{"metric": metrics[i % 16], "value": i} for i in range(start, start + chunk)]
-            )
-            produced.append(chunk)
-            next_at += every_s
-            time.sleep(max(0.0, next_at - time.monotonic()))
+    def send(start: int, stop: int) -> None:
+        xadd_routed(r, base, [{"metric": metrics[i % 16], "value": i} for i in range(start, stop)])
 
     with Recorder(web.url, batch_window=60) as rec:
         wait_for(lambda: rec.sub_acks, message="subscribe ack")
-        producer = threading.Thread(target=produce, daemon=True)
-        producer.start()
+        producer = paced_producer(send, total, chunk, every_s)
         wait_for(lambda: accepted(r, names) >= total // 2, timeout=20, message="half way")
         workers[1].process.send_signal(signal.SIGKILL)
         producer.join(30)
-        assert not producer.is_alive() and sum(produced) == total
+        assert not producer.is_alive() and producer.produced == total
         wait_for(lambda: accepted(r, names) >= total, timeout=30, message="everything accepted")
         wait_for(lambda: len(rec.batched_events()) >= total, timeout=20, message="every event delivered")
         received = rec.batched_events()

@@ -13,21 +13,11 @@ from backend.config import current
 from backend.ingest.consumer import IDLE_WAIT_S, Consumer
 from backend.ingest.pubsub import PubSubReader
 from backend.ingest.sources import PubSubSource
-from backend.realtime.broadcast import Broadcaster, decode_fanout_message
+from backend.realtime.broadcast import decode_fanout_message
 from backend.realtime.fanout import batch_text, event_texts, text_frame
 from tests.helpers import wait_for
+from tests.integration.collect import Collect
 from tests.integration.sio import Recorder
-
-
-class Collect(Broadcaster):
-    """A broadcaster that keeps what the worker hands over (this process has no clients)."""
-
-    def __init__(self):
-        super().__init__(None, channel=None)
-        self.batches: list[list[bytes]] = []
-
-    def publish(self, encoded):
-        self.batches.append(encoded)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from backend.ingest.stream import CONSUMER, GROUP
-from tests.helpers import wait_for
+from tests.helpers import paced_producer, wait_for
 from tests.integration.sio import Recorder
 
 STREAM = {"INGEST_TRANSPORT": "stream"}
@@ -89,20 +89,13 @@ def test_sigkill_of_the_active_worker_under_load_loses_and_repeats_nothing(serve
     wait_for(lambda: "is standby" in standby.log(), timeout=10, message="the second worker to stand by")
 
     total, chunk, every_s = 20_000, 200, 0.05  # 4,000 events/s for 5 s
-    produced = []
 
-    def produce():
-        next_at = time.monotonic()
-        for start in range(0, total, chunk):
-            xadd(r, stream, [{"metric": "load", "value": i} for i in range(start, start + chunk)])
-            produced.append(chunk)
-            next_at += every_s
-            time.sleep(max(0.0, next_at - time.monotonic()))
+    def send(start: int, stop: int) -> None:
+        xadd(r, stream, [{"metric": "load", "value": i} for i in range(start, stop)])
 
     with Recorder(web.url, batch_window=60) as rec:
         wait_for(lambda: rec.sub_acks, message="subscribe ack")
-        producer = threading.Thread(target=produce, daemon=True)
-        producer.start()
+        producer = paced_producer(send, total, chunk, every_s)
         wait_for(lambda: stat(r, names, "accepted") >= 3000, timeout=20, message="the first worker busy")
         first.process.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
@@ -110,7 +103,7 @@ def test_sigkill_of_the_active_worker_under_load_loses_and_repeats_nothing(serve
         wait_for(lambda: "active, subscribed" in standby.log(), timeout=15, message="standby takeover")
         takeover_s = time.monotonic() - killed_at
         producer.join(30)
-        assert not producer.is_alive() and sum(produced) == total
+        assert not producer.is_alive() and producer.produced == total
         wait_for(lambda: stat(r, names, "accepted") >= total, timeout=30, message="everything accepted")
         # Broadcasts follow the stream's order: a late duplicate would reach the client before this.
         xadd(r, stream, [{"metric": "end"}])
