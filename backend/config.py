@@ -174,6 +174,16 @@ class Settings:
     HTTP_HEADER_TIMEOUT_S: float = setting(
         10.0, "for a begun request's line and headers to arrive (slowloris); 0: none", unit="s", min=0
     )
+    # process: a wide read is hundreds of ms of Python; out of the web process it cannot hold
+    # deliveries back (backend/web/readproxy.py).
+    READ_MODE: str = setting(
+        "auto",
+        "auto | process | inline: where serve/up answer GET /api/metrics/* (auto: a read process on >1 core)",
+        choices=("auto", "process", "inline"),
+    )
+    READ_TIMEOUT_S: float = setting(
+        60.0, "a read forwarded to the read process and not answered by then gets a 504", unit="s", min=0.1
+    )
 
     section("redis")
     REDIS_URL: str = setting(

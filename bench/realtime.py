@@ -274,6 +274,14 @@ def realtime(bench) -> dict:
         clients=5,
         during=_with_wide_fill(bench, readers(8)),
     )
+    if wanted is not None and "batch-20k-readers" in wanted:  # only when asked for by name
+        run(
+            label="batch-20k-readers",
+            mode="batch",
+            rate=20_000,
+            clients=50,
+            during=_with_wide_fill(bench, readers(8)),
+        )
     return {"runs": runs}
 
 

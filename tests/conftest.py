@@ -191,6 +191,9 @@ def start_server(
         "LOG_LEVEL": "INFO",
         "PULSEBOARD_ENV_FILE": "/nonexistent",  # a developer's .env must not change test results
         "RECONNECT_MAX_S": "0.5",
+        # Reads answered in the web process: a read process costs each server start 0.7 s of
+        # CPU. The read process's own tests, the pipeline and the browser tests ask for it.
+        "READ_MODE": "inline",
         **names,
         **(env or {}),
     }
@@ -259,13 +262,24 @@ def live_server(server_factory):
     return server_factory()
 
 
+def with_env(server_factory, env: dict):
+    """A `server_factory` whose servers get `env`, under what a test passes itself."""
+
+    def factory(**kwargs):
+        kwargs["env"] = {**env, **(kwargs.get("env") or {})}
+        return server_factory(**kwargs)
+
+    return factory
+
+
 def worker_in_process(server_factory):
     """A `server_factory` whose servers run the ingest worker inside the web process
     (WORKER_MODE=thread), for modules about the HTTP surface: that saves the worker process's
     start (0.55 s of CPU) per test. Real-time, e2e and scale-out tests keep the default layout."""
+    return with_env(server_factory, {"WORKER_MODE": "thread"})
 
-    def factory(**kwargs):
-        kwargs["env"] = {"WORKER_MODE": "thread", **(kwargs.get("env") or {})}
-        return server_factory(**kwargs)
 
-    return factory
+def default_layout(server_factory):
+    """A `server_factory` whose servers run as `serve` does on a multi-core machine: the worker
+    and the read process (READ_MODE) in processes of their own."""
+    return with_env(server_factory, {"READ_MODE": "process"})

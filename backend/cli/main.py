@@ -10,12 +10,13 @@ imported, which is why most imports below live inside the functions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 
 from backend.config import MODES, SettingError, current, load
 
-SERVER_COMMANDS = {"up", "serve", "worker"}
+SERVER_COMMANDS = {"up", "serve", "worker", "reader"}
 
 
 def _command_of(argv: list[str]) -> str | None:
@@ -23,6 +24,8 @@ def _command_of(argv: list[str]) -> str | None:
 
 
 def _async_mode_of(argv: list[str]) -> str:
+    if _command_of(argv) == "reader":
+        return "eventlet"  # many reads at once, each pausing between its parts
     for i, arg in enumerate(argv):
         if arg == "--async-mode" and i + 1 < len(argv):
             return argv[i + 1]
@@ -91,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--async-mode", default=config.ASYNC_MODE, choices=MODES)
     worker.set_defaults(func=cmd_worker)
 
+    reader = sub.add_parser(
+        "reader",
+        help="answer GET /api/metrics/* on a Unix socket for a web node (serve and up start it; READ_MODE)",
+    )
+    reader.add_argument("--socket", required=True, help="path of the Unix socket to listen on")
+    reader.set_defaults(func=cmd_reader, async_mode="eventlet")
+
     gen = sub.add_parser("generate", help="publish simulated traffic")
     generator_cli.add_arguments(gen)
     gen.set_defaults(func=generator_cli.run)
@@ -112,7 +122,11 @@ def _app(args, **overrides):
 
 
 def cmd_serve(args) -> int:
-    from backend.cli.procs import share_metrics_with_children, worker_in_own_process
+    from backend.cli.procs import (
+        reads_in_own_process,
+        share_metrics_with_children,
+        worker_in_own_process,
+    )
 
     config = current()
     worker = not args.no_worker and config.RUN_WORKER
@@ -125,6 +139,7 @@ def cmd_serve(args) -> int:
         interrupt_on_sigterm,
         serve,
         start_background,
+        start_reader_process,
         start_worker_process,
         stop_background,
     )
@@ -137,7 +152,9 @@ def cmd_serve(args) -> int:
     app = _app(args, RUN_WORKER=worker, **({"MESSAGE_QUEUE": True} if own_process else {}))
     try:
         if own_process:
-            get_runtime(app).worker_process = start_worker_process(app, args.async_mode)
+            get_runtime(app).worker_process = start_worker_process(app)
+        if reads_in_own_process(app.config):
+            get_runtime(app).reader_process = start_reader_process(app)
         start_background(app, worker=worker and not own_process)
         serve(app, args.host, args.port)
     except KeyboardInterrupt:
@@ -172,6 +189,17 @@ def cmd_worker(args) -> int:
     while not stopping.wait(0.5):
         pass
     stop_background(app)  # finishes the batches in hand, releases the leases
+    return 0
+
+
+def cmd_reader(args) -> int:
+    from backend.cli.serve import interrupt_on_sigterm, serve_reads
+
+    interrupt_on_sigterm()
+    # Reads only: no worker, no sockets (its app never emits, so no message queue either).
+    app = _app(args, RUN_WORKER=False, MESSAGE_QUEUE=False)
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_reads(app, args.socket)
     return 0
 
 

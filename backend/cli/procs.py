@@ -61,6 +61,11 @@ def worker_in_own_process(cfg) -> bool:
     return mode == "process" or (mode == "auto" and (os.cpu_count() or 1) > 1)
 
 
+def reads_in_own_process(cfg) -> bool:
+    mode = cfg["READ_MODE"]
+    return mode == "process" or (mode == "auto" and (os.cpu_count() or 1) > 1)
+
+
 def settle_gc() -> None:
     """After start-up: move what exists to the permanent generation (gc.freeze) and collect the
     young generations less often. A busy node allocates many short-lived objects per batch; with

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 
 from flask import Flask
@@ -18,9 +23,13 @@ from backend.realtime.fanout import Fanout
 from backend.tasks.analytics import start_evaluator, stop_evaluator
 from backend.web import offload
 from backend.web.extensions import socketio
+from backend.web.readproxy import PeerFromProxy, ReadProxy
 from backend.web.runtime import get_runtime
 
 log = logging.getLogger(__name__)
+
+READER_NICE = 5  # CPU priority of the read process below the others (CFS weight about 1/10)
+READER_MAX_CONNECTIONS = 256  # concurrent reads in the read process (the web node's pool feeds it)
 
 
 def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
@@ -74,6 +83,8 @@ def stop_background(app: Flask, wait_s: float = 5.0) -> None:
     runtime = get_runtime(app)
     if runtime.worker_process is not None:
         runtime.worker_process.stop()  # SIGTERM: it finishes its batch and releases the lease
+    if runtime.reader_process is not None:
+        runtime.reader_process.stop()
     stop_evaluator(app)
     if app.extensions.get(status.EXTENSION_KEY) is not None:
         app.extensions[status.EXTENSION_KEY].stop()
@@ -138,36 +149,33 @@ def serve(app: Flask, host: str, port: int) -> None:
     socketio.run(app, **kwargs)
 
 
-class WorkerProcess:
-    """The ingest worker as a supervised child process (`pulseboard worker`).
+class ChildProcess:
+    """A supervised child process (`pulseboard ARGS`): restarted when it exits (backoff up to
+    RECONNECT_MAX_S), stopped with SIGTERM before us, killed with us (PR_SET_PDEATHSIG)."""
 
-    Restarted when it exits (backoff up to RECONNECT_MAX_S); a restarted worker takes its dead
-    predecessor's lease over at once (same host, process gone). Dies with us (PR_SET_PDEATHSIG)."""
-
-    def __init__(self, cfg, async_mode: str):
-        self.env = {
-            **os.environ,
-            "REDIS_URL": cfg["REDIS_URL"],
-            "MESSAGE_QUEUE": "true",
-            # Real threads: its Pub/Sub reader takes messages off the socket while a batch is
-            # processed (backend/ingest/pubsub.py); it serves no HTTP, so eventlet buys nothing.
-            "ASYNC_MODE": "threading",
-        }
-        self.backoff_max_s = cfg["RECONNECT_MAX_S"]
+    def __init__(self, name: str, args: list[str], env: dict, backoff_max_s: float):
+        self.name = name
+        self.args = args
+        self.env = env
+        self.backoff_max_s = backoff_max_s
         self.process: subprocess.Popen | None = None
         self.restarts = 0
         self._stopping = False
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            pulseboard_command("worker"),
+            pulseboard_command(*self.args),
             env=self.env,
             preexec_fn=die_with_parent,
             # Not in the terminal's process group: Ctrl-C reaches us alone, and we stop the
-            # worker (SIGTERM: it finishes its batch) before the embedded Redis goes.
+            # child (the worker finishes its batch) before the embedded Redis goes.
             start_new_session=True,
         )
-        log.info("started the ingest worker process (pid %d)", self.process.pid)
+        log.info("started the %s process (pid %d)", self.name, self.process.pid)
+
+    def pid(self) -> int | None:
+        """The running child's, or None while it is down."""
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
 
     def supervise(self) -> None:
         backoff = 0.1
@@ -175,7 +183,7 @@ class WorkerProcess:
             socketio.sleep(0.2)
             if self._stopping or self.process is None or self.process.poll() is None:
                 continue
-            log.warning("the ingest worker process exited with %s; restarting it", self.process.returncode)
+            log.warning("the %s process exited with %s; restarting it", self.name, self.process.returncode)
             _forget_metrics_of(self.process.pid)
             socketio.sleep(backoff)
             backoff = min(backoff * 2, self.backoff_max_s)
@@ -185,10 +193,14 @@ class WorkerProcess:
 
     def stop(self) -> None:
         self._stopping = True
-        stop(self.process)  # SIGTERM: it finishes the batch in hand and releases the lease
+        stop(self.process)  # SIGTERM: the worker finishes the batch in hand and releases the lease
         if self.process is not None:
             clean = self.process.returncode == 0
-            log.info("worker stopped (%s)", "clean" if clean else f"exit {self.process.returncode}")
+            log.info(
+                "the %s process stopped (%s)",
+                self.name,
+                "clean" if clean else f"exit {self.process.returncode}",
+            )
 
 
 def _forget_metrics_of(pid: int) -> None:
@@ -198,8 +210,53 @@ def _forget_metrics_of(pid: int) -> None:
         multiprocess.mark_process_dead(pid)  # its live gauges no longer count
 
 
-def start_worker_process(app: Flask, async_mode: str) -> WorkerProcess:
-    supervisor = WorkerProcess(app.config, async_mode)
-    supervisor.start()
-    socketio.start_background_task(supervisor.supervise)
-    return supervisor
+def _supervised(app: Flask, name: str, args: list[str], env: dict) -> ChildProcess:
+    child = ChildProcess(name, args, {**os.environ, **env}, app.config["RECONNECT_MAX_S"])
+    child.start()
+    socketio.start_background_task(child.supervise)
+    return child
+
+
+def start_worker_process(app: Flask) -> ChildProcess:
+    """The ingest worker as a child process (`pulseboard worker`): ingest keeps a core of its own
+    whatever the web process does. A restarted worker takes its dead predecessor's lease over at
+    once (same host, process gone)."""
+    env = {
+        "REDIS_URL": app.config["REDIS_URL"],
+        "MESSAGE_QUEUE": "true",
+        # Real threads: its Pub/Sub reader takes messages off the socket while a batch is
+        # processed (backend/ingest/pubsub.py); it serves no HTTP, so eventlet buys nothing.
+        "ASYNC_MODE": "threading",
+    }
+    return _supervised(app, "ingest worker", ["worker"], env)
+
+
+def start_reader_process(app: Flask) -> ChildProcess:
+    """The read process (`pulseboard reader`, backend/web/readproxy.py), and this app's reads
+    forwarded to it. Its socket lives in a new directory only this user can enter."""
+    directory = tempfile.mkdtemp(prefix="pulseboard-read-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    path = os.path.join(directory, "read.sock")
+    env = {"REDIS_URL": app.config["REDIS_URL"], "ASYNC_MODE": "eventlet"}
+    child = _supervised(app, "read", ["reader", "--socket", path], env)
+    proxy = ReadProxy(app.wsgi_app, path, timeout_s=app.config["READ_TIMEOUT_S"])
+    app.wsgi_app = proxy
+    get_runtime(app).read_proxy = proxy
+    return child
+
+
+def serve_reads(app: Flask, path: str) -> None:
+    """The read process's server: the app on a Unix socket (eventlet). Same CPU priority as the
+    others: the web process and the worker mostly wait, and the kernel runs a task that wakes
+    before one that has been computing. (At nice 5 it answered half the reads in the same time, and
+    deliveries were no faster: docs/benchmarks.md.)"""
+    import eventlet
+    import eventlet.wsgi
+
+    app.wsgi_app = PeerFromProxy(app.wsgi_app)
+    settle_gc()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a dead predecessor's
+    sock = eventlet.listen(path, socket.AF_UNIX, backlog=app.config["HTTP_LISTEN_BACKLOG"])
+    log.info("Pulseboard reads served on %s", path)
+    eventlet.wsgi.server(sock, app, log_output=False, max_size=READER_MAX_CONNECTIONS)

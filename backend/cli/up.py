@@ -1,7 +1,7 @@
 """`pulseboard up`: the whole system on one machine, on embedded defaults.
 
 Starts a private Redis when REDIS_URL is unset, the generator as a child process (it gets its own
-core), and the server with its worker in this process. Ctrl-C or SIGTERM stops all of it; the
+core), and the server with its worker and read process (children on a multi-core machine). Ctrl-C or SIGTERM stops all of it; the
 children are also tied to us with PR_SET_PDEATHSIG, so even a SIGKILL leaves no orphans.
 """
 
@@ -19,6 +19,7 @@ from backend.cli.embedded_redis import EmbeddedRedis
 from backend.cli.procs import (
     die_with_parent,
     generator_command,
+    reads_in_own_process,
     share_metrics_with_children,
     stop,
     worker_in_own_process,
@@ -37,6 +38,7 @@ def up(args) -> int:
         interrupt_on_sigterm,
         serve,
         start_background,
+        start_reader_process,
         start_worker_process,
         stop_background,
     )
@@ -74,7 +76,9 @@ def up(args) -> int:
             }
         )
         if own_process:  # ingest on a core of its own (docs/benchmarks.md: one process vs two)
-            get_runtime(app).worker_process = start_worker_process(app, args.async_mode)
+            get_runtime(app).worker_process = start_worker_process(app)
+        if reads_in_own_process(app.config):  # wide reads cannot hold deliveries back
+            get_runtime(app).reader_process = start_reader_process(app)
         start_background(app, worker=not own_process)
         if embedded is not None:
             # A dead embedded Redis is restarted (empty, unless it persists); a crash loop stops us.

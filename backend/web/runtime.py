@@ -17,7 +17,9 @@ class Runtime:
     worker: object | None = None  # backend.ingest.worker.Worker when this process runs one
     ticker: object | None = None  # backend.realtime.broadcast.Ticker when this process serves sockets
     fanout: object | None = None  # backend.realtime.fanout.Fanout when this process serves sockets
-    worker_process: object | None = None  # backend.cli.serve.WorkerProcess supervising a child worker
+    worker_process: object | None = None  # backend.cli.serve.ChildProcess: the worker
+    reader_process: object | None = None  # backend.cli.serve.ChildProcess: the read process
+    read_proxy: object | None = None  # backend.web.readproxy.ReadProxy forwarding to it
     listener: object | None = None  # backend.realtime.broadcast.FanoutListener with MESSAGE_QUEUE
 
 

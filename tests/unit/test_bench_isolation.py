@@ -104,7 +104,7 @@ def test_the_runtime_imports_and_starts_without_the_bench():
     seen = json.loads(proc.stdout.splitlines()[-1])
     assert seen["attempts"] == [] and seen["loaded"] == []
     # The production CLI has no benchmark subcommand (`make bench` / `python -m bench` instead).
-    assert seen["commands"] == ["generate", "import", "serve", "up", "worker"]
+    assert seen["commands"] == ["generate", "import", "reader", "serve", "up", "worker"]
 
 
 def test_the_hook_would_catch_an_import_of_the_bench():

@@ -59,10 +59,12 @@ def test_existing_names_and_defaults_are_kept():
         "GENERATOR_RATE": 200.0,
         "INGEST_PARTITIONS": 1,
         "REDIS_CLUSTER": False,
+        "READ_MODE": "auto",
+        "READ_TIMEOUT_S": 60.0,
     }
     config = DEFAULTS.as_dict()
     assert {k: config[k] for k in expected} == expected
-    assert len(config) == len(specs()) == 83
+    assert len(config) == len(specs()) == 85
 
 
 @pytest.mark.parametrize(

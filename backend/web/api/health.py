@@ -35,6 +35,9 @@ def health():
         body["worker"] = runtime.worker.status()  # this process's own, even while Redis is down
     elif workers:
         body["worker"] = workers[0]  # the active one when there is one (sorted first)
+    if runtime.read_proxy is not None:
+        # The read process this node forwards GET /api/metrics/* to (backend/web/readproxy.py).
+        body["reads"] = {"process": runtime.reader_process.pid(), **runtime.read_proxy.status()}
     return jsonify(body)
 
 

@@ -1,0 +1,136 @@
+"""The read process (READ_MODE=process, backend/web/readproxy.py) behind a real `serve`.
+
+GET /api/metrics/* is answered by a child process of the web node; these tests check that the
+answers are the ones the web process would give, that a stuck or dead read process holds back
+neither deliveries nor health, and that it is restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+import requests
+
+from tests.helpers import wait_for
+from tests.integration.sio import Recorder
+
+READS = {"READ_MODE": "process"}
+
+
+def reads_of(server) -> dict:
+    return server.get("/api/health").json()["reads"]
+
+
+def read_process(server) -> psutil.Process:
+    """The read process, once it serves (its first forwarded read went through)."""
+
+    def up():
+        reads = reads_of(server)
+        if reads["process"] is None:
+            return None
+        server.get("/api/metrics/stats")
+        return reads_of(server)["forwarded"] > reads["forwarded"] and reads["process"]
+
+    return psutil.Process(wait_for(up, timeout=20, message="the read process serving"))
+
+
+def ingest(server, events: list) -> None:
+    resp = server.post("/api/ingest", json=events)
+    assert resp.status_code == 202, resp.text
+
+
+def comparable(body: dict) -> dict:
+    """An aggregate without the parts that move with the clock."""
+    return {k: body[k] for k in ("aggregate", "metrics", "window_seconds")} | {
+        "count": body["total"]["count"]
+    }
+
+
+def test_reads_are_answered_by_the_read_process_as_the_web_process_would(server_factory):
+    server = server_factory(env=READS)
+    reader = read_process(server)
+    assert "reader" in reader.cmdline()
+    assert reader.ppid() == server.process.pid
+    before = reads_of(server)  # reads made before it listened were answered inline
+    # Wide enough (more than 64 metrics) to be streamed in parts through the proxy.
+    events = [{"metric": f"m{i % 80}", "value": {"ms": i % 17, "bytes": i}} for i in range(800)]
+    ingest(server, events)
+    path = "/api/metrics/aggregate?window=300"
+    wait_for(lambda: server.get(path).json()["total"]["count"] == 800, message="800 aggregated")
+    inline = server_factory(args=("--no-worker",), env={"READ_MODE": "inline"})
+    same = {
+        path: comparable,
+        "/api/metrics/timeseries?window=300&step=60&metric=m3": lambda body: body["points"],
+        "/api/metrics/recent?limit=50": lambda body: body["metrics"],
+    }
+    for p, part in same.items():
+        ours, theirs = server.get(p), inline.get(p)
+        assert ours.status_code == theirs.status_code == 200
+        assert ours.headers["Content-Type"] == theirs.headers["Content-Type"]
+        assert part(ours.json()) == part(theirs.json()), p
+    assert inline.get("/api/health").json().get("reads") is None  # nothing forwarded there
+    bad = server.get("/api/metrics/aggregate?window=0")
+    assert bad.status_code == 400 and bad.json()["param"] == "window"
+    reads = reads_of(server)
+    assert reads["inline"] == before["inline"] and reads["timeouts"] == 0
+    assert reads["forwarded"] >= before["forwarded"] + 5
+    # Sequential reads share kept connections: the read process holds few, not one per read.
+    for _ in range(20):
+        assert server.get("/api/metrics/stats").status_code == 200
+    assert len(reader.net_connections("unix")) <= 3
+
+
+def test_a_stuck_read_process_holds_back_neither_deliveries_nor_health(server_factory):
+    server = server_factory(env={**READS, "READ_TIMEOUT_S": "1"})
+    reader = read_process(server)
+    with Recorder(server.url, batch_window=60) as rec:
+        wait_for(lambda: rec.sub_acks, message="subscribe ack")
+        reader.send_signal(signal.SIGSTOP)  # as if one read held it for a long time
+        try:
+            t0 = time.monotonic()
+            slow = server.get("/api/metrics/aggregate?window=3600")
+            waited = time.monotonic() - t0
+            assert slow.status_code == 504
+            assert "did not answer" in slow.json()["error"]
+            assert 0.9 <= waited < 5
+            ingest(server, [{"metric": "during", "value": i, "id": f"d{i}"} for i in range(50)])
+            wait_for(lambda: len(rec.batched_events()) >= 50, message="50 events delivered")
+            assert server.get("/api/health").status_code == 200
+            assert reads_of(server)["timeouts"] == 1
+        finally:
+            reader.send_signal(signal.SIGCONT)
+    wait_for(lambda: server.get("/api/metrics/stats").status_code == 200, message="reads again")
+
+
+def test_a_killed_read_process_is_restarted_and_no_read_fails_meanwhile(server_factory):
+    server = server_factory(env=READS)
+    first = read_process(server)
+    ingest(server, [{"metric": "k", "value": 1}])
+    first.send_signal(signal.SIGKILL)
+    codes = []
+
+    def restarted():
+        try:
+            codes.append(server.get("/api/metrics/aggregate?window=60").status_code)
+        except requests.RequestException as exc:  # would be a failed read: recorded, asserted below
+            codes.append(repr(exc))
+        pid = reads_of(server)["process"]
+        return pid is not None and pid != first.pid and psutil.pid_exists(pid)
+
+    wait_for(restarted, timeout=20, message="a new read process")
+    assert set(codes) == {200}, codes
+    second = read_process(server)
+    assert second.pid != first.pid and "reader" in second.cmdline()
+    assert "the read process exited" in server.log()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_only_this_user_can_reach_the_read_socket(server_factory):
+    server = server_factory(env=READS)
+    reader = read_process(server)
+    path = next(arg for arg in reader.cmdline() if arg.endswith(".sock"))
+    mode = os.stat(os.path.dirname(path)).st_mode & 0o777
+    assert mode == 0o700
