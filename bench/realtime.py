@@ -19,6 +19,7 @@ Scenarios (issue targets in brackets):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import signal
 import threading
 import time
@@ -121,6 +122,12 @@ def summarize(label, mode, rate, clients, strategy, pub, reports, cpu, dropped, 
         "p95_ms": worst("p95_ms"),
         "p99_ms": worst("p99_ms"),
         "max_ms": worst("max_ms"),
+        "worst_ms_by_second": [
+            max(ws)
+            for ws in itertools.zip_longest(
+                *(r.get("worst_ms_by_second") or [] for r in reports), fillvalue=0.0
+            )
+        ],
         "server_cpu_pct": round(server_cpu, 1),
         "client_cpu_pct": [c for c in client_cpu if c is not None],
         "publisher_cpu_pct": cpu.get("publisher"),

@@ -86,11 +86,16 @@ def listen(host: str, port: int, backlog: int):
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     family, _, _, _, addr = infos[0]
     try:
-        return eventlet.listen(addr, family, backlog=backlog, reuse_addr=True, reuse_port=False)
+        sock = eventlet.listen(addr, family, backlog=backlog, reuse_addr=True, reuse_port=False)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise _in_use(host, port) from None
         raise
+    # Accepted sockets inherit it (Linux). Without it Nagle holds a small frame back while the
+    # one before it is unacknowledged, and a client that only reads delays its ACKs (up to 40 ms):
+    # the p95/p99 of a lightly loaded node were that wait.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def protocol_class(idle_timeout_s: float, header_timeout_s: float):

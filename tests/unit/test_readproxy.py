@@ -7,6 +7,7 @@ server drives it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import socketserver
@@ -85,10 +86,8 @@ class Upstream(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         # As a read process that exits: every connection it had goes too.
         self.shutdown()
         for conn in self.connections:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.server_close()
         os.unlink(self.server_address)
 
@@ -118,7 +117,7 @@ def make_proxy(sock_path):
         proxy.close()
 
 
-class client_for(Client):  # noqa: N801 - reads like the function it stands for
+class WholeClient(Client):
     """werkzeug's test client reading each answer whole, as a server writing it out does."""
 
     def open(self, *args, **kwargs):
@@ -129,7 +128,7 @@ class client_for(Client):  # noqa: N801 - reads like the function it stands for
 def test_reads_are_forwarded_with_query_headers_and_the_clients_address(make_proxy, sock_path):
     proxy = make_proxy(5)
     with Upstream(sock_path):
-        resp = client_for(proxy).get(
+        resp = WholeClient(proxy).get(
             "/api/metrics/aggregate?window=60&metric=a%20b",
             headers={"Origin": "http://example.test", PEER_HEADER: "6.6.6.6", "Connection": "x"},
             environ_base={"REMOTE_ADDR": "203.0.113.9"},
@@ -152,7 +151,7 @@ def test_reads_are_forwarded_with_query_headers_and_the_clients_address(make_pro
 def test_other_paths_and_writes_stay_in_the_web_process(make_proxy, sock_path):
     proxy = make_proxy(5)
     with Upstream(sock_path):
-        c = client_for(proxy)
+        c = WholeClient(proxy)
         assert orjson.loads(c.get("/api/health").data)["served"] == "inline"
         assert orjson.loads(c.post("/api/metrics/aggregate").data)["served"] == "inline"
     assert proxy.status()["forwarded"] == 0
@@ -161,7 +160,7 @@ def test_other_paths_and_writes_stay_in_the_web_process(make_proxy, sock_path):
 def test_errors_and_head_pass_through(make_proxy, sock_path):
     proxy = make_proxy(5)
     with Upstream(sock_path):
-        c = client_for(proxy)
+        c = WholeClient(proxy)
         bad = c.get("/api/metrics/aggregate?fail=1")
         head = c.head("/api/metrics/aggregate")
     assert bad.status_code == 400
@@ -176,7 +175,7 @@ def test_a_long_answer_streams_through_whole_and_the_connection_is_kept(make_pro
     proxy = make_proxy(5)
     n = 30_000  # 240 kB: several of the proxy's 64 kB reads
     with Upstream(sock_path):
-        c = client_for(proxy)
+        c = WholeClient(proxy)
         first = c.get(f"/api/metrics/big?n={n}")
         second = c.get("/api/metrics/recent")
     assert first.data == b"".join(b"%08d" % i for i in range(n))
@@ -186,7 +185,7 @@ def test_a_long_answer_streams_through_whole_and_the_connection_is_kept(make_pro
 
 def test_without_a_read_process_the_web_process_answers(make_proxy, sock_path):
     proxy = make_proxy(5)
-    resp = client_for(proxy).get("/api/metrics/aggregate?window=60")
+    resp = WholeClient(proxy).get("/api/metrics/aggregate?window=60")
     assert resp.status_code == 200
     assert orjson.loads(resp.data) == {"served": "inline", "path": "/api/metrics/aggregate"}
     assert proxy.status() == {"forwarded": 0, "inline": 1, "timeouts": 0}
@@ -194,7 +193,7 @@ def test_without_a_read_process_the_web_process_answers(make_proxy, sock_path):
 
 def test_a_restarted_read_process_is_reached_on_a_new_connection(make_proxy, sock_path):
     proxy = make_proxy(5)
-    c = client_for(proxy)
+    c = WholeClient(proxy)
     with Upstream(sock_path):
         assert c.get("/api/metrics/recent").status_code == 200
     assert len(proxy._idle) == 1  # kept, but its server is gone
@@ -207,7 +206,7 @@ def test_a_restarted_read_process_is_reached_on_a_new_connection(make_proxy, soc
 def test_a_read_process_that_does_not_answer_in_time_gets_a_json_504(make_proxy, sock_path):
     proxy = make_proxy(0.3)
     with Upstream(sock_path):
-        resp = client_for(proxy).get("/api/metrics/slow?s=2")
+        resp = WholeClient(proxy).get("/api/metrics/slow?s=2")
     assert resp.status_code == 504
     assert resp.headers["Content-Type"] == "application/json"
     body = orjson.loads(resp.data)
