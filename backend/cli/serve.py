@@ -70,6 +70,7 @@ def start_background(app: Flask, *, worker: bool, ticker: bool = True) -> None:
             runtime.store,
             interval_s=cfg["AGGREGATE_TICK_MS"] / 1000.0,
             fanout=runtime.fanout,
+            reads=runtime.read_proxy,
         )
         socketio.start_background_task(runtime.ticker.run)
         status.start(

@@ -7,8 +7,9 @@ of client can miss what the other got.
 
 Per-client cost is what limits fan-out on one core. Under eventlet, a websocket client's frames
 are packed once per batch (a server's frames are unmasked, so every client gets the same
-bytes) and queued as one item, which its writer sends with one `sendall`: a batch of N events
-costs a per-event client one queue item and one system call instead of N of each. Clients on
+bytes) and written to its socket at once when nothing is queued or being written for it;
+otherwise (its kernel buffer is full) they are queued as one item, which its writer sends with
+one `sendall`: a batch of N events costs a per-event client one system call instead of N. Clients on
 other transports (long-polling, the threading and gevent servers' websockets) get ordinary
 Engine.IO packets.
 
@@ -168,12 +169,20 @@ class Fanout:
             sock = eio.sockets.get(eio_sid)
             if sock is None or sock.closed:
                 continue
-            if eio_sid in self.framed and sock.upgraded:
+            ws = self.framed.get(eio_sid)
+            if ws is not None and sock.upgraded:
                 if frames is None:
                     frames = FramesPacket(FrameBlob(b"".join(text_frame(b"4" + t) for t in texts)))
+                item = frames
+                if not sock.queue.qsize() and not ws._sendlock.locked() and not self._unwritten.get(eio_sid):
+                    # Nothing queued or being written for it: write now, without waking its writer.
+                    sent = _write_now(ws, frames.blob)
+                    if sent == len(frames.blob):
+                        continue
+                    item = FramesPacket(FrameBlob(frames.blob[sent:]))  # the rest, in order
                 self._unwritten[eio_sid] = self._unwritten.get(eio_sid, 0) + 1  # before its writer
                 self._waiting += 1  # can take it (a disconnect pops what is left)
-                sock.send(frames)
+                sock.send(item)
             else:
                 if packets is None:
                     packets = [eio_packet.Packet(eio_packet.MESSAGE, t.decode()) for t in texts]
@@ -226,6 +235,20 @@ class Fanout:
 
 
 _NOTHING = object()
+
+
+def _write_now(ws, blob: bytes) -> int:
+    """Hand `blob` to the kernel without waiting: the bytes it took (0 when its buffer is full
+    or the socket failed; the writer then sends the rest, or meets the error and closes).
+
+    Most deliveries go this way: a client that keeps up has nothing queued, and waking its
+    writer (a queue put, a switch, a timer) cost about as much as the write itself."""
+    try:
+        return ws.socket.fd.send(blob)
+    except (BlockingIOError, InterruptedError):
+        return 0
+    except (OSError, AttributeError):
+        return 0
 
 
 def _head(sock):

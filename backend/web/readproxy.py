@@ -89,6 +89,7 @@ class ReadProxy:
         self.forwarded = 0
         self.inline = 0  # answered here while the read process was not there
         self.timeouts = 0
+        self.fetched = 0  # this node's own reads (the tick's aggregates)
 
     def __call__(self, environ, start_response):
         if not forwarded(environ):
@@ -106,6 +107,33 @@ class ReadProxy:
         start_response(f"{resp.status} {resp.reason}", headers)
         return self._body(conn, resp)
 
+    def fetch(self, path: str, query: str = "") -> bytes | None:
+        """GET `path?query` from the read process for this node's own use (the tick's
+        aggregates): the body of a 200, or None when the read process is not there, too slow or
+        answered otherwise, and the caller computes it itself."""
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "HTTP_HOST": "localhost",
+            "REMOTE_ADDR": "127.0.0.1",
+        }
+        try:
+            conn, resp = self._exchange(environ)
+        except (_NotThere, TimeoutError):
+            return None
+        try:
+            body = resp.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return None
+        if resp.will_close:
+            conn.close()
+        else:
+            self._give_back(conn)
+        self.fetched += 1
+        return body if resp.status == 200 else None
+
     def close(self) -> None:
         """Close the kept connections."""
         with self._lock:
@@ -114,7 +142,12 @@ class ReadProxy:
             conn.close()
 
     def status(self) -> dict:
-        return {"forwarded": self.forwarded, "inline": self.inline, "timeouts": self.timeouts}
+        return {
+            "forwarded": self.forwarded,
+            "inline": self.inline,
+            "timeouts": self.timeouts,
+            "fetched": self.fetched,
+        }
 
     def _exchange(self, environ):
         """Send the request and read the status line and headers, on a kept connection or a new

@@ -83,6 +83,22 @@ def test_reads_are_answered_by_the_read_process_as_the_web_process_would(server_
     assert len(reader.net_connections("unix")) <= 3
 
 
+def test_the_ticks_aggregates_come_from_the_read_process(server_factory):
+    server = server_factory(env=READS)
+    read_process(server)
+    ingest(server, [{"metric": "ticked", "value": {"ms": 5}} for _ in range(30)])
+    with Recorder(server.url, batch_window=60) as rec:
+        wait_for(
+            lambda: any(a.get("metrics", {}).get("ticked", {}).get("count") == 30 for a in rec.aggregates),
+            message="a tick with the 30 events",
+        )
+        before = reads_of(server)["fetched"]
+        wait_for(lambda: reads_of(server)["fetched"] >= before + 2, message="two more ticks")
+    pushed = next(a for a in rec.aggregates if a.get("metrics", {}).get("ticked"))
+    assert pushed["window_seconds"] == 60
+    assert pushed["metrics"]["ticked"]["count"] == 30
+
+
 def test_a_stuck_read_process_holds_back_neither_deliveries_nor_health(server_factory):
     server = server_factory(env={**READS, "READ_TIMEOUT_S": "1"})
     reader = read_process(server)

@@ -145,7 +145,7 @@ def test_reads_are_forwarded_with_query_headers_and_the_clients_address(make_pro
     assert "connection" not in body["headers"]  # hop-by-hop: not forwarded
     assert resp.headers["X-Upstream"] == "read"
     assert resp.headers["Vary"] == "Origin"
-    assert proxy.status() == {"forwarded": 1, "inline": 0, "timeouts": 0}
+    assert proxy.status() == {"forwarded": 1, "inline": 0, "timeouts": 0, "fetched": 0}
 
 
 def test_other_paths_and_writes_stay_in_the_web_process(make_proxy, sock_path):
@@ -188,7 +188,7 @@ def test_without_a_read_process_the_web_process_answers(make_proxy, sock_path):
     resp = WholeClient(proxy).get("/api/metrics/aggregate?window=60")
     assert resp.status_code == 200
     assert orjson.loads(resp.data) == {"served": "inline", "path": "/api/metrics/aggregate"}
-    assert proxy.status() == {"forwarded": 0, "inline": 1, "timeouts": 0}
+    assert proxy.status() == {"forwarded": 0, "inline": 1, "timeouts": 0, "fetched": 0}
 
 
 def test_a_restarted_read_process_is_reached_on_a_new_connection(make_proxy, sock_path):
@@ -200,7 +200,7 @@ def test_a_restarted_read_process_is_reached_on_a_new_connection(make_proxy, soc
     with Upstream(sock_path):
         resp = c.get("/api/metrics/recent?again=1")
     assert orjson.loads(resp.data)["query"] == "again=1"
-    assert proxy.status() == {"forwarded": 2, "inline": 0, "timeouts": 0}
+    assert proxy.status() == {"forwarded": 2, "inline": 0, "timeouts": 0, "fetched": 0}
 
 
 def test_a_read_process_that_does_not_answer_in_time_gets_a_json_504(make_proxy, sock_path):
@@ -226,3 +226,15 @@ def test_the_read_process_takes_the_address_from_the_proxy_header():
 
     Client(PeerFromProxy(app)).get("/", headers={PEER_HEADER: "198.51.100.7"})
     assert seen == {"addr": "198.51.100.7", "header": None}
+
+
+def test_fetch_gives_a_200s_body_and_none_otherwise(make_proxy, sock_path):
+    proxy = make_proxy(5)
+    assert proxy.fetch("/api/metrics/aggregate", "window=60") is None  # no read process yet
+    with Upstream(sock_path):
+        body = orjson.loads(proxy.fetch("/api/metrics/aggregate", "window=60"))
+        assert body["path"] == "/api/metrics/aggregate" and body["query"] == "window=60"
+        assert body["headers"]["host"] == ["localhost"]
+        assert proxy.fetch("/api/metrics/aggregate", "fail=1") is None
+        assert len(proxy._idle) == 1  # kept for the next one
+    assert proxy.status()["fetched"] == 2
