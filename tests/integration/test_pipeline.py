@@ -13,14 +13,8 @@ import pytest
 import redis
 
 from backend.cli.embedded_redis import EmbeddedRedis
-from tests.conftest import default_layout
 from tests.helpers import wait_for
 from tests.integration.sio import Recorder
-
-
-@pytest.fixture
-def server_factory(server_factory):
-    return default_layout(server_factory)  # REST reads here go through the read process
 
 
 def publish(r: redis.Redis, channel: str, events: list) -> None:

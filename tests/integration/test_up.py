@@ -42,6 +42,16 @@ def test_up_restarts_a_dead_embedded_redis_and_stops_cleanly(tmp_path):
         tree = psutil.Process(proc.pid).children(recursive=True)
         servers = [p for p in tree if re.search(r"(valkey|redis)-server", " ".join(p.cmdline()))]
         assert len(servers) == 1, [p.cmdline() for p in tree]
+        readers = [p for p in tree if "reader" in p.cmdline()]
+        # READ_MODE=auto: reads have a process of their own on a multi-core machine.
+        assert len(readers) == (1 if (os.cpu_count() or 1) > 1 else 0), [p.cmdline() for p in tree]
+        if readers:
+            wait_for(
+                lambda: (
+                    requests.get(url + "/api/health", timeout=2).json()["reads"]["process"] == readers[0].pid
+                ),
+                message="health names the read process",
+            )
         servers[0].kill()
         wait_for(
             lambda: "restarted" in log_path.read_text(), timeout=15, message="the watchdog restarts Redis"

@@ -213,6 +213,12 @@ PATHS = {
                             "time": {"type": "string"},
                             "redis": {"type": "string", "enum": ["ok", "down"]},
                             "worker": {"type": "object"},
+                            "reads": {
+                                "type": "object",
+                                "description": "with a read process (READ_MODE): its pid "
+                                "(process, null while it restarts) and the reads forwarded, answered "
+                                "inline, timed out, and fetched for the tick",
+                            },
                         },
                     }
                 )
@@ -495,12 +501,24 @@ def _document_write_guard(paths: dict) -> None:
             op["responses"].setdefault("415", ERROR)
 
 
+def _document_read_timeout(paths: dict) -> None:
+    """Reads answered by the read process (backend/web/readproxy.py) may time out there."""
+    from backend.web.readproxy import PATH_PREFIXES
+
+    for path, operations in paths.items():
+        if path.startswith(PATH_PREFIXES) and "get" in operations:
+            operations["get"].setdefault("responses", {}).setdefault(
+                "504", _json(_ref("Error"), "The read process did not answer within READ_TIMEOUT_S")
+            )
+
+
 def document(config: Mapping | None = None) -> dict:
     """The document, with the limits this deployment is configured with (no config: the declared
     defaults)."""
     paths = copy.deepcopy({**PATHS, **EXTRA_PATHS})
     _apply_limits(paths, DEFAULTS.as_dict() if config is None else config)
     _document_write_guard(paths)
+    _document_read_timeout(paths)
     return {
         "openapi": "3.0.3",
         "info": {
