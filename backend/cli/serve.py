@@ -85,6 +85,8 @@ def stop_background(app: Flask, wait_s: float = 5.0) -> None:
     if runtime.worker_process is not None:
         runtime.worker_process.stop()  # SIGTERM: it finishes its batch and releases the lease
     if runtime.reader_process is not None:
+        # Our kept connections first: its server waits for every open connection to end.
+        runtime.read_proxy.close()
         runtime.reader_process.stop()
     stop_evaluator(app)
     if app.extensions.get(status.EXTENSION_KEY) is not None:

@@ -86,6 +86,7 @@ class ReadProxy:
         self.timeout_s = timeout_s
         self._idle: list[_UnixConnection] = []
         self._lock = threading.Lock()
+        self._closed = False
         self.forwarded = 0
         self.inline = 0  # answered here while the read process was not there
         self.timeouts = 0
@@ -135,8 +136,10 @@ class ReadProxy:
         return body if resp.status == 200 else None
 
     def close(self) -> None:
-        """Close the kept connections."""
+        """Close the kept connections, and from now on every connection once its read is done
+        (the read process's server, stopping, waits for each open connection to end)."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
@@ -209,7 +212,7 @@ class ReadProxy:
 
     def _give_back(self, conn: _UnixConnection) -> None:
         with self._lock:
-            if len(self._idle) < IDLE_CONNECTIONS:
+            if not self._closed and len(self._idle) < IDLE_CONNECTIONS:
                 self._idle.append(conn)
                 return
         conn.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
@@ -150,3 +151,23 @@ def test_only_this_user_can_reach_the_read_socket(server_factory):
     path = next(arg for arg in reader.cmdline() if arg.endswith(".sock"))
     mode = os.stat(os.path.dirname(path)).st_mode & 0o777
     assert mode == 0o700
+
+
+def test_a_server_that_forwarded_reads_stops_its_read_process_cleanly(server_factory):
+    """The read process's server waits for every open connection to end: the web node's kept
+    connections must go first, or the stop waits for its timeout and kills it."""
+    server = server_factory(env=READS)
+    read_process(server)
+    with Recorder(server.url, batch_window=60) as rec:  # the tick fetches through the proxy too
+        wait_for(lambda: rec.aggregates, message="a tick")
+        # Reads side by side, as the dashboard's panels make them: several kept connections.
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(
+                pool.map(
+                    lambda _: server.get("/api/metrics/timeseries?window=300&step=5").status_code, range(32)
+                )
+            )
+        assert set(codes) == {200}
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=15) == 0
+    assert "the read process stopped (clean)" in server.log()
