@@ -40,6 +40,10 @@ FANOUT_FRAMES_WAITING = Gauge(
     "pulseboard_fanout_frames_waiting",
     "Batches queued for this process's websocket clients and not yet written (long reads yield to them)",
 )
+FANOUT_DEFERRED_WRITES = Counter(
+    "pulseboard_fanout_deferred_writes_total",
+    "Batches a client's socket could not take at once (its kernel buffer was full): queued to its writer",
+)
 REDIS_RECONNECTS = Counter(
     "pulseboard_redis_reconnects_total", "Times the worker resubscribed after losing Redis"
 )

@@ -180,6 +180,7 @@ class Fanout:
                     if sent == len(frames.blob):
                         continue
                     item = FramesPacket(FrameBlob(frames.blob[sent:]))  # the rest, in order
+                    telemetry.FANOUT_DEFERRED_WRITES.inc()
                 self._unwritten[eio_sid] = self._unwritten.get(eio_sid, 0) + 1  # before its writer
                 self._waiting += 1  # can take it (a disconnect pops what is left)
                 sock.send(item)

@@ -6,6 +6,7 @@ import base64
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -232,3 +233,112 @@ def test_a_client_that_stops_reading_is_dropped_and_does_not_slow_others(server_
         stuck.kill()
         stuck.wait()
         stuck.stdout.close()
+
+
+class RawBatchClient:
+    """A websocket Socket.IO batch client on a plain socket, read only when the test reads: while
+    it does not, the server's writes to it back up in the kernel, as for a slow reader. A small
+    receive buffer makes that happen after a few hundred kB instead of megabytes."""
+
+    def __init__(self, url: str, rcvbuf: int = 4096):
+        host, port = url.removeprefix("http://").split(":")
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect((host, int(port)))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self.sock.recv(4096)
+        self.buf = self.buf.split(b"\r\n\r\n", 1)[1]
+        self._until(lambda text: text.startswith(b"0{"))
+        self.send(b"40")
+        self._until(lambda text: text.startswith(b"40"))
+        self.send(b'421["subscribe",{"mode":"batch","window":60}]')
+        self._until(lambda text: text.startswith(b"431"))
+
+    def send(self, text: bytes) -> None:
+        header = bytes([0x81, 0x80 | len(text)]) if len(text) < 126 else None
+        assert header is not None
+        self.sock.sendall(header + b"\0\0\0\0" + text)  # the all-zero mask leaves the text as is
+
+    def texts(self):
+        """Every text frame's payload as it comes; Engine.IO pings answered on the way."""
+        while True:
+            while len(self.buf) >= 2:
+                n, head = self.buf[1] & 0x7F, 2
+                if n == 126:
+                    n, head = int.from_bytes(self.buf[2:4], "big"), 4
+                elif n == 127:
+                    n, head = int.from_bytes(self.buf[2:10], "big"), 10
+                if len(self.buf) < head + n:
+                    break
+                payload, self.buf = self.buf[head : head + n], self.buf[head + n :]
+                if payload == b"2":
+                    self.send(b"3")
+                    continue
+                yield payload
+            chunk = self.sock.recv(1 << 16)
+            assert chunk, "the server closed the connection"
+            self.buf += chunk
+
+    def _until(self, match) -> None:
+        for text in self.texts():
+            if match(text):
+                return
+
+    def events(self, n: int) -> list[dict]:
+        got: list[dict] = []
+        for text in self.texts():
+            if text.startswith(b'42["metrics",'):
+                got += orjson.loads(text[2:])[1]
+                if len(got) >= n:
+                    return got
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _deferred_writes(server) -> float:
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith("pulseboard_fanout_deferred_writes_total "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_client_whose_socket_backs_up_gets_every_event_in_order(server_factory, r):
+    """Most batches are written to a client's socket at once; one its kernel buffer cannot take
+    whole is finished by its writer, and every later one queued behind it, in order."""
+    server = server_factory(env={"SLOW_CLIENT_SOFT_S": "60", "SLOW_CLIENT_SOFT_BYTES": str(64 << 20)})
+    client = RawBatchClient(server.url)
+    try:
+        padding = {f"pad{j}": "p" * 250 for j in range(16)}  # ~4 KB per event
+        total = 0
+        # Not reading meanwhile: publish until the server had to queue for this client.
+        while _deferred_writes(server) == 0 and total < 5000:
+            pipe = r.pipeline(transaction=False)
+            for i in range(100):
+                pipe.publish(
+                    server.channel, orjson.dumps({"metric": "late", "value": total + i, "tags": padding})
+                )
+            pipe.execute()
+            total += 100
+            wait_for(
+                lambda total=total: (
+                    int(r.hget(server.env["KEY_PREFIX"] + "stats", "accepted") or 0) >= total
+                ),
+                message="the batch stored",
+            )
+        assert _deferred_writes(server) > 0, "the socket never backed up"
+        events = client.events(total)
+        assert [e["value"] for e in events] == list(range(total))
+        seqs = [e["seq"] for e in events]
+        assert seqs == sorted(set(seqs))
+        assert "dropping slow client" not in server.log()
+    finally:
+        client.close()
