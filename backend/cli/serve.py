@@ -146,6 +146,17 @@ def serve(app: Flask, host: str, port: int) -> None:
         )
         return
     log.info("Pulseboard serving on http://%s:%d (async mode %s)", host, port, socketio.async_mode)
+    if socketio.async_mode == "gevent":
+        # What socketio.run does for gevent (websockets from simple-websocket), on our socket:
+        # it would bind its own, without TCP_NODELAY.
+        from gevent import pywsgi
+
+        from backend.web import httpserver
+
+        sock = httpserver.listen(host, port, cfg["HTTP_LISTEN_BACKLOG"], green="gevent")
+        socketio.wsgi_server = pywsgi.WSGIServer(sock, app, log=None)
+        socketio.wsgi_server.serve_forever()
+        return
     kwargs = {"host": host, "port": port, "use_reloader": False, "log_output": False}
     if socketio.async_mode == "threading":
         kwargs["allow_unsafe_werkzeug"] = True  # werkzeug's server: for development and tests

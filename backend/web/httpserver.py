@@ -79,14 +79,25 @@ def ensure_port_free(host: str, port: int) -> None:
             raise
 
 
-def listen(host: str, port: int, backlog: int):
-    """An eventlet listening socket without SO_REUSEPORT (so a busy port fails here)."""
-    import eventlet
-
+def listen(host: str, port: int, backlog: int, *, green: str = "eventlet"):
+    """A listening socket without SO_REUSEPORT (so a busy port fails here), with TCP_NODELAY:
+    eventlet's (`green="eventlet"`), or the standard library's, which gevent has patched."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     family, _, _, _, addr = infos[0]
     try:
-        sock = eventlet.listen(addr, family, backlog=backlog, reuse_addr=True, reuse_port=False)
+        if green == "eventlet":
+            import eventlet
+
+            sock = eventlet.listen(addr, family, backlog=backlog, reuse_addr=True, reuse_port=False)
+        else:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(addr)
+                sock.listen(backlog)
+            except OSError:
+                sock.close()
+                raise
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise _in_use(host, port) from None

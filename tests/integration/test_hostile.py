@@ -329,9 +329,7 @@ def test_a_client_whose_socket_backs_up_gets_every_event_in_order(server_factory
             pipe.execute()
             total += 100
             wait_for(
-                lambda total=total: (
-                    int(r.hget(server.env["KEY_PREFIX"] + "stats", "accepted") or 0) >= total
-                ),
+                lambda total=total: int(r.hget(server.env["KEY_PREFIX"] + "stats", "accepted") or 0) >= total,
                 message="the batch stored",
             )
         assert _deferred_writes(server) > 0, "the socket never backed up"
