@@ -23,8 +23,10 @@ found by the Engine.IO heartbeat instead (PING_INTERVAL_S + PING_TIMEOUT_S).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
+import socket
 import struct
 import time
 
@@ -230,12 +232,22 @@ class Fanout:
                 sock.close(wait=False, abort=True)
             except Exception:
                 log.debug("error closing slow client %s", eio_sid, exc_info=True)
+            _shut_down(self.framed.get(eio_sid))
         for gone in [sid for sid in self._heads if sid not in seen]:
             del self._heads[gone]
         return dropped
 
 
 _NOTHING = object()
+
+
+def _shut_down(ws) -> None:
+    """End a dropped client's TCP connection now: its writer is blocked in a send the client will
+    never take (until HTTP_IDLE_TIMEOUT_S), holding its queued frames and its connection."""
+    if ws is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ws.socket.fd.shutdown(socket.SHUT_RDWR)
 
 
 def _write_now(ws, blob: bytes) -> int:

@@ -195,7 +195,17 @@ def _frames_waiting(server) -> float | None:
 
 
 def test_a_client_that_stops_reading_is_dropped_and_does_not_slow_others(server_factory, r):
-    server = server_factory(env={"SLOW_CLIENT_SOFT_BYTES": "262144", "SLOW_CLIENT_SOFT_S": "1"})
+    # The bytes rule alone: with the default heartbeat (3 s + 5 s) a frozen client is also closed
+    # for a missed PONG, which on a busy machine came first (before its kernel buffers filled)
+    # and left the bytes rule nothing to drop.
+    server = server_factory(
+        env={
+            "SLOW_CLIENT_SOFT_BYTES": "262144",
+            "SLOW_CLIENT_SOFT_S": "1",
+            "PING_INTERVAL_S": "25",
+            "PING_TIMEOUT_S": "60",
+        }
+    )
     stuck = _stuck_client(server.url)
     try:
         with Recorder(server.url, batch_window=60) as rec:
