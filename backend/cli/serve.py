@@ -28,7 +28,6 @@ from backend.web.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
-READER_NICE = 5  # CPU priority of the read process below the others (CFS weight about 1/10)
 READER_MAX_CONNECTIONS = 256  # concurrent reads in the read process (the web node's pool feeds it)
 
 

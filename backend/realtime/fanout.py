@@ -258,9 +258,7 @@ def _write_now(ws, blob: bytes) -> int:
     writer (a queue put, a switch, a timer) cost about as much as the write itself."""
     try:
         return ws.socket.fd.send(blob)
-    except (BlockingIOError, InterruptedError):
-        return 0
-    except (OSError, AttributeError):
+    except (OSError, AttributeError):  # BlockingIOError (buffer full) is an OSError too
         return 0
 
 

@@ -160,8 +160,11 @@ class ReadProxy:
         if conn is not None:
             try:
                 return conn, self._send(conn, environ)
-            except (http.client.HTTPException, ConnectionError, BrokenPipeError):
+            except (http.client.HTTPException, ConnectionError):
+                conn.close()  # (BrokenPipeError is a ConnectionError)
+            except BaseException:
                 conn.close()
+                raise
         conn = _UnixConnection(self.path, self.timeout_s)
         try:
             conn.connect()
@@ -188,6 +191,8 @@ class ReadProxy:
             name = key[5:].replace("_", "-")
             if name.lower() not in _HOP_BY_HOP:
                 conn.putheader(name, value)
+        if "HTTP_HOST" not in environ:  # an HTTP/1.0 client's request: HTTP/1.1 needs one
+            conn.putheader("Host", environ.get("SERVER_NAME") or "localhost")
         conn.putheader(PEER_HEADER, environ.get("REMOTE_ADDR") or "")
         conn.endheaders()
         return conn.getresponse()

@@ -244,3 +244,20 @@ def test_fetch_gives_a_200s_body_and_none_otherwise(make_proxy, sock_path):
         assert proxy.fetch("/api/metrics/aggregate", "fail=1") is None
         assert len(proxy._idle) == 1  # kept for the next one
     assert proxy.status()["fetched"] == 2
+
+
+def test_a_request_without_a_host_header_is_given_one(make_proxy, sock_path):
+    """An HTTP/1.0 client need not send Host; the forwarded HTTP/1.1 request must have one."""
+    proxy = make_proxy(5)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/metrics/recent",
+        "QUERY_STRING": "",
+        "REMOTE_ADDR": "192.0.2.1",
+        "SERVER_NAME": "example.test",
+    }
+    started = []
+    with Upstream(sock_path):
+        body = b"".join(proxy(environ, lambda status, headers: started.append(status)))
+    assert started == ["200 OK"]
+    assert orjson.loads(body)["headers"]["host"] == ["example.test"]
