@@ -170,6 +170,9 @@ def test_a_second_sigterm_during_the_stop_does_not_break_it(live_server):
     must finish its orderly stop, not die half way with a traceback."""
     (worker,) = psutil.Process(live_server.process.pid).children()
     worker.suspend()  # so the server is still stopping it when the second signal comes
+    # Stopped before the server signals it: on a busy machine a SIGSTOP not yet acted on let the
+    # server's SIGTERM (a lower number, so dequeued first) be delivered, and nothing stayed pending.
+    wait_for(lambda: worker.status() == psutil.STATUS_STOPPED, message="the worker stopped")
     try:
         live_server.process.send_signal(signal.SIGTERM)
         wait_for(lambda: _sigterm_pending(worker.pid), message="the server's stop signals its worker")
