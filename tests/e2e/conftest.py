@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import default_layout
-
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 DIST = ROOT / "frontend" / "dist" / "index.html"
@@ -46,11 +44,6 @@ def browser_type_launch_args(browser_type_launch_args):
             "--no-first-run",
         ],
     }
-
-
-@pytest.fixture
-def server_factory(server_factory):
-    return default_layout(server_factory)  # the dashboard's reads go through the read process
 
 
 @pytest.fixture

@@ -15,9 +15,16 @@ import requests
 from playwright.sync_api import Page, expect
 
 from backend.cli.procs import generator_command, pulseboard_command, stop
-from tests.conftest import ROOT
+from tests.conftest import ROOT, default_layout
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def server_factory(server_factory):
+    # The dashboard's reads and aggregate pushes go through the read process, as on a multi-core
+    # machine. (The alerting pages' tests read inline: each read process costs a start's CPU.)
+    return default_layout(server_factory)
 
 
 def ingest(server, events) -> None:
