@@ -12,7 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
-import pytest
 import requests
 
 from tests.helpers import wait_for
@@ -55,6 +54,9 @@ def test_reads_are_answered_by_the_read_process_as_the_web_process_would(server_
     reader = read_process(server)
     assert "reader" in reader.cmdline()
     assert reader.ppid() == server.process.pid
+    # Only this user can reach its socket: it lives in a directory of mode 0700.
+    path = next(arg for arg in reader.cmdline() if arg.endswith(".sock"))
+    assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
     before = reads_of(server)  # reads made before it listened were answered inline
     # Wide enough (more than 64 metrics) to be streamed in parts through the proxy.
     events = [{"metric": f"m{i % 80}", "value": {"ms": i % 17, "bytes": i}} for i in range(800)]
@@ -82,22 +84,6 @@ def test_reads_are_answered_by_the_read_process_as_the_web_process_would(server_
     for _ in range(20):
         assert server.get("/api/metrics/stats").status_code == 200
     assert len(reader.net_connections("unix")) <= 3
-
-
-def test_the_ticks_aggregates_come_from_the_read_process(server_factory):
-    server = server_factory(env=READS)
-    read_process(server)
-    ingest(server, [{"metric": "ticked", "value": {"ms": 5}} for _ in range(30)])
-    with Recorder(server.url, batch_window=60) as rec:
-        wait_for(
-            lambda: any(a.get("metrics", {}).get("ticked", {}).get("count") == 30 for a in rec.aggregates),
-            message="a tick with the 30 events",
-        )
-        before = reads_of(server)["fetched"]
-        wait_for(lambda: reads_of(server)["fetched"] >= before + 2, message="two more ticks")
-    pushed = next(a for a in rec.aggregates if a.get("metrics", {}).get("ticked"))
-    assert pushed["window_seconds"] == 60
-    assert pushed["metrics"]["ticked"]["count"] == 30
 
 
 def test_a_stuck_read_process_holds_back_neither_deliveries_nor_health(server_factory):
@@ -144,22 +130,21 @@ def test_a_killed_read_process_is_restarted_and_no_read_fails_meanwhile(server_f
     assert "the read process exited" in server.log()
 
 
-@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
-def test_only_this_user_can_reach_the_read_socket(server_factory):
-    server = server_factory(env=READS)
-    reader = read_process(server)
-    path = next(arg for arg in reader.cmdline() if arg.endswith(".sock"))
-    mode = os.stat(os.path.dirname(path)).st_mode & 0o777
-    assert mode == 0o700
-
-
-def test_a_server_that_forwarded_reads_stops_its_read_process_cleanly(server_factory):
-    """The read process's server waits for every open connection to end: the web node's kept
-    connections must go first, or the stop waits for its timeout and kills it."""
+def test_the_tick_reads_through_the_read_process_and_the_stop_is_clean(server_factory):
+    """The tick's aggregates come from the read process. And its server waits for every open
+    connection to end: the web node's kept connections must go first, or the stop waits for its
+    timeout and kills it."""
     server = server_factory(env=READS)
     read_process(server)
-    with Recorder(server.url, batch_window=60) as rec:  # the tick fetches through the proxy too
-        wait_for(lambda: rec.aggregates, message="a tick")
+    ingest(server, [{"metric": "ticked", "value": {"ms": 5}} for _ in range(30)])
+    with Recorder(server.url, batch_window=60) as rec:
+        # The tick's aggregates come from the read process (and keep a connection to it too).
+        wait_for(
+            lambda: any(a.get("metrics", {}).get("ticked", {}).get("count") == 30 for a in rec.aggregates),
+            message="a tick with the 30 events",
+        )
+        before = reads_of(server)["fetched"]
+        wait_for(lambda: reads_of(server)["fetched"] >= before + 2, message="two more ticks")
         # Reads side by side, as the dashboard's panels make them: several kept connections.
         with ThreadPoolExecutor(8) as pool:
             codes = list(
