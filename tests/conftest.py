@@ -191,7 +191,7 @@ def start_server(
         "LOG_LEVEL": "INFO",
         "PULSEBOARD_ENV_FILE": "/nonexistent",  # a developer's .env must not change test results
         "RECONNECT_MAX_S": "0.5",
-        # Reads answered in the web process: a read process costs each server start 0.7 s of
+        # Reads answered in the web process: a read process costs each server start 0.8 s of
         # CPU. The read process's own tests (test_reads) and the dashboard's browser tests ask for it.
         "READ_MODE": "inline",
         **names,
