@@ -122,11 +122,7 @@ def _app(args, **overrides):
 
 
 def cmd_serve(args) -> int:
-    from backend.cli.procs import (
-        reads_in_own_process,
-        share_metrics_with_children,
-        worker_in_own_process,
-    )
+    from backend.cli.procs import share_metrics_with_children, worker_in_own_process
 
     config = current()
     worker = not args.no_worker and config.RUN_WORKER
@@ -139,22 +135,17 @@ def cmd_serve(args) -> int:
         interrupt_on_sigterm,
         serve,
         start_background,
-        start_reader_process,
-        start_worker_process,
+        start_children,
         stop_background,
     )
     from backend.web.httpserver import ensure_port_free
-    from backend.web.runtime import get_runtime
 
     ensure_port_free(args.host, args.port)  # before anything starts: a clean one-line error
     interrupt_on_sigterm()
     # A worker in a process of its own hands batches over through Redis (the fan-out channel).
     app = _app(args, RUN_WORKER=worker, **({"MESSAGE_QUEUE": True} if own_process else {}))
     try:
-        if own_process:
-            get_runtime(app).worker_process = start_worker_process(app)
-        if reads_in_own_process(app.config):
-            get_runtime(app).reader_process = start_reader_process(app)
+        start_children(app, worker=own_process)
         start_background(app, worker=worker and not own_process)
         serve(app, args.host, args.port)
     except KeyboardInterrupt:

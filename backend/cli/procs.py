@@ -54,16 +54,21 @@ def share_metrics_with_children() -> None:
     atexit.register(shutil.rmtree, path, ignore_errors=True)
 
 
+def _own_process(mode: str) -> bool:
+    """A mode setting (WORKER_MODE, READ_MODE) asking for a child process: `process`, or `auto`
+    on a machine with more than one core."""
+    return mode == "process" or (mode == "auto" and (os.cpu_count() or 1) > 1)
+
+
 def worker_in_own_process(cfg) -> bool:
     mode = cfg["WORKER_MODE"]
     if mode not in ("auto", "process", "thread"):
         raise ValueError(f"WORKER_MODE must be auto, process or thread, got {mode!r}")
-    return mode == "process" or (mode == "auto" and (os.cpu_count() or 1) > 1)
+    return _own_process(mode)
 
 
 def reads_in_own_process(cfg) -> bool:
-    mode = cfg["READ_MODE"]
-    return mode == "process" or (mode == "auto" and (os.cpu_count() or 1) > 1)
+    return _own_process(cfg["READ_MODE"])
 
 
 def settle_gc() -> None:

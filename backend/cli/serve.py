@@ -15,7 +15,7 @@ import time
 
 from flask import Flask
 
-from backend.cli.procs import die_with_parent, pulseboard_command, settle_gc, stop
+from backend.cli.procs import die_with_parent, pulseboard_command, reads_in_own_process, settle_gc, stop
 from backend.ingest.worker import Worker
 from backend.realtime import status
 from backend.realtime.broadcast import Broadcaster, FanoutListener, Ticker
@@ -228,6 +228,16 @@ def _supervised(app: Flask, name: str, args: list[str], env: dict) -> ChildProce
     child.start()
     socketio.start_background_task(child.supervise)
     return child
+
+
+def start_children(app: Flask, *, worker: bool) -> None:
+    """This web process's supervised children: the ingest worker (when `worker`) and, when
+    READ_MODE asks for it, the read process."""
+    runtime = get_runtime(app)
+    if worker:
+        runtime.worker_process = start_worker_process(app)
+    if reads_in_own_process(app.config):
+        runtime.reader_process = start_reader_process(app)
 
 
 def start_worker_process(app: Flask) -> ChildProcess:

@@ -19,7 +19,6 @@ from backend.cli.embedded_redis import EmbeddedRedis
 from backend.cli.procs import (
     die_with_parent,
     generator_command,
-    reads_in_own_process,
     share_metrics_with_children,
     stop,
     worker_in_own_process,
@@ -38,8 +37,7 @@ def up(args) -> int:
         interrupt_on_sigterm,
         serve,
         start_background,
-        start_reader_process,
-        start_worker_process,
+        start_children,
         stop_background,
     )
     from backend.web.extensions import socketio
@@ -75,10 +73,8 @@ def up(args) -> int:
                 **({"MESSAGE_QUEUE": True} if own_process else {}),
             }
         )
-        if own_process:  # ingest on a core of its own (docs/benchmarks.md: one process vs two)
-            get_runtime(app).worker_process = start_worker_process(app)
-        if reads_in_own_process(app.config):  # wide reads cannot hold deliveries back
-            get_runtime(app).reader_process = start_reader_process(app)
+        # Ingest on a core of its own, reads in a process of their own (docs/benchmarks.md).
+        start_children(app, worker=own_process)
         start_background(app, worker=not own_process)
         if embedded is not None:
             # A dead embedded Redis is restarted (empty, unless it persists); a crash loop stops us.

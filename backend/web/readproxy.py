@@ -116,7 +116,6 @@ class ReadProxy:
             "REQUEST_METHOD": "GET",
             "PATH_INFO": path,
             "QUERY_STRING": query,
-            "HTTP_HOST": "localhost",
             "REMOTE_ADDR": "127.0.0.1",
         }
         try:
@@ -126,12 +125,9 @@ class ReadProxy:
         try:
             body = resp.read()
         except (OSError, http.client.HTTPException):
-            conn.close()
+            self._release(conn, resp, whole=False)
             return None
-        if resp.will_close:
-            conn.close()
-        else:
-            self._give_back(conn)
+        self._release(conn, resp, whole=True)
         self.fetched += 1
         return body if resp.status == 200 else None
 
@@ -198,18 +194,21 @@ class ReadProxy:
         return conn.getresponse()
 
     def _body(self, conn: _UnixConnection, resp: http.client.HTTPResponse):
-        done = False
+        whole = False
         try:
             while chunk := resp.read(CHUNK_BYTES):
                 yield chunk
-            done = True
+            whole = True
         finally:
-            # Cut short (the client went away): the rest of the answer is still on the way, so
-            # the connection cannot carry another request.
-            if done and not resp.will_close:
-                self._give_back(conn)
-            else:
-                conn.close()
+            self._release(conn, resp, whole=whole)
+
+    def _release(self, conn: _UnixConnection, resp: http.client.HTTPResponse, *, whole: bool) -> None:
+        """Keep the connection for the next read, or close it: an answer not read whole (the
+        client went away) still has bytes on the way, so the connection cannot carry another."""
+        if whole and not resp.will_close:
+            self._give_back(conn)
+        else:
+            conn.close()
 
     def _take(self) -> _UnixConnection | None:
         with self._lock:
