@@ -187,11 +187,28 @@ def _stuck_client(url: str) -> subprocess.Popen:
     return proc
 
 
-def _frames_waiting(server) -> float | None:
+def _metric(server, name: str) -> float | None:
+    """A sample without labels from the node's /metrics (None when it has none)."""
     for line in server.get("/metrics").text.splitlines():
-        if line.startswith("pulseboard_fanout_frames_waiting "):
+        if line.startswith(name + " "):
             return float(line.split()[-1])
     return None
+
+
+def _frames_waiting(server) -> float | None:
+    return _metric(server, "pulseboard_fanout_frames_waiting")
+
+
+_PADDING = {f"pad{j}": "p" * 250 for j in range(16)}  # ~4 KB per event
+
+
+def _publish_wide(r, channel: str, metric: str, first: int, n: int = 100) -> int:
+    """Publish n ~4 KB events of `metric` with values first..first+n-1; returns n."""
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        pipe.publish(channel, orjson.dumps({"metric": metric, "value": first + i, "tags": _PADDING}))
+    pipe.execute()
+    return n
 
 
 def test_a_client_that_stops_reading_is_dropped_and_does_not_slow_others(server_factory, r):
@@ -210,17 +227,10 @@ def test_a_client_that_stops_reading_is_dropped_and_does_not_slow_others(server_
     try:
         with Recorder(server.url, batch_window=60) as rec:
             wait_for(lambda: rec.sub_acks, message="subscribe ack")
-            padding = {f"pad{j}": "p" * 250 for j in range(16)}  # ~4 KB per event
             total = 0
             deadline = time.monotonic() + 30
             while "dropping slow client" not in server.log() and time.monotonic() < deadline:
-                pipe = r.pipeline(transaction=False)
-                for i in range(100):
-                    pipe.publish(
-                        server.channel, orjson.dumps({"metric": "fast", "value": total + i, "tags": padding})
-                    )
-                pipe.execute()
-                total += 100
+                total += _publish_wide(r, server.channel, "fast", total)
                 time.sleep(0.05)
                 # The healthy client keeps up all along; waiting for it also keeps a server slowed
                 # down by a busy machine from falling so far behind that Redis cuts its
@@ -315,10 +325,7 @@ class RawBatchClient:
 
 
 def _deferred_writes(server) -> float:
-    for line in server.get("/metrics").text.splitlines():
-        if line.startswith("pulseboard_fanout_deferred_writes_total "):
-            return float(line.split()[-1])
-    return 0.0
+    return _metric(server, "pulseboard_fanout_deferred_writes_total") or 0.0
 
 
 def test_a_client_whose_socket_backs_up_gets_every_event_in_order(server_factory, r):
@@ -327,17 +334,10 @@ def test_a_client_whose_socket_backs_up_gets_every_event_in_order(server_factory
     server = server_factory(env={"SLOW_CLIENT_SOFT_S": "60", "SLOW_CLIENT_SOFT_BYTES": str(64 << 20)})
     client = RawBatchClient(server.url)
     try:
-        padding = {f"pad{j}": "p" * 250 for j in range(16)}  # ~4 KB per event
         total = 0
         # Not reading meanwhile: publish until the server had to queue for this client.
         while _deferred_writes(server) == 0 and total < 5000:
-            pipe = r.pipeline(transaction=False)
-            for i in range(100):
-                pipe.publish(
-                    server.channel, orjson.dumps({"metric": "late", "value": total + i, "tags": padding})
-                )
-            pipe.execute()
-            total += 100
+            total += _publish_wide(r, server.channel, "late", total)
             wait_for(
                 lambda total=total: int(r.hget(server.env["KEY_PREFIX"] + "stats", "accepted") or 0) >= total,
                 message="the batch stored",
