@@ -8,20 +8,29 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import orjson
+import redis
+from redis.exceptions import AskError, MovedError
 
 from backend import telemetry
 from backend.core.aggregate import BatchAccumulator
 from backend.core.events import Event, Rejection, parse_event
 from backend.core.timefmt import iso_ms
 from backend.ingest.stream import GROUP, Entry
+from backend.storage.pipe import ScriptPipe
 from backend.storage.store import LeaseLost, Store
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_RAW_BYTES = 1024  # how much of a rejected message is kept
+
+# A write that failed this way may not have happened, or happened with its reply lost: its
+# messages are retried after the reconnect (MOVED/ASK: a cluster slot moved; the script did not run).
+LOST = (redis.ConnectionError, redis.TimeoutError, MovedError, AskError)
 
 
 def _truncate(raw) -> str:
@@ -60,61 +69,189 @@ def validate_all(raws, config: Mapping, now: float, rejected: list) -> list[Even
     return accepted
 
 
-class BatchProcessor:
-    """Stores batches for one worker: `fence` is the lease (key, token) its stream acks hold to."""
+@dataclass(slots=True)
+class _Sent:
+    """A batch sent down the pipe whose reply is not read yet: what finishing it needs."""
 
-    def __init__(self, config: Mapping, store: Store, broadcaster, *, fence: tuple[str, str]):
+    messages: list  # its raw Pub/Sub messages: retried if the write is lost with the connection
+    accepted: int
+    rejected: list
+    new_metrics: list[str]
+    newest_ts: float
+    now: float
+    started: float | None
+
+
+class BatchProcessor:
+    """Stores batches for one worker: `fence` is the lease (key, token) its stream acks hold to.
+
+    With a `pipe` (storage/pipe.py) a batch of Pub/Sub messages is sent without waiting for its
+    reply: the next batch is validated and aggregated while Redis runs the previous one's script,
+    and that reply is read after the next one is sent (at most two in flight). The fan-out does
+    not wait for it: the script publishes the batch itself. Batches with stream entries are
+    fenced and acknowledged, and go one at a time (write_batch), after whatever is in flight."""
+
+    def __init__(
+        self,
+        config: Mapping,
+        store: Store,
+        broadcaster,
+        *,
+        fence: tuple[str, str],
+        pipe: ScriptPipe | None = None,
+    ):
         self.config = config
         self.store = store
         self.broadcaster = broadcaster
         self.fence = fence
+        self.pipe = pipe if broadcaster.channel is not None else None
         self.max_metrics = config["MAX_METRICS"]
         self.known_metrics: set[str] = set()
         self._new_metrics: list[str] = []  # admitted by the batch in hand, written with it
+        self._in_flight: deque[_Sent] = deque()
+        self.unstored: list = []  # Pub/Sub messages of writes lost with the connection, oldest first
         self.processed = 0
         self.rejected = 0
         self.batches = 0
         self.next_seq: int | None = None  # after the last event stored
         self.written = False  # whether the last process() got as far as storing its batch
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
     def process(self, batch: list, started: float | None = None, entries: list[Entry] = (), ack_key=None):
         """Validate, store and broadcast one batch: `batch` is raw Pub/Sub messages, `entries`
         stream entries (of stream `ack_key`), acknowledged by the write. `started`: monotonic
-        time its first item was read. Raises what the write raised; the caller decides."""
-        now = time.time()
-        self.written = False
-        rejected = [dead_letter(e.raw, "invalid_entry", e.problem, now) for e in entries if e.problem]
-        raws = [e.raw for e in entries if e.problem is None] + list(batch) if entries else batch
+        time its first item was read. Raises what the write raised; the caller decides. After
+        a connection error, `take_unstored()` gives every message not known to be stored."""
+        pipelined = self.pipe is not None and not entries
+        try:
+            if pipelined:
+                self._send(batch, started)
+                if len(self._in_flight) > 1:
+                    self._finish_oldest()
+            else:
+                self.flush()
+                self._write(batch, started, entries, ack_key)
+        except LOST:
+            self._lose_in_flight()
+            if not pipelined:
+                self.unstored += batch
+            raise
+
+    def flush(self) -> None:
+        """Read every reply still in flight (before waiting idle, standing down or stopping)."""
+        try:
+            while self._in_flight:
+                self._finish_oldest()
+        except LOST:
+            self._lose_in_flight()
+            raise
+
+    def take_unstored(self) -> list:
+        unstored, self.unstored = self.unstored, []
+        return unstored
+
+    def _prepare(self, raws: list, rejected: list, now: float) -> tuple[list[Event], BatchAccumulator | None]:
         accepted = self._admit_metrics(validate_all(raws, self.config, now, rejected), rejected, now)
-        received = len(batch) + len(entries)
+        if not accepted:
+            return accepted, None
         try:
             acc = BatchAccumulator(self.config["TOP_MAX_TAG_VALUES"])
             for ev in accepted:
                 acc.add(ev)
+        except BaseException:
+            self._forget_new_metrics(self._new_metrics)
+            self._new_metrics = []
+            raise
+        return accepted, acc
+
+    def _write(self, batch: list, started: float | None, entries: list[Entry], ack_key) -> None:
+        """One batch, waiting for Redis: the only way for stream entries (fenced and acked)."""
+        now = time.time()
+        self.written = False
+        rejected = [dead_letter(e.raw, "invalid_entry", e.problem, now) for e in entries if e.problem]
+        raws = [e.raw for e in entries if e.problem is None] + list(batch) if entries else batch
+        accepted, acc = self._prepare(raws, rejected, now)
+        received = len(batch) + len(entries)
+        new_metrics, self._new_metrics = self._new_metrics, []
+        try:
             events = [ev.data for ev in accepted]
             encoded = self.store.write_batch(
                 events,
-                acc.deltas() if accepted else {},
+                acc.deltas() if acc else {},
                 rejected,
                 received=received,
-                tag_deltas=acc.tag_deltas() if accepted else None,
+                tag_deltas=acc.tag_deltas() if acc else None,
                 ack=(ack_key, GROUP, [e.id for e in entries]) if entries else None,
                 fence=self.fence if entries else None,
-                new_metrics=self._new_metrics,
+                new_metrics=new_metrics,
                 fanout_channel=self.broadcaster.channel,
             )
         except BaseException:
-            self._forget_new_metrics()
+            self._forget_new_metrics(new_metrics)
             raise
-        self._new_metrics = []
         self.written = True
         if events:
-            self.next_seq = events[-1]["seq"] + 1
             self.broadcaster.publish(encoded)
-            telemetry.SUBSCRIBER_LAG.set(max(0.0, now - max(ev.ts for ev in accepted)))
-        self._count(received, len(events), rejected)
+        newest = max(ev.ts for ev in accepted) if accepted else now
+        self._stored(events[0]["seq"] if events else 0, received, len(events), rejected, newest, now, started)
+
+    def _send(self, batch: list, started: float | None) -> None:
+        now = time.time()
+        rejected: list = []
+        accepted, acc = self._prepare(batch, rejected, now)
+        new_metrics, self._new_metrics = self._new_metrics, []
+        # Names admitted by batches still in flight go again (SADD is idempotent): if one of
+        # those writes is lost, this batch, which may hold events of those names, records them.
+        again = [name for sent in self._in_flight for name in sent.new_metrics]
+        newest = max(ev.ts for ev in accepted) if accepted else now
+        self._in_flight.append(_Sent(batch, len(accepted), rejected, new_metrics, newest, now, started))
+        self.store.send_batch(
+            self.pipe,
+            [ev.data for ev in accepted],
+            acc.deltas() if acc else {},
+            rejected,
+            received=len(batch),
+            tag_deltas=acc.tag_deltas() if acc else None,
+            new_metrics=again + new_metrics,
+            fanout_channel=self.broadcaster.channel,
+        )
+
+    def _finish_oldest(self) -> None:
+        sent = self._in_flight[0]
+        try:
+            first = self.store.read_batch(self.pipe)
+        except LOST:
+            raise  # the caller loses everything in flight, this one included
+        except BaseException:
+            self._in_flight.popleft()  # Redis answered (a script error): that batch is done with
+            self._forget_new_metrics(sent.new_metrics)
+            raise
+        self._in_flight.popleft()
+        received = len(sent.messages)
+        self._stored(first, received, sent.accepted, sent.rejected, sent.newest_ts, sent.now, sent.started)
+
+    def _stored(self, first, received, accepted, rejected, newest, now, started) -> None:
+        """The figures of a batch Redis has stored (first: its first event's seq)."""
+        if accepted:
+            self.next_seq = first + (accepted - 1) * self.store.partitions + 1
+            telemetry.SUBSCRIBER_LAG.set(max(0.0, now - newest))
+        self._count(received, accepted, rejected)
         if started is not None:
             telemetry.BROADCAST_LATENCY.observe(time.monotonic() - started)
+
+    def _lose_in_flight(self) -> None:
+        """The connection went with replies unread: those batches may or may not be stored.
+        Their messages are retried (at least once: Redis may have run a script whose reply was
+        lost), and the names they admitted are admitted again by whichever batch stores them."""
+        for sent in self._in_flight:
+            self.unstored += sent.messages
+            self._forget_new_metrics(sent.new_metrics)
+        self._in_flight.clear()
+        if self.pipe is not None:
+            self.pipe.reset()
 
     def dead_letter_all(self, entries: list[Entry], messages: list, exc: Exception, ack_key) -> None:
         """A batch our own code failed on, dead-lettered whole: a bug this batch triggers would
@@ -172,11 +309,10 @@ class BatchProcessor:
             kept.append(ev)
         return kept
 
-    def _forget_new_metrics(self) -> None:
+    def _forget_new_metrics(self, names: list[str]) -> None:
         """The write failed: the names it would have added are not admitted (yet)."""
-        for name in self._new_metrics:
+        for name in names:
             self.known_metrics.discard(name)
-        self._new_metrics = []
 
     def load_known_metrics(self) -> None:
         self.known_metrics = {m.decode() for m in self.store.redis.smembers(self.store.keys.metrics)}

@@ -28,7 +28,7 @@ import redis
 from redis.exceptions import AskError, MovedError
 
 from backend import telemetry
-from backend.ingest.batch import BatchProcessor
+from backend.ingest.batch import LOST, BatchProcessor
 from backend.ingest.lease import HEARTBEAT_EVERY_S, Lease, new_token
 from backend.ingest.pubsub import PubSubReader
 from backend.ingest.shares import Shares
@@ -78,7 +78,9 @@ class Consumer(Task):
         )
         self.token = token or new_token()
         self.lease = Lease(self.store, self.token, config["LEASE_TTL_MS"])
-        self.batch = BatchProcessor(config, self.store, broadcaster, fence=self.lease.fence)
+        self.batch = BatchProcessor(
+            config, self.store, broadcaster, fence=self.lease.fence, pipe=self.store.pipe()
+        )
         self.role = "starting"
         self._said = ""  # the role the log last announced
         self.channel = parts.channel(config["REDIS_CHANNEL"], partition)
@@ -137,6 +139,7 @@ class Consumer(Task):
                 self.subscribed = False
                 log.exception("worker loop error; restarting in %.2fs", self._back_off())
             finally:
+                self._settle()
                 self._close(pubsub)
 
     def finished(self) -> None:
@@ -285,9 +288,14 @@ class Consumer(Task):
             leftover = source.leftover()
             if leftover:
                 self._process(leftover)
+            self._flush()
             return None
-        messages, entries = source.next_batch(IDLE_WAIT_S)
+        # With a write in flight, only what has already arrived: an idle wait reads its reply first.
+        messages, entries = source.next_batch(0 if self.batch.in_flight else IDLE_WAIT_S)
         if not messages and not entries:
+            if self.batch.in_flight:
+                self._flush()
+                return 0
             self.sleep(0)  # under eventlet a quiet consumer must not hog the hub
             return 0
         started = time.monotonic()
@@ -321,8 +329,25 @@ class Consumer(Task):
     def _process(self, messages: list, entries=(), started: float | None = None, ack_key=None) -> None:
         try:
             self.batch.process(messages, started, entries, ack_key)
-        except (redis.ConnectionError, redis.TimeoutError):
-            self._carry = list(messages) or None  # stream entries are re-read from Redis instead
+        except LOST:
+            self._carry = self.batch.take_unstored() or None  # stream entries are re-read from Redis instead
+            raise
+
+    def _settle(self) -> None:
+        """Whatever ended the turn: read the replies still in flight before the subscription
+        closes, so a stored batch is counted and an unstored one carried to the next turn."""
+        if not self.batch.in_flight:
+            return
+        try:
+            self._flush()
+        except Exception as exc:
+            log.warning("worker %s could not confirm its last writes: %s", self.token, exc)
+
+    def _flush(self) -> None:
+        try:
+            self.batch.flush()
+        except LOST:
+            self._carry = self.batch.take_unstored() or None
             raise
 
     # --- once a second, while active ---------------------------------------------------------

@@ -18,11 +18,14 @@ import redis
 
 from backend.core.aggregate import RESOLUTIONS, BucketDelta
 from backend.core.events import numbered
-from backend.storage.client import PoolExhausted, connect
+from backend.storage.client import PoolExhausted, connect, node_client
 from backend.storage.keys import Keys, Partitioning
 from backend.storage.leases import Leases
+from backend.storage.pipe import ScriptPipe
 from backend.storage.reads import Reads
 from backend.storage.scripts import WRITE_BATCH_LUA, encode_deltas
+
+WRITER_NAME = "pulseboard-writer"  # CLIENT LIST name of a worker's write connection (Store.pipe)
 
 
 class LeaseLost(Exception):
@@ -124,6 +127,62 @@ class Store(Reads, Leases):
         `new_metrics`: names to add to the known-metrics set (the cardinality bound).
         `fanout_channel`: publish the batch there from the same script, for the web nodes
         (backend/realtime/fanout.py), instead of returning it; returns [] then."""
+        keys, args, bodies = self._batch_call(
+            events, deltas, rejected, received, tag_deltas, ack, fence, new_metrics, fanout_channel
+        )
+        first = self._first_seq(self._write(keys=keys, args=args), fence)
+        for offset, event in enumerate(events):
+            event["seq"] = first + offset * self.partitions
+        return [] if fanout_channel else numbered(first, bodies, self.partitions)
+
+    def send_batch(
+        self,
+        pipe: ScriptPipe,
+        events: list[dict],
+        deltas: Mapping[tuple[int, int], BucketDelta],
+        rejected: list[dict],
+        received: int,
+        tag_deltas: Mapping[tuple[int, int], BucketDelta] | None = None,
+        *,
+        new_metrics: Iterable[str] = (),
+        fanout_channel: str,
+    ) -> None:
+        """write_batch() sent on `pipe` without waiting for Redis: the script publishes the
+        batch on `fanout_channel` when Redis runs it, and read_batch(pipe) gives its first seq
+        afterwards. Unfenced, so not for batches with stream entries to acknowledge."""
+        keys, args, _ = self._batch_call(
+            events, deltas, rejected, received, tag_deltas, None, None, new_metrics, fanout_channel
+        )
+        pipe.send(keys, args)
+
+    def read_batch(self, pipe: ScriptPipe) -> int:
+        """The first seq of the oldest batch sent on `pipe` whose reply was not read yet."""
+        return self._first_seq(pipe.read(), None)
+
+    def pipe(self) -> ScriptPipe:
+        """A pipe for send_batch(): a connection of its own (same options as the client's) to
+        the node that holds this partition's keys, looked up again after each reset."""
+
+        def new_connection():
+            client = (
+                self.redis if isinstance(self.redis, redis.Redis) else node_client(self.redis, self.keys.seq)
+            )
+            pool = client.connection_pool
+            return pool.connection_class(**{**pool.connection_kwargs, "client_name": WRITER_NAME})
+
+        return ScriptPipe(new_connection, WRITE_BATCH_LUA)
+
+    @staticmethod
+    def _first_seq(reply, fence: tuple[str, str] | None) -> int:
+        first = int(reply)
+        if first < 0:
+            raise LeaseLost(f"the lease {fence[0]!r} is no longer {fence[1]!r}")
+        return first
+
+    def _batch_call(
+        self, events, deltas, rejected, received, tag_deltas, ack, fence, new_metrics, fanout_channel
+    ) -> tuple[list, list, list[bytes]]:
+        """The write script's KEYS and ARGV for one batch (scripts.py), and its events' JSON."""
         for e in events:
             e.pop("seq", None)  # numbered below, once stored
         bodies = [orjson.dumps(e) for e in events]
@@ -201,12 +260,7 @@ class Store(Reads, Leases):
             *list_keys,
             *bucket_keys,
         ]
-        first = int(self._write(keys=keys, args=[*header, *args, *ttls, msgpack.packb(ops)]))
-        if first < 0:
-            raise LeaseLost(f"the lease {fence[0]!r} is no longer {fence[1]!r}")
-        for offset, event in enumerate(events):
-            event["seq"] = first + offset * self.partitions
-        return [] if fanout_channel else numbered(first, bodies, self.partitions)
+        return keys, [*header, *args, *ttls, msgpack.packb(ops)], bodies
 
     def trim_history(self, min_seq: int) -> None:
         """Drop history entries (batches) that start below `min_seq`; the worker calls it once a

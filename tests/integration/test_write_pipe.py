@@ -1,0 +1,151 @@
+"""The write path's overlap: a batch's script sent without waiting, its reply read after the next
+batch is sent (storage/pipe.py, BatchProcessor with a pipe), on a real Redis."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import redis
+
+from backend.config import current
+from backend.ingest.batch import BatchProcessor
+from backend.ingest.consumer import IDLE_WAIT_S, Consumer
+from backend.ingest.pubsub import PubSubReader
+from backend.ingest.sources import PubSubSource
+from backend.realtime.broadcast import Broadcaster, parse_fanout_message
+from backend.storage.store import WRITER_NAME, Store
+from tests.helpers import wait_for
+
+
+@pytest.fixture
+def cfg(redis_url, names):
+    return {**current().as_dict(), "REDIS_URL": redis_url, **names}
+
+
+@pytest.fixture
+def fanout(r, cfg):
+    """What the worker publishes for the web nodes, as they receive it."""
+    channel = f"{cfg['KEY_PREFIX']}fanout"
+    sub = r.pubsub(ignore_subscribe_messages=True)
+    sub.subscribe(channel)
+    wait_for(lambda: r.pubsub_numsub(channel)[0][1] == 1, message="subscribed to the fan-out channel")
+    received: list[tuple[int, int, list[bytes]]] = []
+
+    def drain():
+        while (message := sub.get_message(timeout=0.01)) is not None:
+            received.append(parse_fanout_message(message["data"]))
+        return received
+
+    yield channel, drain
+    sub.close()
+
+
+@pytest.fixture
+def processor(cfg, fanout):
+    store = Store.from_config(cfg, partition=0)
+    proc = BatchProcessor(cfg, store, Broadcaster(None, channel=fanout[0]), fence=("", ""), pipe=store.pipe())
+    yield proc
+    proc.pipe.close()
+    store.redis.close()
+
+
+def _batch(tag: str, n: int) -> list[bytes]:
+    return [orjson.dumps({"metric": "pipe", "value": i, "id": f"{tag}{i}"}) for i in range(n)]
+
+
+def _ids(received) -> list[str]:
+    return [orjson.loads(body)["id"] for _, _, bodies in received for body in bodies]
+
+
+def _accepted(r, cfg) -> int:
+    return int(r.hget(f"{cfg['KEY_PREFIX']}stats", "accepted") or 0)
+
+
+def test_a_sent_batch_reaches_the_fanout_before_its_reply_is_read(processor, fanout, r, cfg):
+    _, drain = fanout
+    first, second = _batch("a", 3), _batch("b", 2)
+    processor.process(first)
+    assert processor.in_flight == 1 and processor.processed == 0  # no reply read yet...
+    wait_for(lambda: _ids(drain()) == ["a0", "a1", "a2"], message="the first batch published")
+    assert _accepted(r, cfg) == 3  # ...yet Redis ran the script: stored and published
+
+    processor.process(second)  # sent, and only then the first reply is read
+    assert processor.in_flight == 1 and processor.processed == 3
+    processor.flush()
+    assert processor.in_flight == 0 and processor.processed == 5 and processor.batches == 2
+
+    wait_for(lambda: len(drain()) == 2, message="the second batch published")
+    received = drain()
+    assert _ids(received) == ["a0", "a1", "a2", "b0", "b1"]
+    (seq_a, _, _), (seq_b, _, _) = received
+    assert seq_b == seq_a + 3  # numbered in the order sent
+    assert processor.next_seq == seq_b + 2
+    assert [orjson.loads(e)["id"] for e in r.lrange(cfg["RECENT_KEY"], 0, -1)] == [
+        "b1",
+        "b0",
+        "a2",
+        "a1",
+        "a0",
+    ]
+
+
+def test_writes_lost_with_the_connection_come_back_in_order_and_are_stored_on_retry(processor, r, cfg):
+    stored = _batch("s", 2)
+    processor.process(stored)
+    processor.flush()
+    (writer,) = [c for c in r.client_list() if c["name"] == WRITER_NAME]
+    r.client_kill_filter(_id=writer["id"])  # the writer's connection dies before the next sends
+
+    lost_1, lost_2 = _batch("x", 3), _batch("y", 2)
+    with pytest.raises(redis.ConnectionError):
+        processor.process(lost_1)
+        processor.process(lost_2)  # (if the first send still went into the socket's buffer)
+        processor.flush()
+    unstored = processor.take_unstored()
+    assert unstored in (lost_1, lost_1 + lost_2)  # every message not known to be stored, in order
+    assert processor.in_flight == 0 and processor.take_unstored() == []
+    assert _accepted(r, cfg) == 2  # nothing of them reached Redis
+
+    processor.process(unstored)  # what the consumer does after reconnecting: a new connection
+    processor.flush()
+    assert _accepted(r, cfg) == 2 + len(unstored)
+    assert processor.processed == 2 + len(unstored)
+
+
+def test_a_pump_with_a_write_in_flight_only_takes_what_is_waiting_and_reads_the_reply_when_idle(
+    cfg, fanout, r, names
+):
+    """The consumer never waits idle with a reply unread: the next take does not wait, and an
+    empty one reads the reply (so a quiet worker's figures and lease checks stay current)."""
+    worker = Consumer(cfg, Broadcaster(None, channel=fanout[0]))
+    pubsub = worker.sub_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(names["REDIS_CHANNEL"])
+    wait_for(lambda: r.pubsub_numsub(names["REDIS_CHANNEL"])[0][1] == 1, message="subscribed")
+    assert worker.store.acquire_lease(worker.token, 3000)
+    reader = PubSubReader(pubsub, max_bytes=1 << 20, start_task=worker.start_task).start()
+    takes: list[tuple[float, int]] = []
+    real = reader.take
+
+    def spy(limit, timeout, max_bytes):
+        got = real(limit, timeout, max_bytes)
+        takes.append((timeout, len(got)))
+        return got
+
+    reader.take = spy
+    try:
+        for message in _batch("p", 3):
+            r.publish(names["REDIS_CHANNEL"], message)
+        wait_for(lambda: reader.pending() == 3, message="3 messages read off the socket")
+        source = PubSubSource(reader, worker.max_batch, worker.max_batch_bytes)
+        assert worker.pump(source) == 3
+        assert worker.batch.in_flight == 1
+        assert worker.pump(source) == 0  # nothing waiting: the reply is read, no idle wait
+        assert takes == [(IDLE_WAIT_S, 3), (0, 0)]
+        assert worker.batch.in_flight == 0 and worker.processed == 3
+        wait_for(lambda: _ids(fanout[1]()) == ["p0", "p1", "p2"], message="the batch published")
+    finally:
+        reader.stop()
+        pubsub.close()
+        worker.batch.pipe.close()
+        worker.store.redis.close()
+        worker.sub_client.close()
