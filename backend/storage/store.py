@@ -217,11 +217,9 @@ class Store(Reads, Leases):
         args += ids
         new_metrics = list(new_metrics)
         args += new_metrics
-        bucket_keys, ttls, ops = encode_deltas(deltas, self.keys.bucket, self.retention_s, 0)
+        bucket_keys, ttls, ops = encode_deltas(deltas, self.keys.bucket, self.retention_s)
         if tag_deltas:  # top-N counters: their own hashes, so aggregate reads never see them
-            tag_keys, tag_ttls, tag_ops = encode_deltas(
-                tag_deltas, self.keys.tag_bucket, self.retention_s, len(bucket_keys)
-            )
+            tag_keys, tag_ttls, tag_ops = encode_deltas(tag_deltas, self.keys.tag_bucket, self.retention_s)
             bucket_keys += tag_keys
             ttls += tag_ttls
             ops += tag_ops
