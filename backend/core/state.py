@@ -88,6 +88,14 @@ class MetricState:
         self.errors = errors
         self.fields: dict[str, FieldState] = {} if fields is None else fields
 
+    def copy(self) -> MetricState:
+        """An independent copy (its bins are copied by dict(), in C)."""
+        return MetricState(
+            self.count,
+            self.errors,
+            {fn: FieldState(f.count, f.sum, f.min, f.max, dict(f.bins)) for fn, f in self.fields.items()},
+        )
+
     def merge(self, other: MetricState) -> None:
         """Add `other` into this metric (`other` and its fields are left as they are)."""
         self.count += other.count

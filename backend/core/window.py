@@ -184,12 +184,7 @@ class WindowStats(_HashMerger):
     def copy(self) -> WindowStats:
         """An independent WindowStats with the same states (and no resolved names)."""
         out = WindowStats()
-        for name, m in self.metrics.items():
-            out.metrics[name] = MetricState(
-                m.count,
-                m.errors,
-                {fn: FieldState(f.count, f.sum, f.min, f.max, dict(f.bins)) for fn, f in m.fields.items()},
-            )
+        out.metrics = {name: m.copy() for name, m in self.metrics.items()}
         return out
 
     @classmethod

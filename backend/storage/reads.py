@@ -138,27 +138,74 @@ class _Closed:
         return row
 
 
-def _aggregate_rows(closed: _Closed, extra: list[WindowStats], window_s: int, metric: str | None) -> dict:
-    """Rows of closed + extra without copying the closed merge: a metric no extra part touches
-    reuses its rendered closed row; a touched one merges its parts into a new state. Over wide
-    data (thousands of metrics) the loop runs between parts of ROWS_PART rows."""
-    closed_metrics = closed.stats.metrics
+class _Base:
+    """The part of a window that changes at most once a second: its closed minutes (a _Closed,
+    shared from second to second) and its ragged first minute (`edge`). Each metric's merge of
+    the two is made once, when a request first needs it, and each untouched metric's row is
+    rendered once; a request then adds only the live minute to the metrics it touches, starting
+    from a copy of their base (a C-level dict copy per field, where merging the closed part
+    again was a Python loop over every bin of the hour)."""
+
+    __slots__ = ("closed", "edge", "rows", "states")
+
+    def __init__(self, closed: _Closed, edge: WindowStats | None) -> None:
+        self.closed = closed
+        self.edge = edge
+        self.states: dict[str, MetricState | None] = {}
+        self.rows: dict[tuple[str, int], dict] = {}
+
+    def names(self) -> set[str]:
+        names = set(self.closed.stats.metrics)
+        if self.edge is not None:
+            names.update(self.edge.metrics)
+        return names
+
+    def state(self, name: str) -> MetricState | None:
+        """The metric's base state, shared: copy it before adding to it."""
+        if name in self.states:
+            return self.states[name]
+        parts = [m for m in (self.closed.stats.metrics.get(name), self._edge(name)) if m is not None]
+        if len(parts) < 2:
+            state = parts[0] if parts else None
+        else:
+            state = MetricState()
+            for part in parts:
+                state.merge(part)
+        self.states[name] = state
+        return state
+
+    def row(self, name: str, window_s: int) -> dict:
+        if self._edge(name) is None:
+            return self.closed.row(name, window_s)  # rendered once per closed merge, not per second
+        key = (name, window_s)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = metric_json(self.state(name), window_s)
+        return row
+
+    def _edge(self, name: str) -> MetricState | None:
+        return None if self.edge is None else self.edge.metrics.get(name)
+
+
+def _aggregate_rows(base: _Base, live: WindowStats, window_s: int, metric: str | None) -> dict:
+    """Rows of base + live: a metric the live minute does not touch reuses its rendered base
+    row; a touched one is a copy of its base with the live state added. Over wide data
+    (thousands of metrics) the loop runs between parts of ROWS_PART rows."""
     if metric is not None:
-        names = [metric] if metric in closed_metrics or any(metric in p.metrics for p in extra) else []
+        names = [metric] if metric in live.metrics or base.state(metric) is not None else []
     else:
-        names = sorted(set(closed_metrics).union(*(p.metrics for p in extra)))
+        names = sorted(base.names().union(live.metrics))
     rows = {}
     for i, name in enumerate(names):
         if i and not i % ROWS_PART:
             pause()
-        fresh = [m for p in extra if (m := p.metrics.get(name)) is not None]
-        if not fresh:
-            rows[name] = closed.row(name, window_s)
+        fresh = live.metrics.get(name)
+        if fresh is None:
+            rows[name] = base.row(name, window_s)
             continue
-        m = MetricState()
-        for part in (closed_metrics.get(name), *fresh):
-            if part is not None:
-                m.merge(part)
+        own = base.state(name)
+        m = MetricState() if own is None else own.copy()
+        m.merge(fresh)
         rows[name] = metric_json(m, window_s)
     return rows
 
@@ -192,6 +239,8 @@ class Reads:
         self._live_minute = _LiveMinute()
         # Parsed closed seconds (a window's ragged first minute): second -> (parsed at, stats).
         self._closed_seconds: LRUCache[int, tuple[float, WindowStats]] = LRUCache(CLOSED_SECONDS_MAX)
+        # A window's base by its first second (_Base: its closed merges, per-metric states, rows).
+        self._bases: LRUCache[int, _Base] = LRUCache(CLOSED_MINUTES_MAX)
 
     def ping(self) -> bool:
         try:
@@ -374,19 +423,20 @@ class Reads:
         if cached is not None:
             return cached
         from_s = to_s - window_s
-        closed, extra = self._window_parts(to_s, window_s)
-        if closed is None:
-            body = extra[0].to_aggregate(window_s=window_s, from_s=from_s, to_s=to_s, metric=metric)
+        base, live = self._window_parts(to_s, window_s)
+        if base is None:
+            body = live.to_aggregate(window_s=window_s, from_s=from_s, to_s=to_s, metric=metric)
         else:
-            rows = _aggregate_rows(closed, extra, window_s, metric)
+            rows = _aggregate_rows(base, live, window_s, metric)
             body = aggregate_json(rows, window_s=window_s, from_s=from_s, to_s=to_s)
         with self._cache_lock:
             self._aggregate_cache[key] = body
         return body
 
-    def _window_parts(self, to_s: int, window_s: int) -> tuple[_Closed | None, list[WindowStats]]:
-        """The buckets of [to_s - window_s, to_s) as a closed part and the parts to add to it,
-        reading as little live data as possible (closed None: the window is all live).
+    def _window_parts(self, to_s: int, window_s: int) -> tuple[_Base | None, WindowStats]:
+        """The buckets of [to_s - window_s, to_s) as a base that changes at most once a second
+        and the live part to add to it, reading as little live data as possible (base None:
+        the window lies inside the current minute, and the live part is all of it).
 
         Everything before the current minute is closed (it changes only through late events).
         Its whole minutes are merged once per minute of the clock and the merge is refreshed
@@ -398,19 +448,20 @@ class Reads:
         from_s = to_s - window_s
         current = (to_s - 1) // 60 * 60  # the minute holding the window's last second
         if from_s >= current:  # a window inside the current minute: its seconds
-            return None, [
-                _merge_cooperatively(
-                    self._hgetall_many(k for sec in range(from_s, to_s) for k in self._bucket_keys(1, sec))
-                )
-            ]
+            return None, _merge_cooperatively(
+                self._hgetall_many(k for sec in range(from_s, to_s) for k in self._bucket_keys(1, sec))
+            )
         first = -(-from_s // 60) * 60  # the first whole minute
         minutes = self._closed_part(
             (60, first, current), lambda: self._merge_plan([(60, m) for m in range(first, current, 60)])
         )
-        extra = []
+        edge = None
         if from_s < first:
-            edge = self._closed_part((1, from_s, first), lambda: self._merge_seconds(from_s, first))
-            extra.append(edge.stats)
+            edge = self._closed_part((1, from_s, first), lambda: self._merge_seconds(from_s, first)).stats
+        with self._cache_lock:
+            base = self._bases.get(from_s)
+            if base is None or base.closed is not minutes or base.edge is not edge:
+                base = self._bases[from_s] = _Base(minutes, edge)
         live_keys = tuple(self._bucket_keys(60, current))
         if len(live_keys) == 1:
             live = [self.redis.hgetall(live_keys[0])]
@@ -419,8 +470,7 @@ class Reads:
             for key in live_keys:
                 pipe.hgetall(key)
             live = pipe.execute()
-        extra.append(self._live_minute.parse(live_keys, live))
-        return minutes, extra
+        return base, self._live_minute.parse(live_keys, live)
 
     def _merge_plan(self, plan: list[tuple[int, int]]) -> WindowStats:
         """The merge of the buckets `plan`, (res, start) pairs."""
