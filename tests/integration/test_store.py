@@ -186,3 +186,9 @@ def test_long_window_merges_cached_closed_minutes_exactly(store):
     assert (
         store.aggregate(1800, now=now)["aggregate"]["a"] == sum(1 for e in events if e["metric"] == "a") + 1
     )
+    # A metric only the current minute has, beside ones it does not touch now (their base rows)
+    # and one it does (a copy of its base with the live state added); the base is not changed.
+    write(store, [{"metric": "new", "value": {"ms": 2.0}, "ts": now}, {"metric": "b", "ts": now}], now)
+    same(store.aggregate(1800, now=now), brute(1800, now))
+    write(store, [{"metric": "new", "ts": now}], now)
+    same(store.aggregate(1800, now=now), brute(1800, now))
