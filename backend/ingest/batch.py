@@ -10,7 +10,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 import redis
@@ -30,6 +30,10 @@ DEAD_LETTER_RAW_BYTES = 1024  # how much of a rejected message is kept
 
 # A write that failed this way may not have happened, or happened with its reply lost: its
 # messages are retried after the reconnect (MOVED/ASK: a cluster slot moved; the script did not run).
+# Writes sent and not answered at most: one that Redis runs and one waiting behind it, so Redis
+# never waits for the worker to validate the next batch.
+WRITES_IN_FLIGHT = 2
+
 LOST = (redis.ConnectionError, redis.TimeoutError, MovedError, AskError)
 
 
@@ -82,14 +86,32 @@ class _Sent:
     started: float | None
 
 
+@dataclass(slots=True)
+class _Open:
+    """The batch gathered while the previous write runs in Redis: validated and aggregated as
+    its messages arrive, sent once that write is done."""
+
+    acc: BatchAccumulator
+    now: float
+    started: float | None
+    messages: list = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    rejected: list = field(default_factory=list)
+
+
 class BatchProcessor:
     """Stores batches for one worker: `fence` is the lease (key, token) its stream acks hold to.
 
     With a `pipe` (storage/pipe.py) a batch of Pub/Sub messages is sent without waiting for its
-    reply: the next batch is validated and aggregated while Redis runs the previous one's script,
-    and that reply is read after the next one is sent (at most two in flight). The fan-out does
-    not wait for it: the script publishes the batch itself. Batches with stream entries are
-    fenced and acknowledged, and go one at a time (write_batch), after whatever is in flight."""
+    reply: the worker validates and aggregates the next one while Redis runs it, and reads the
+    reply later. Up to WRITES_IN_FLIGHT writes are sent and unanswered; past that, what arrives
+    is gathered into one open batch (validated and aggregated as it comes), sent as soon as
+    Redis answers the oldest write or the open batch reaches MAX_BATCH. So the worker never
+    waits for Redis while there is work in hand, and when Redis is the slower stage the batches
+    grow to its pace by themselves: fewer, larger scripts, whose cost is mostly per bucket
+    field, not per event. The fan-out waits for none of this: the script publishes the batch
+    itself. Batches with stream entries are fenced and acknowledged, and go one at a time
+    (write_batch), after whatever is in flight or open."""
 
     def __init__(
         self,
@@ -108,7 +130,9 @@ class BatchProcessor:
         self.max_metrics = config["MAX_METRICS"]
         self.known_metrics: set[str] = set()
         self._new_metrics: list[str] = []  # admitted by the batch in hand, written with it
+        self.max_batch = config["MAX_BATCH"]
         self._in_flight: deque[_Sent] = deque()
+        self._open: _Open | None = None
         self.unstored: list = []  # Pub/Sub messages of writes lost with the connection, oldest first
         self.processed = 0
         self.rejected = 0
@@ -118,7 +142,8 @@ class BatchProcessor:
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        """Batches not stored yet as far as this worker knows: sent and unanswered, or open."""
+        return len(self._in_flight) + (self._open is not None)
 
     def process(self, batch: list, started: float | None = None, entries: list[Entry] = (), ack_key=None):
         """Validate, store and broadcast one batch: `batch` is raw Pub/Sub messages, `entries`
@@ -128,9 +153,12 @@ class BatchProcessor:
         pipelined = self.pipe is not None and not entries
         try:
             if pipelined:
-                self._send(batch, started)
-                if len(self._in_flight) > 1:
+                self._gather(batch, started)
+                if len(self._in_flight) >= WRITES_IN_FLIGHT:
+                    if len(self._open.messages) < self.max_batch and not self.pipe.ready():
+                        return  # Redis is still busy with the writes sent: keep gathering
                     self._finish_oldest()
+                self._send_open()
             else:
                 self.flush()
                 self._write(batch, started, entries, ack_key)
@@ -141,9 +169,13 @@ class BatchProcessor:
             raise
 
     def flush(self) -> None:
-        """Read every reply still in flight (before waiting idle, standing down or stopping)."""
+        """Send the open batch and read every reply (before waiting idle, standing down or
+        stopping)."""
         try:
             while self._in_flight:
+                self._finish_oldest()
+            if self._open is not None:
+                self._send_open()
                 self._finish_oldest()
         except LOST:
             self._lose_in_flight()
@@ -198,24 +230,45 @@ class BatchProcessor:
         newest = max(ev.ts for ev in accepted) if accepted else now
         self._stored(events[0]["seq"] if events else 0, received, len(events), rejected, newest, now, started)
 
-    def _send(self, batch: list, started: float | None) -> None:
-        now = time.time()
-        rejected: list = []
-        accepted, acc = self._prepare(batch, rejected, now)
+    def _gather(self, batch: list, started: float | None) -> None:
+        if self._open is None:
+            acc = BatchAccumulator(self.config["TOP_MAX_TAG_VALUES"])
+            self._open = _Open(acc, time.time(), started)
+        gathered = self._open
+        gathered.messages += batch
+        accepted = self._admit_metrics(
+            validate_all(batch, self.config, gathered.now, gathered.rejected), gathered.rejected, gathered.now
+        )
+        gathered.events += accepted
+        add = gathered.acc.add
+        for ev in accepted:
+            add(ev)
+
+    def _send_open(self) -> None:
+        gathered, self._open = self._open, None
+        events = gathered.events
         new_metrics, self._new_metrics = self._new_metrics, []
-        # Names admitted by batches still in flight go again (SADD is idempotent): if one of
-        # those writes is lost, this batch, which may hold events of those names, records them.
-        again = [name for sent in self._in_flight for name in sent.new_metrics]
-        newest = max(ev.ts for ev in accepted) if accepted else now
-        self._in_flight.append(_Sent(batch, len(accepted), rejected, new_metrics, newest, now, started))
+        newest = max(ev.ts for ev in events) if events else gathered.now
+        self._in_flight.append(
+            _Sent(
+                gathered.messages,
+                len(events),
+                gathered.rejected,
+                new_metrics,
+                newest,
+                gathered.now,
+                gathered.started,
+            )
+        )
+        acc = gathered.acc
         self.store.send_batch(
             self.pipe,
-            [ev.data for ev in accepted],
-            acc.deltas() if acc else {},
-            rejected,
-            received=len(batch),
-            tag_deltas=acc.tag_deltas() if acc else None,
-            new_metrics=again + new_metrics,
+            [ev.data for ev in events],
+            acc.deltas() if events else {},
+            gathered.rejected,
+            received=len(gathered.messages),
+            tag_deltas=acc.tag_deltas() if events else None,
+            new_metrics=new_metrics,
             fanout_channel=self.broadcaster.channel,
         )
 
@@ -250,6 +303,11 @@ class BatchProcessor:
             self.unstored += sent.messages
             self._forget_new_metrics(sent.new_metrics)
         self._in_flight.clear()
+        if self._open is not None:  # not sent: retried with the rest, its names admitted again then
+            self.unstored += self._open.messages
+            self._open = None
+        self._forget_new_metrics(self._new_metrics)
+        self._new_metrics = []
         if self.pipe is not None:
             self.pipe.reset()
 

@@ -59,6 +59,14 @@ class ScriptPipe:
         self.unread -= 1
         return reply
 
+    def ready(self) -> bool:
+        """Whether the oldest unread reply has arrived (reading it would not wait)."""
+        try:
+            return self._conn.can_read(timeout=0)
+        except BaseException:
+            self.reset()
+            raise
+
     def reset(self) -> None:
         """Drop the connection (and every reply not read yet); the next send opens another."""
         self.unread = 0

@@ -1,10 +1,12 @@
 """Everything Pulseboard reads from and writes to Redis.
 
-The write side is built for throughput: one batch of events costs two round trips whatever its
-size (INCRBY for the sequence numbers, then one pipeline with LPUSH+LTRIM of the recent list,
-one atomic Lua apply of all aggregate deltas, and the dead letters). Aggregate updates are
-increments and compare-and-set min/max inside Redis, so several workers may write the same
-buckets concurrently and the result stays exact.
+The write side is built for throughput: one batch of events is one script, whatever its size
+(sequence numbers, recent lists, every aggregate delta, dead letters, counters, acks, history
+and the fan-out PUBLISH: scripts.py), applied all or nothing. write_batch() waits for it;
+send_batch() and read_batch() split the same script over a connection of its own (pipe()) so
+the worker can prepare the next batch meanwhile. Aggregate updates are increments and
+compare-and-set min/max inside Redis, so several workers may write the same buckets
+concurrently and the result stays exact.
 """
 
 from __future__ import annotations

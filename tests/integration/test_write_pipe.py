@@ -1,5 +1,6 @@
-"""The write path's overlap: a batch's script sent without waiting, its reply read after the next
-batch is sent (storage/pipe.py, BatchProcessor with a pipe), on a real Redis."""
+"""The write path's overlap on a real Redis (storage/pipe.py, BatchProcessor with a pipe): a
+batch's script sent without waiting for its reply, up to two in flight, and what arrives past
+that gathered into one batch."""
 
 from __future__ import annotations
 
@@ -69,8 +70,8 @@ def test_a_sent_batch_reaches_the_fanout_before_its_reply_is_read(processor, fan
     wait_for(lambda: _ids(drain()) == ["a0", "a1", "a2"], message="the first batch published")
     assert _accepted(r, cfg) == 3  # ...yet Redis ran the script: stored and published
 
-    processor.process(second)  # sent, and only then the first reply is read
-    assert processor.in_flight == 1 and processor.processed == 3
+    processor.process(second)  # sent too, with the first reply still unread
+    assert processor.in_flight == 2 and processor.processed == 0
     processor.flush()
     assert processor.in_flight == 0 and processor.processed == 5 and processor.batches == 2
 
@@ -87,6 +88,24 @@ def test_a_sent_batch_reaches_the_fanout_before_its_reply_is_read(processor, fan
         "a1",
         "a0",
     ]
+
+
+def test_past_two_writes_in_flight_what_arrives_is_gathered_into_one_batch(processor, fanout, r, cfg):
+    """While Redis has not answered (here: writes paused), the worker does not queue script
+    after script behind the two it sent: later takes become one batch, sent once Redis answers."""
+    _, drain = fanout
+    r.execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+    try:
+        for tag in "abcd":
+            processor.process(_batch(tag, 2))
+        assert processor.in_flight == 3  # two sent and unanswered, one open (c and d together)
+    finally:
+        r.execute_command("CLIENT", "UNPAUSE")
+    processor.flush()
+    wait_for(lambda: len(drain()) == 3, message="three batches published")
+    assert [len(bodies) for _, _, bodies in drain()] == [2, 2, 4]
+    assert _ids(drain()) == ["a0", "a1", "b0", "b1", "c0", "c1", "d0", "d1"]
+    assert processor.processed == 8 and processor.batches == 3
 
 
 def test_writes_lost_with_the_connection_come_back_in_order_and_are_stored_on_retry(processor, r, cfg):
