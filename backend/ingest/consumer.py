@@ -147,6 +147,8 @@ class Consumer(Task):
         self.role = "stopped"
         self.shares.gave_up(self.partition)
         self.lease.release()
+        if self.batch.pipe is not None:
+            self.batch.pipe.close()
 
     def _stand_by(self) -> None:
         """Another worker is active: stay a hot standby and poll for the lease."""

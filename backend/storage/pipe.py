@@ -4,7 +4,7 @@ A batch's write script runs in Redis (about 5 µs an event, on the other core) w
 would otherwise wait for it doing nothing. Sent this way, the worker validates and aggregates the
 next batch meanwhile and reads the reply afterwards: Redis executes commands of one connection
 in the order they arrive and answers in that order, so the sequence numbers stay in batch order.
-Measured on the bench's traffic (batches of 1,500): 48k -> 65k events/s for the same CPU.
+Measured in one process on the bench's traffic (batches of 1,500): 38-52k -> 47-67k events/s.
 
 The script goes as EVAL with its text, never EVALSHA: a NOSCRIPT error (after SCRIPT FLUSH, or a
 new Redis) would fail one batch while a later one, already sent, might succeed after another
