@@ -95,6 +95,7 @@ class _Open:
     now: float
     started: float | None
     messages: list = field(default_factory=list)
+    size: int = 0  # bytes of its messages
     events: list[Event] = field(default_factory=list)
     rejected: list = field(default_factory=list)
 
@@ -106,7 +107,8 @@ class BatchProcessor:
     reply: the worker validates and aggregates the next one while Redis runs it, and reads the
     reply later. Up to WRITES_IN_FLIGHT writes are sent and unanswered; past that, what arrives
     is gathered into one open batch (validated and aggregated as it comes), sent as soon as
-    Redis answers the oldest write or the open batch reaches MAX_BATCH. So the worker never
+    Redis answers the oldest write; a take that would carry it past MAX_BATCH or
+    MAX_BATCH_BYTES waits for that answer and starts the next open batch. So the worker never
     waits for Redis while there is work in hand, and when Redis is the slower stage the batches
     grow to its pace by themselves: fewer, larger scripts, whose cost is mostly per bucket
     field, not per event. The fan-out waits for none of this: the script publishes the batch
@@ -131,6 +133,7 @@ class BatchProcessor:
         self.known_metrics: set[str] = set()
         self._new_metrics: list[str] = []  # admitted by the batch in hand, written with it
         self.max_batch = config["MAX_BATCH"]
+        self.max_batch_bytes = config["MAX_BATCH_BYTES"]
         self._in_flight: deque[_Sent] = deque()
         self._open: _Open | None = None
         self.unstored: list = []  # Pub/Sub messages of writes lost with the connection, oldest first
@@ -153,9 +156,15 @@ class BatchProcessor:
         pipelined = self.pipe is not None and not entries
         try:
             if pipelined:
+                if self._open is not None and not self._room_for(batch):
+                    # The open batch stays within MAX_BATCH / MAX_BATCH_BYTES: it goes first,
+                    # once Redis has room for it.
+                    if len(self._in_flight) >= WRITES_IN_FLIGHT:
+                        self._finish_oldest()
+                    self._send_open()
                 self._gather(batch, started)
                 if len(self._in_flight) >= WRITES_IN_FLIGHT:
-                    if len(self._open.messages) < self.max_batch and not self.pipe.ready():
+                    if not self.pipe.ready():
                         return  # Redis is still busy with the writes sent: keep gathering
                     self._finish_oldest()
                 self._send_open()
@@ -230,12 +239,20 @@ class BatchProcessor:
         newest = max(ev.ts for ev in accepted) if accepted else now
         self._stored(events[0]["seq"] if events else 0, received, len(events), rejected, newest, now, started)
 
+    def _room_for(self, batch: list) -> bool:
+        gathered = self._open
+        return (
+            len(gathered.messages) + len(batch) <= self.max_batch
+            and gathered.size + sum(map(len, batch)) <= self.max_batch_bytes
+        )
+
     def _gather(self, batch: list, started: float | None) -> None:
         if self._open is None:
             acc = BatchAccumulator(self.config["TOP_MAX_TAG_VALUES"])
             self._open = _Open(acc, time.time(), started)
         gathered = self._open
         gathered.messages += batch
+        gathered.size += sum(map(len, batch))
         accepted = self._admit_metrics(
             validate_all(batch, self.config, gathered.now, gathered.rejected), gathered.rejected, gathered.now
         )

@@ -108,6 +108,31 @@ def test_past_two_writes_in_flight_what_arrives_is_gathered_into_one_batch(proce
     assert processor.processed == 8 and processor.batches == 3
 
 
+def test_a_gathered_batch_stays_within_max_batch(cfg, fanout, r):
+    """A take that would carry the open batch past MAX_BATCH waits for Redis to answer the oldest
+    write (here: until the pause ends) and starts the next open batch instead."""
+    store = Store.from_config(cfg, partition=0)
+    proc = BatchProcessor(
+        {**cfg, "MAX_BATCH": 3},
+        store,
+        Broadcaster(None, channel=fanout[0]),
+        fence=("", ""),
+        pipe=store.pipe(),
+    )
+    r.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+    try:
+        for tag in "abcd":
+            proc.process(_batch(tag, 2))
+        proc.flush()
+        wait_for(lambda: len(fanout[1]()) == 4, message="four batches published")
+        assert [len(bodies) for _, _, bodies in fanout[1]()] == [2, 2, 2, 2]
+        assert _ids(fanout[1]()) == ["a0", "a1", "b0", "b1", "c0", "c1", "d0", "d1"]
+    finally:
+        r.execute_command("CLIENT", "UNPAUSE")
+        proc.pipe.close()
+        store.redis.close()
+
+
 def test_writes_lost_with_the_connection_come_back_in_order_and_are_stored_on_retry(processor, r, cfg):
     stored = _batch("s", 2)
     processor.process(stored)
