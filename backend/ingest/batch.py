@@ -74,30 +74,21 @@ def validate_all(raws, config: Mapping, now: float, rejected: list) -> list[Even
 
 
 @dataclass(slots=True)
-class _Sent:
-    """A batch sent down the pipe whose reply is not read yet: what finishing it needs."""
-
-    messages: list  # its raw Pub/Sub messages: retried if the write is lost with the connection
-    accepted: int
-    rejected: list
-    new_metrics: list[str]
-    newest_ts: float
-    now: float
-    started: float | None
-
-
-@dataclass(slots=True)
-class _Open:
-    """The batch gathered while the previous write runs in Redis: validated and aggregated as
-    its messages arrive, sent once that write is done."""
+class _Batch:
+    """A batch in hand: its messages validated and aggregated as they arrive. Sent down the pipe,
+    it is kept until its reply is read, for its figures (or its retry, if the write is lost)."""
 
     acc: BatchAccumulator
     now: float
-    started: float | None
-    messages: list = field(default_factory=list)
+    started: float | None  # monotonic time its first message was read
+    rejected: list = field(default_factory=list)
+    messages: list = field(default_factory=list)  # raw Pub/Sub messages: retried if the write is lost
     size: int = 0  # bytes of its messages
     events: list[Event] = field(default_factory=list)
-    rejected: list = field(default_factory=list)
+    new_metrics: list[str] = field(default_factory=list)  # names it admits, written with it
+
+    def newest(self) -> float:
+        return max(ev.ts for ev in self.events) if self.events else self.now
 
 
 class BatchProcessor:
@@ -131,11 +122,10 @@ class BatchProcessor:
         self.pipe = pipe if broadcaster.channel is not None else None
         self.max_metrics = config["MAX_METRICS"]
         self.known_metrics: set[str] = set()
-        self._new_metrics: list[str] = []  # admitted by the batch in hand, written with it
         self.max_batch = config["MAX_BATCH"]
         self.max_batch_bytes = config["MAX_BATCH_BYTES"]
-        self._in_flight: deque[_Sent] = deque()
-        self._open: _Open | None = None
+        self._in_flight: deque[_Batch] = deque()  # sent down the pipe, replies not read yet
+        self._open: _Batch | None = None  # gathered while the writes in flight are unanswered
         self.unstored: list = []  # Pub/Sub messages of writes lost with the connection, oldest first
         self.processed = 0
         self.rejected = 0
@@ -162,7 +152,9 @@ class BatchProcessor:
                     if len(self._in_flight) >= WRITES_IN_FLIGHT:
                         self._finish_oldest()
                     self._send_open()
-                self._gather(batch, started)
+                if self._open is None:
+                    self._open = self._new_batch(started)
+                self._add(self._open, batch)
                 if len(self._in_flight) >= WRITES_IN_FLIGHT:
                     if not self.pipe.ready():
                         return  # Redis is still busy with the writes sent: keep gathering
@@ -194,50 +186,56 @@ class BatchProcessor:
         unstored, self.unstored = self.unstored, []
         return unstored
 
-    def _prepare(self, raws: list, rejected: list, now: float) -> tuple[list[Event], BatchAccumulator | None]:
-        accepted = self._admit_metrics(validate_all(raws, self.config, now, rejected), rejected, now)
-        if not accepted:
-            return accepted, None
+    def _new_batch(self, started: float | None, rejected: list | None = None) -> _Batch:
+        acc = BatchAccumulator(self.config["TOP_MAX_TAG_VALUES"])
+        return _Batch(acc, time.time(), started, rejected if rejected is not None else [])
+
+    def _add(self, into: _Batch, raws: list) -> None:
+        """Validate `raws` and aggregate them into `into` (bad ones become its dead letters)."""
+        into.messages += raws
+        into.size += sum(map(len, raws))
+        accepted = self._admit_metrics(validate_all(raws, self.config, into.now, into.rejected), into)
+        into.events += accepted
+        add = into.acc.add
         try:
-            acc = BatchAccumulator(self.config["TOP_MAX_TAG_VALUES"])
             for ev in accepted:
-                acc.add(ev)
+                add(ev)
         except BaseException:
-            self._forget_new_metrics(self._new_metrics)
-            self._new_metrics = []
+            # A bug in aggregation leaves the batch half counted: it is dropped whole (as the
+            # batch in hand always was), never sent with deltas that miss some of its events.
+            self._forget_new_metrics(into.new_metrics)
+            if into is self._open:
+                self._open = None
             raise
-        return accepted, acc
 
     def _write(self, batch: list, started: float | None, entries: list[Entry], ack_key) -> None:
         """One batch, waiting for Redis: the only way for stream entries (fenced and acked)."""
-        now = time.time()
         self.written = False
-        rejected = [dead_letter(e.raw, "invalid_entry", e.problem, now) for e in entries if e.problem]
-        raws = [e.raw for e in entries if e.problem is None] + list(batch) if entries else batch
-        accepted, acc = self._prepare(raws, rejected, now)
-        received = len(batch) + len(entries)
-        new_metrics, self._new_metrics = self._new_metrics, []
+        now = time.time()
+        gathered = self._new_batch(
+            started, [dead_letter(e.raw, "invalid_entry", e.problem, now) for e in entries if e.problem]
+        )
+        self._add(gathered, [e.raw for e in entries if e.problem is None] + list(batch) if entries else batch)
+        events = [ev.data for ev in gathered.events]
         try:
-            events = [ev.data for ev in accepted]
             encoded = self.store.write_batch(
                 events,
-                acc.deltas() if acc else {},
-                rejected,
-                received=received,
-                tag_deltas=acc.tag_deltas() if acc else None,
+                gathered.acc.deltas() if events else {},
+                gathered.rejected,
+                received=len(batch) + len(entries),
+                tag_deltas=gathered.acc.tag_deltas() if events else None,
                 ack=(ack_key, GROUP, [e.id for e in entries]) if entries else None,
                 fence=self.fence if entries else None,
-                new_metrics=new_metrics,
+                new_metrics=gathered.new_metrics,
                 fanout_channel=self.broadcaster.channel,
             )
         except BaseException:
-            self._forget_new_metrics(new_metrics)
+            self._forget_new_metrics(gathered.new_metrics)
             raise
         self.written = True
         if events:
             self.broadcaster.publish(encoded)
-        newest = max(ev.ts for ev in accepted) if accepted else now
-        self._stored(events[0]["seq"] if events else 0, received, len(events), rejected, newest, now, started)
+        self._stored(events[0]["seq"] if events else 0, gathered, len(batch) + len(entries))
 
     def _room_for(self, batch: list) -> bool:
         gathered = self._open
@@ -246,54 +244,18 @@ class BatchProcessor:
             and gathered.size + sum(map(len, batch)) <= self.max_batch_bytes
         )
 
-    def _gather(self, batch: list, started: float | None) -> None:
-        if self._open is None:
-            acc = BatchAccumulator(self.config["TOP_MAX_TAG_VALUES"])
-            self._open = _Open(acc, time.time(), started)
-        gathered = self._open
-        gathered.messages += batch
-        gathered.size += sum(map(len, batch))
-        accepted = self._admit_metrics(
-            validate_all(batch, self.config, gathered.now, gathered.rejected), gathered.rejected, gathered.now
-        )
-        gathered.events += accepted
-        add = gathered.acc.add
-        try:
-            for ev in accepted:
-                add(ev)
-        except BaseException:
-            # A bug in aggregation leaves the open batch half counted: it is dropped whole (as
-            # the batch in hand always was), never sent with deltas that miss some of its events.
-            self._open = None
-            self._forget_new_metrics(self._new_metrics)
-            self._new_metrics = []
-            raise
-
     def _send_open(self) -> None:
         gathered, self._open = self._open, None
-        events = gathered.events
-        new_metrics, self._new_metrics = self._new_metrics, []
-        newest = max(ev.ts for ev in events) if events else gathered.now
-        self._in_flight.append(
-            _Sent(
-                gathered.messages,
-                len(events),
-                gathered.rejected,
-                new_metrics,
-                newest,
-                gathered.now,
-                gathered.started,
-            )
-        )
-        acc = gathered.acc
+        self._in_flight.append(gathered)
+        events = [ev.data for ev in gathered.events]
         self.store.send_batch(
             self.pipe,
-            [ev.data for ev in events],
-            acc.deltas() if events else {},
+            events,
+            gathered.acc.deltas() if events else {},
             gathered.rejected,
             received=len(gathered.messages),
-            tag_deltas=acc.tag_deltas() if events else None,
-            new_metrics=new_metrics,
+            tag_deltas=gathered.acc.tag_deltas() if events else None,
+            new_metrics=gathered.new_metrics,
             fanout_channel=self.broadcaster.channel,
         )
 
@@ -308,31 +270,29 @@ class BatchProcessor:
             self._forget_new_metrics(sent.new_metrics)
             raise
         self._in_flight.popleft()
-        received = len(sent.messages)
-        self._stored(first, received, sent.accepted, sent.rejected, sent.newest_ts, sent.now, sent.started)
+        self._stored(first, sent, len(sent.messages))
 
-    def _stored(self, first, received, accepted, rejected, newest, now, started) -> None:
+    def _stored(self, first: int, stored: _Batch, received: int) -> None:
         """The figures of a batch Redis has stored (first: its first event's seq)."""
+        accepted = len(stored.events)
         if accepted:
             self.next_seq = first + (accepted - 1) * self.store.partitions + 1
-            telemetry.SUBSCRIBER_LAG.set(max(0.0, now - newest))
-        self._count(received, accepted, rejected)
-        if started is not None:
-            telemetry.BROADCAST_LATENCY.observe(time.monotonic() - started)
+            telemetry.SUBSCRIBER_LAG.set(max(0.0, stored.now - stored.newest()))
+        self._count(received, accepted, stored.rejected)
+        if stored.started is not None:
+            telemetry.BROADCAST_LATENCY.observe(time.monotonic() - stored.started)
 
     def _lose_in_flight(self) -> None:
         """The connection went with replies unread: those batches may or may not be stored.
-        Their messages are retried (at least once: Redis may have run a script whose reply was
-        lost), and the names they admitted are admitted again by whichever batch stores them."""
-        for sent in self._in_flight:
-            self.unstored += sent.messages
-            self._forget_new_metrics(sent.new_metrics)
+        Their messages are retried, with the open batch's (at least once: Redis may have run a
+        script whose reply was lost), and the names they admitted are admitted again by
+        whichever batch stores them."""
+        lost = [*self._in_flight, *([self._open] if self._open is not None else [])]
         self._in_flight.clear()
-        if self._open is not None:  # not sent: retried with the rest, its names admitted again then
-            self.unstored += self._open.messages
-            self._open = None
-        self._forget_new_metrics(self._new_metrics)
-        self._new_metrics = []
+        self._open = None
+        for gathered in lost:
+            self.unstored += gathered.messages
+            self._forget_new_metrics(gathered.new_metrics)
         if self.pipe is not None:
             self.pipe.reset()
 
@@ -368,7 +328,7 @@ class BatchProcessor:
             telemetry.EVENTS_REJECTED.labels(item["reason"]).inc()
 
     # --- the cardinality bound -------------------------------------------------------------------
-    def _admit_metrics(self, accepted: list, rejected: list, now: float) -> list:
+    def _admit_metrics(self, accepted: list, into: _Batch) -> list:
         """Keep the number of distinct metric names under MAX_METRICS: past it, events of a new
         name are dead-lettered (`too_many_metrics`), so a producer inventing names cannot make
         every bucket, query and dashboard grow without bound. Names are admitted for good
@@ -378,17 +338,17 @@ class BatchProcessor:
         for ev in accepted:
             if ev.metric not in known:
                 if len(known) >= self.max_metrics:
-                    rejected.append(
+                    into.rejected.append(
                         dead_letter(
                             orjson.dumps(ev.data),
                             "too_many_metrics",
                             f"{self.max_metrics} metric names exist (MAX_METRICS); {ev.metric!r} is not one",
-                            now,
+                            into.now,
                         )
                     )
                     continue
                 known.add(ev.metric)
-                self._new_metrics.append(ev.metric)
+                into.new_metrics.append(ev.metric)
             kept.append(ev)
         return kept
 
