@@ -19,6 +19,8 @@ from pathlib import Path
 
 import orjson
 
+from bench.events import SHAPES
+
 SECTIONS = ("realtime", "ingest", "late", "fanout", "baseline", "queries", "soak", "modes", "scaling")
 
 # name: (full run, --quick)
@@ -104,6 +106,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="keep raising the rate after a step that did not keep up (default: stop the ladder)",
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--event-shape",
+        choices=SHAPES,
+        default="mixed",
+        help="mixed: the generator's traffic (value objects, tags; about 210 bytes); original: the "
+        'original design\'s {"metric", "value", "ts"} with a number (about 90 bytes)',
+    )
     p.add_argument(
         "--background-seconds",
         type=float,

@@ -63,7 +63,9 @@ class Bench:
         maxlen = dict(self.opts.server_env).get("INGEST_STREAM_MAXLEN") or current().INGEST_STREAM_MAXLEN
         return ["--stream", names.stream, "--maxlen", str(maxlen)]
 
-    def publishers(self, names: Names, n: int) -> list[Helper]:
+    def publishers(self, names: Names, n: int, shape: str | None = None) -> list[Helper]:
+        """`n` publisher processes of events of `shape` (bench.events.SHAPES; --event-shape
+        unless given)."""
         helpers = []
         for pub in range(n):
             helpers.append(
@@ -80,6 +82,8 @@ class Bench:
                         str(pub),
                         "--seed",
                         str(self.opts.seed),
+                        "--event-shape",
+                        shape or self.opts.event_shape,
                         *self._stream_args(names),
                     ],
                     log_path=self.log_dir / f"publisher-{pub}.log",

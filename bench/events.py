@@ -9,6 +9,9 @@ scalar keys the contract tolerates and keeps), so latency is measured publish ->
 
 from __future__ import annotations
 
+import random
+import time
+
 import orjson
 
 from generator.traffic import TrafficModel
@@ -27,19 +30,64 @@ def split_key(key: int) -> tuple[int, int, int]:
     return key >> STEP_SHIFT, (key >> PUB_SHIFT) & PUB_MASK, key & INDEX_MASK
 
 
-class Templates:
-    """Pre-encoded event bodies without ts/id/pt; an event is one bytes %-format away."""
+SHAPES = ("mixed", "original")
 
-    def __init__(self, seed: int, n: int = 4096):
-        model = TrafficModel("mixed", seed=seed, burst_every_s=0.0, id_prefix="t-")
+
+def _original_values(rng: random.Random) -> tuple[str, dict]:
+    """One event of the original design's generator (shared/reference/original-design.md)."""
+    metric = rng.choice(("orders", "page_views", "signups", "errors", "latency"))
+    if metric == "orders":
+        return metric, {
+            "amount": round(rng.uniform(5, 500), 2),
+            "status": rng.choice(("completed", "pending")),
+        }
+    if metric == "page_views":
+        return metric, {"count": rng.randint(1, 40)}
+    if metric == "signups":
+        return metric, {"plan": rng.choice(("free", "pro", "enterprise"))}
+    if metric == "errors":
+        return metric, {"code": rng.choice((500, 502, 503)), "msg": "simulated"}
+    return metric, {"ms": rng.randint(5, 900)}
+
+
+class Templates:
+    """Pre-encoded event bodies without ts/id/pt; an event is one bytes %-format away.
+
+    Shapes:
+    - `mixed`: the generator's traffic (value objects, tags, source; about 210 bytes an event),
+      with ts in unix seconds;
+    - `original`: the original design's producer, `{"metric", "value", "ts"}` with its five
+      metrics' value objects and ts in ISO-8601 without a zone (about 130 bytes with the id and
+      pt the clients need)."""
+
+    def __init__(self, seed: int, n: int = 4096, shape: str = "mixed"):
         bodies = []
-        for event in model.events(n, 1_000_000.0, 1_000_010.0):
-            body = {k: v for k, v in event.items() if k not in ("ts", "id")}
-            bodies.append(orjson.dumps(body)[:-1])  # without the closing brace
+        if shape == "original":
+            rng = random.Random(seed)
+            for _ in range(n):
+                metric, value = _original_values(rng)
+                bodies.append(orjson.dumps({"metric": metric, "value": value})[:-1])
+        else:
+            model = TrafficModel("mixed", seed=seed, burst_every_s=0.0, id_prefix="t-")
+            for event in model.events(n, 1_000_000.0, 1_000_010.0):
+                body = {k: v for k, v in event.items() if k not in ("ts", "id")}
+                bodies.append(orjson.dumps(body)[:-1])  # without the closing brace
         self.bodies = bodies
+        self.iso = shape == "original"
+        self._second = -1
+        self._prefix = b""
+
+    def _ts(self, ts: float) -> bytes:
+        if not self.iso:
+            return b"%.6f" % ts
+        sec = int(ts)
+        if sec != self._second:  # one strftime a second, not one an event
+            self._second = sec
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
+        return b'"%s.%06d"' % (self._prefix, int((ts - sec) * 1_000_000))
 
     def encode(self, i: int, ts: float, event_id: str, pt: float | None) -> bytes:
         body = self.bodies[i % len(self.bodies)]
         if pt is None:
-            return b'%s,"ts":%.6f,"id":"%s"}' % (body, ts, event_id.encode())
-        return b'%s,"ts":%.6f,"id":"%s","pt":%.6f}' % (body, ts, event_id.encode(), pt)
+            return b'%s,"ts":%s,"id":"%s"}' % (body, self._ts(ts), event_id.encode())
+        return b'%s,"ts":%s,"id":"%s","pt":%.6f}' % (body, self._ts(ts), event_id.encode(), pt)

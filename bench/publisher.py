@@ -28,7 +28,7 @@ import sys
 import time
 from urllib.parse import urlparse
 
-from bench.events import Templates, make_key
+from bench.events import SHAPES, Templates, make_key
 from bench.proto import reply, serve
 
 BURST_BATCH = 1000  # events per pipeline in a burst
@@ -103,6 +103,7 @@ class Publisher:
         seed: int,
         stream: str | None = None,
         maxlen: int = 1_000_000,
+        shape: str = "mixed",
     ):
         self.conn = RawConnection(redis_url)
         self.channel = channel
@@ -116,7 +117,7 @@ class Publisher:
             self.lines_per_event = 1
         self.tag = tag
         self.pub = pub
-        self.templates = Templates(seed=seed + pub)
+        self.templates = Templates(seed=seed + pub, shape=shape)
         self.plan: dict | None = None
 
     def prepare(self, cmd: dict) -> dict:
@@ -215,9 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--stream", default=None, help="XADD to this stream instead of PUBLISH")
     parser.add_argument("--maxlen", type=int, default=1_000_000, help="XADD MAXLEN ~ (with --stream)")
+    parser.add_argument("--event-shape", choices=SHAPES, default="mixed")
     args = parser.parse_args(argv)
     publisher = Publisher(
-        args.redis_url, args.channel, args.tag, args.pub, args.seed, stream=args.stream, maxlen=args.maxlen
+        args.redis_url,
+        args.channel,
+        args.tag,
+        args.pub,
+        args.seed,
+        stream=args.stream,
+        maxlen=args.maxlen,
+        shape=args.event_shape,
     )
     reply({"ready": True})
     serve({"prepare": publisher.prepare, "go": lambda cmd: publisher.go()})

@@ -8,6 +8,8 @@ clients' CPU, which share the machine's cores with it.
 
 Scenarios (issue targets in brackets):
 - batch clients at 1k [p50 <= 3 ms, p99 <= 20 ms], 20k [p99 <= 100 ms] and 40k events/s [<= 250 ms];
+  20k and 40k twice: with the generator's events (--event-shape, `mixed` by default: value
+  objects, tags, about 210 bytes) and with the original design's (`original`: about 130 bytes);
 - per-event (`metric`) clients at 2k events/s, ours beside the original per-event strategy
   (WORKER_STRATEGY=per_event) [0 lost, 0 dropped, p99 <= 200 ms];
 - a stalled client among 50 batch clients at 1k events/s: how soon it is dropped, and the
@@ -55,16 +57,18 @@ def scenario(
     env: dict | None = None,
     strategy: str = "batch",
     during=None,
+    shape: str | None = None,
 ) -> dict:
     """One measured step on a fresh server. `during(server)` runs beside the publisher (a
-    context manager factory) and may add figures to the result."""
+    context manager factory) and may add figures to the result. `shape`: the events'
+    (bench.events.SHAPES), --event-shape unless given."""
     names = Names()
     server = bench.server(names, strategy=strategy, label=f"realtime-{label}", env=env)
     helpers: list[Helper] = []
     pubs: list[Helper] = []
     try:
         helpers = _clients(bench, server, clients, mode)
-        pubs = bench.publishers(names, 1)
+        pubs = bench.publishers(names, 1, shape)
         step = bench.next_step()
         prepare_paced(pubs, rate=rate, duration=duration, step=step)
         for h in helpers:
@@ -83,6 +87,7 @@ def scenario(
             for h in helpers
         ]
         dropped = server_log(server).count("dropping slow client")
+        extra["shape"] = shape or bench.opts.event_shape
         return summarize(label, mode, rate, clients, strategy, pub, reports, cpu, dropped, extra)
     finally:
         for h in helpers + pubs:
@@ -275,6 +280,11 @@ def realtime(bench) -> dict:
     run(label="batch-20k", mode="batch", rate=20_000, clients=50)
     if not quick:
         run(label="batch-40k", mode="batch", rate=40_000, clients=50)
+    # The same rates with the original design's events (about 130 bytes, no tags), as a harness
+    # written for the original publishes them; the events above are the generator's (210 bytes).
+    run(label="batch-20k-original", mode="batch", rate=20_000, clients=50, shape="original")
+    if not quick:
+        run(label="batch-40k-original", mode="batch", rate=40_000, clients=50, shape="original")
     run(label="batch-1k-stalled", mode="batch", rate=1000, clients=50, during=stalled_client)
     run(
         label="event-500-readers",
@@ -320,7 +330,7 @@ def line(r: dict) -> str:
     if "reads" in r:
         extra += f", {r['reads']} reads p50 {r['read_p50_ms']} ms p95 {r['read_p95_ms']} ms {r['read_codes']}"
     return (
-        f"  {r['label']:<22} {r['published']:>7} published @ {r['publish_rate']:>8.0f}/s  lost {r['lost']}"
+        f"  {r['label']:<22} {r.get('shape', ''):<8} {r['published']:>7} published @ {r['publish_rate']:>8.0f}/s  lost {r['lost']}"
         f"  dup {r['duplicates']}  dropped {r['dropped_by_server']}  "
         f"p50 {r['p50_ms']} p95 {r['p95_ms']} p99 {r['p99_ms']} max {r['max_ms']} ms  "
         f"server CPU {r['server_cpu_pct']}%  clients {r['client_cpu_pct']}%{extra}"

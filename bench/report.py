@@ -232,6 +232,9 @@ def target_rows(results: dict) -> list[dict]:
     def add(target: str, value, met, note: str = "") -> None:
         rows.append({"target": target, "value": value, "met": met, "note": note})
 
+    rt = results.get("realtime")
+    if rt and "runs" in rt:
+        _realtime_rows({r["label"]: r for r in rt["runs"]}, add)
     ing = results.get("ingest")
     if ing and "worker" in ing:
         rate = ing["worker"]["rate"]
@@ -313,6 +316,42 @@ def target_rows(results: dict) -> list[dict]:
             f"{s['seconds']:g}s at {s['target_rate']:g}/s, from start {s['rss_drift_pct_from_start']:+.1f}%",
         )
     return rows
+
+
+# label: (target, p50 at most, p99 at most): 0 lost, 0 duplicates and 0 dropped always
+_REALTIME_TARGETS = {
+    "batch-1k": ("1,000 events/s to 50 batch clients: p50 <= 3, p99 <= 20 ms", 3, 20),
+    "event-2k": ("2,000 events/s to 50 per-event clients: p99 <= 200 ms", None, 200),
+    "batch-20k": ("20,000 events/s to 50 batch clients: p99 <= 100 ms", None, 100),
+    "batch-40k": ("40,000 events/s to 50 batch clients: p99 <= 250 ms", None, 250),
+    "batch-20k-original": ("20,000 events/s (original's events): p99 <= 100 ms", None, 100),
+    "batch-40k-original": ("40,000 events/s (original's events): p99 <= 250 ms", None, 250),
+    "event-500-readers": ("500 events/s to 5 clients beside 8 wide readers: p99 <= 250 ms", None, 250),
+}
+
+
+def _realtime_rows(runs: dict, add) -> None:
+    for label, (target, p50_max, p99_max) in _REALTIME_TARGETS.items():
+        r = runs.get(label)
+        if r is None:
+            continue
+        clean = r["lost"] == 0 and r["duplicates"] == 0 and r["dropped_by_server"] == 0
+        fast = r["p99_ms"] is not None and r["p99_ms"] <= p99_max
+        if p50_max is not None:
+            fast = fast and r["p50_ms"] is not None and r["p50_ms"] <= p50_max
+        add(
+            target + ", 0 lost",
+            f"lost {r['lost']}, p50 {r['p50_ms']}, p99 {r['p99_ms']} ms",
+            clean and fast,
+            f"{r.get('shape', 'mixed')} events; clients' CPU {r['client_cpu_pct']}%",
+        )
+    stalled, plain = runs.get("batch-1k-stalled"), runs.get("batch-1k")
+    if stalled is not None:
+        after = stalled.get("stalled_dropped_after_s")
+        note = ""
+        if plain is not None and plain["p99_ms"] and stalled["p99_ms"] is not None:
+            note = f"others' p99 {stalled['p99_ms']} ms, {plain['p99_ms']} ms without it"
+        add("a stalled client is dropped within 10 s", after, after is not None and after <= 10, note)
 
 
 def targets(results: dict, opts) -> str:
