@@ -149,7 +149,7 @@ class PubSubReader:
         return None if message is None else message["data"]
 
     def _put(self, items: list) -> None:
-        size = sum(len(d) for d in items)
+        size = sum(map(len, items))
         with self._cond:
             if self._bytes + size > self.max_bytes:
                 self.dropped += len(items)

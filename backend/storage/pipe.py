@@ -23,6 +23,11 @@ from collections.abc import Callable
 import redis
 import redis.connection
 
+try:  # redis-py's own packer wraps this one with a Python pass over every argument
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis])
+    _hiredis_pack = None
+
 
 class ScriptPipe:
     def __init__(self, new_connection: Callable[[], redis.connection.AbstractConnection], script: str):
@@ -35,7 +40,12 @@ class ScriptPipe:
 
     def send(self, keys: list, args: list) -> None:
         conn = self._connection()
-        packed = conn.pack_command("EVAL", self._script, len(keys), *keys, *args)
+        if _hiredis_pack is not None:
+            # A batch's arguments are bytes, str and int only (no bytearray or memoryview, the
+            # one thing redis-py converts first).
+            packed = [_hiredis_pack(("EVAL", self._script, len(keys), *keys, *args))]
+        else:
+            packed = conn.pack_command("EVAL", self._script, len(keys), *keys, *args)
         try:
             conn.send_packed_command(packed, check_health=False)
         except BaseException:

@@ -129,6 +129,8 @@ class Store(Reads, Leases):
         `new_metrics`: names to add to the known-metrics set (the cardinality bound).
         `fanout_channel`: publish the batch there from the same script, for the web nodes
         (backend/realtime/fanout.py), instead of returning it; returns [] then."""
+        for event in events:
+            event.pop("seq", None)  # numbered again by this write, if written before
         keys, args, bodies = self._batch_call(
             events, deltas, rejected, received, tag_deltas, ack, fence, new_metrics, fanout_channel
         )
@@ -184,20 +186,25 @@ class Store(Reads, Leases):
     def _batch_call(
         self, events, deltas, rejected, received, tag_deltas, ack, fence, new_metrics, fanout_channel
     ) -> tuple[list, list, list[bytes]]:
-        """The write script's KEYS and ARGV for one batch (scripts.py), and its events' JSON."""
-        for e in events:
-            e.pop("seq", None)  # numbered below, once stored
+        """The write script's KEYS and ARGV for one batch (scripts.py), and its events' JSON
+        (without `seq`: the script numbers them)."""
         bodies = [orjson.dumps(e) for e in events]
         n = len(events)
         # Which events Redis needs: the newest recent_max overall, and the newest of each metric.
         wanted: dict[int, None] = dict.fromkeys(range(max(0, n - self.recent_max), n))
         lists: dict[str, list[int]] = {}
-        if self.recent_per_metric:
+        per_metric = self.recent_per_metric
+        if per_metric:
             for offset in range(n - 1, -1, -1):
-                group = lists.setdefault(events[offset]["metric"], [])
-                if len(group) < self.recent_per_metric:
+                metric = events[offset]["metric"]
+                group = lists.get(metric)
+                if group is None:
+                    lists[metric] = [offset]
+                elif len(group) < per_metric:
                     group.append(offset)
-                    wanted[offset] = None
+                else:
+                    continue
+                wanted[offset] = None
         order = sorted(wanted)
         index_of = {offset: i for i, offset in enumerate(order, start=1)}
         args: list = []
