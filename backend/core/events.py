@@ -333,9 +333,7 @@ def validate(obj: object, *, now: float, retention_s: int, future_tolerance_s: i
         data["tags"] = tags
     # One C-level subset test keeps the common case (known keys only) off the slow path.
     if not obj.keys() <= _KNOWN:
-        extras = obj.keys() - _KNOWN_OR_RESERVED  # a set difference in C; then in their order
-        if len(extras) > 1:
-            extras = [k for k in obj if k in extras]
+        extras = [k for k in obj if k not in _KNOWN_OR_RESERVED]
         if len(extras) > EXTRAS_MAX:
             raise Rejection(
                 "unknown_keys",

@@ -20,13 +20,15 @@ from backend.core.aggregate import BucketDelta
 #   [9] #pieces  [10] #metric lists  [11] #dead letters  [12] #reasons  [13] #acks  [14] #buckets
 #   [15] #new metrics  [16] per-metric recent max  [17] fan-out channel ('' = none)
 #   [18] the batch's events' JSON without seq, newline-separated, published on [17] after the
-#        first seq and a newline: web nodes number the events themselves (first + offset)
+#        first seq and a newline: web nodes number the events themselves (first + offset); the
+#        lists' pieces are cut from it too
 #   [19] '1': also append [18] to the history stream as entry <first seq>-0 (resync after gaps)
 #   [20] seq stride P and [21] partition k (INGEST_PARTITIONS): the counter counts this
 #        partition's events; event n of it has seq n * P + k, unique over all partitions, and the
 #        fan-out header is `<first>,<P>` when P > 1
-#   pieces: (offset in batch, event JSON without its leading '{') ...  (oldest first)
-#   metric lists: (#pieces of this list, piece index ...) per list, KEYS order
+#   pieces: ONE msgpack array of the offsets (in the batch, ascending) of the events the lists
+#     need; piece p is line want[p] of [18], numbered
+#   metric lists: ONE msgpack array of (#pieces of this list, piece index ...) per list, KEYS order
 #   dead letters (JSON) ... ; reasons: (reason, count) ... ; ack ids ... ; new metric names ...
 #   buckets: TTLs (one per bucket), then ONE argument: a msgpack array holding, per bucket in
 #     KEYS order, the counts ni, nf, nn, nx and then field, value pairs: ni to HINCRBY, nf to
@@ -56,10 +58,24 @@ local nreasons, nacks, nbuckets = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumb
 local nnew = tonumber(ARGV[15])
 local i = 22
 local pieces = {}
-for p = 1, npieces do
-  pieces[p] = '{"seq":' .. string.format('%d', first + tonumber(ARGV[i]) * stride) .. ',' .. ARGV[i + 1]
-  i = i + 2
+if npieces > 0 then
+  -- The wanted events (offsets, ascending) are lines of the batch's JSON: an event's JSON never
+  -- holds a raw newline (JSON escapes it inside strings).
+  local blob, want = ARGV[18], cmsgpack.unpack(ARGV[i])
+  local pos, line = 1, 0
+  for p = 1, npieces do
+    local target = want[p]
+    while line < target do
+      pos = string.find(blob, '\\n', pos, true) + 1
+      line = line + 1
+    end
+    local stop = string.find(blob, '\\n', pos, true) or (#blob + 1)
+    pieces[p] = '{"seq":' .. string.format('%d', first + target * stride) .. ',' .. string.sub(blob, pos + 1, stop - 1)
+    pos, line = stop + 1, line + 1
+  end
 end
+local listed = nlists > 0 and cmsgpack.unpack(ARGV[i + 1]) or {}
+i = i + 2
 local function push(key, items, limit)
   for c = 1, #items, 1000 do
     redis.call('LPUSH', key, unpack(items, c, math.min(c + 999, #items)))
@@ -74,11 +90,12 @@ if npieces > 0 then
   push(KEYS[1], newest, recent_max)
 end
 local per_metric = tonumber(ARGV[16])
+local q = 1
 for l = 1, nlists do
-  local n = tonumber(ARGV[i])
+  local n = listed[q]
   local items = {}
-  for p = 1, n do items[p] = pieces[tonumber(ARGV[i + p])] end
-  i = i + n + 1
+  for p = 1, n do items[p] = pieces[listed[q + p]] end
+  q = q + n + 1
   local key = KEYS[8 + l]
   push(key, items, per_metric)
   redis.call('EXPIRE', key, ARGV[8])

@@ -207,14 +207,16 @@ class Store(Reads, Leases):
                 wanted[offset] = None
         order = sorted(wanted)
         index_of = {offset: i for i, offset in enumerate(order, start=1)}
-        args: list = []
-        for offset in order:
-            args += (offset, bodies[offset][1:])
         list_keys = []
+        listed: list[int] = []
         for metric, offsets in lists.items():
             list_keys.append(self.keys.recent_metric(metric))
-            args.append(len(offsets))
-            args += (index_of[o] for o in reversed(offsets))  # oldest first: LPUSH leaves newest on top
+            listed.append(len(offsets))
+            listed += [index_of[o] for o in reversed(offsets)]  # oldest first: LPUSH leaves newest on top
+        # Which events, and which go to which list, travel as two msgpack arguments; the events
+        # themselves are the lines of the batch's JSON below. Two arguments per event cost the
+        # packing here and the parsing in Redis about 5% of the worker's time per event.
+        args: list = [msgpack.packb(order), msgpack.packb(listed)]
         dead = [orjson.dumps(r) for r in rejected[-self.dead_letter_max :]]
         args += dead
         reasons: dict[str, int] = {}
@@ -250,7 +252,7 @@ class Store(Reads, Leases):
             len(new_metrics),
             self.recent_per_metric,
             fanout_channel or "",
-            b"\n".join(bodies) if (fanout_channel or self.history_s) else "",
+            b"\n".join(bodies),
             "1" if self.history_s else "",
             self.partitions,
             self.partition,

@@ -80,6 +80,36 @@ def test_a_batch_larger_than_the_recent_list_keeps_its_newest_events(store):
     assert store.stats()["accepted"] == 120
 
 
+def test_lists_get_each_event_whole_and_numbered_when_the_batch_has_more_than_they_keep(store):
+    """The script cuts the events the lists keep out of the batch's newline-separated JSON: the
+    newest recent_max overall and the newest recent_per_metric of each metric, skipping the
+    others, with strings that hold braces, commas, quotes and escaped newlines."""
+    store.recent_per_metric = 7
+    now = time.time()
+    metrics = ["a", "b", "c"]
+    events = [
+        {"metric": metrics[i % 3] if i < 100 else "a", "value": {"v": i, "note": f'x}},{{"id":\n{i}'}}
+        for i in range(120)
+    ]
+    events[5]["metric"] = "rare"  # its only event is old: kept in its own list alone
+    write(store, events, now)
+
+    def listed(key):
+        return [orjson.loads(x) for x in store.redis.lrange(key, 0, -1)]
+
+    recent = listed(store.keys.recent)
+    assert [e["value"]["v"] for e in recent] == list(range(119, 69, -1))
+    first = recent[-1]["seq"] - 70  # seqs follow the batch's order
+    for e in recent:
+        assert e["seq"] == first + e["value"]["v"]
+        assert e["value"]["note"] == f'x}},{{"id":\n{e["value"]["v"]}'
+    per = {m: listed(store.keys.recent_metric(m)) for m in ["a", "b", "c", "rare"]}
+    assert [e["value"]["v"] for e in per["a"]] == list(range(119, 112, -1))
+    assert [e["value"]["v"] for e in per["b"]] == [97, 94, 91, 88, 85, 82, 79]
+    assert [e["value"]["v"] for e in per["c"]] == [98, 95, 92, 89, 86, 83, 80]
+    assert [(e["value"]["v"], e["seq"]) for e in per["rare"]] == [(5, first + 5)]
+
+
 def test_overflowing_sum_does_not_abort_the_rest_of_the_batch(store):
     now = time.time()
     write(
