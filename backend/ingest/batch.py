@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import orjson
 import redis
@@ -88,7 +89,7 @@ class _Batch:
     new_metrics: list[str] = field(default_factory=list)  # names it admits, written with it
 
     def newest(self) -> float:
-        return max(ev.ts for ev in self.events) if self.events else self.now
+        return max(map(attrgetter("ts"), self.events)) if self.events else self.now
 
 
 class BatchProcessor:
