@@ -152,6 +152,13 @@ def new_event_id() -> str:
 
 # --- decode ------------------------------------------------------------------------------------
 def decode(raw: bytes | str, *, max_bytes: int) -> object:
+    if type(raw) is bytes:  # what Redis hands over: the common case first
+        if len(raw) > max_bytes:
+            raise Rejection("too_large", f"event is {len(raw)} bytes; at most {max_bytes}")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise Rejection("invalid_json", f"not valid JSON: {exc}") from None
     if isinstance(raw, str):
         # A str is at most 4 UTF-8 bytes per character: only encode when the answer is unclear.
         if len(raw) > max_bytes:

@@ -63,9 +63,15 @@ def validate(raw, config: Mapping, now: float) -> Event:
 def validate_all(raws, config: Mapping, now: float, rejected: list) -> list[Event]:
     """The valid events of `raws`; each invalid one goes to `rejected` as a dead letter."""
     accepted = []
+    retention_s, tolerance_s = config["RETENTION_S"], config["FUTURE_TOLERANCE_S"]
+    max_bytes = config["MAX_EVENT_BYTES"]
     for raw in raws:
         try:
-            accepted.append(validate(raw, config, now))
+            accepted.append(
+                parse_event(
+                    raw, now=now, retention_s=retention_s, future_tolerance_s=tolerance_s, max_bytes=max_bytes
+                )
+            )
         except Rejection as rej:
             rejected.append(dead_letter(raw, rej.reason, rej.detail, now))
         except Exception as exc:

@@ -116,6 +116,8 @@ class PubSubReader:
             while reply is not False and reply is not _NOT_ENOUGH_DATA:
                 # [b"message", channel, data], or b"smessage" from a shard channel (SSUBSCRIBE,
                 # REDIS_CLUSTER); anything else (a PONG, a subscribe confirmation) carries no event.
+                # isinstance, not `type(reply) is list`: under RESP3 hiredis hands pushes over as
+                # hiredis.PushNotification, a list subclass.
                 if isinstance(reply, list) and len(reply) == 3 and reply[0] in _MESSAGE_TYPES:
                     items.append(reply[2])
                 elif isinstance(reply, list) and reply and reply[0] == b"sunsubscribe":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from itertools import chain
 
 from backend.core.aggregate import BucketDelta
 
@@ -210,8 +211,7 @@ def encode_deltas(deltas: Mapping[tuple[int, int], BucketDelta], key_of, retenti
         # A bucket lives for the retention after its interval ends.
         ttls.append(max(1, int(start + res + retention_s - now)))
         ops += (len(delta.incr), len(delta.incr_float), len(delta.mins), len(delta.maxs))
-        for field, value in delta.incr.items():
-            ops += (field, value)
+        ops += chain.from_iterable(delta.incr.items())  # field, value, ...: flattened in C
         for floats in (delta.incr_float, delta.mins, delta.maxs):
             for field, value in floats.items():
                 ops += (field, repr(float(value)))
