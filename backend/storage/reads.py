@@ -164,13 +164,12 @@ class _Base:
         """The metric's base state, shared: copy it before adding to it."""
         if name in self.states:
             return self.states[name]
-        parts = [m for m in (self.closed.stats.metrics.get(name), self._edge(name)) if m is not None]
-        if len(parts) < 2:
-            state = parts[0] if parts else None
+        closed, edge = self.closed.stats.metrics.get(name), self._edge(name)
+        if closed is None or edge is None:
+            state = closed if edge is None else edge
         else:
-            state = MetricState()
-            for part in parts:
-                state.merge(part)
+            state = closed.copy()  # C-level dict copies, then one Python merge of the edge
+            state.merge(edge)
         self.states[name] = state
         return state
 

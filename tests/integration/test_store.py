@@ -180,6 +180,8 @@ def test_long_window_merges_cached_closed_minutes_exactly(store):
 
     rnd = random.Random(5)
     now = float(int(time.time()))
+    if (now + 1) % 60 == 0:  # a window ending on a whole minute has no ragged first minute to merge
+        now -= 1
     events = [
         {
             "metric": rnd.choice(["a", "b"]),
