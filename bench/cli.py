@@ -111,7 +111,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         choices=SHAPES,
         default="mixed",
         help="mixed: the generator's traffic (value objects, tags; about 210 bytes); original: the "
-        'original design\'s {"metric", "value", "ts"} with a number (about 90 bytes)',
+        'original design\'s {"metric", "value", "ts"} with its value objects and an ISO ts '
+        "(about 130 bytes)",
     )
     p.add_argument(
         "--background-seconds",
