@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import math
 import sys
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from itertools import accumulate
 
 ALPHA = 0.01
 GAMMA = (1 + ALPHA) / (1 - ALPHA)
@@ -91,14 +93,19 @@ def _order(key: str) -> tuple[int, int]:
     return sign, sign * index
 
 
-def quantiles_of(
-    bins: Mapping[str, int], qs: Iterable[float], count: int | None = None
-) -> list[float | None]:
-    """Quantiles of a bins mapping as it is (no copy into a Sketch): one pass over the sorted bins."""
+def _checked(qs: Iterable[float]) -> list[float]:
     qs = list(qs)
     for q in qs:
         if not 0.0 <= q <= 1.0:
             raise ValueError(f"quantile must be in [0, 1], got {q!r}")
+    return qs
+
+
+def quantiles_of(
+    bins: Mapping[str, int], qs: Iterable[float], count: int | None = None
+) -> list[float | None]:
+    """Quantiles of a bins mapping as it is (no copy into a Sketch): one pass over the sorted bins."""
+    qs = _checked(qs)
     if count is None:
         count = sum(n for n in bins.values() if n > 0)
     if count <= 0:
@@ -116,6 +123,63 @@ def quantiles_of(
         if w == len(wanted):
             break
     return out
+
+
+class RankedBins:
+    """A bins mapping sorted once, with running counts, for quantiles of it plus a few more bins.
+
+    An aggregate over a long window while events arrive is a large part that changes once a
+    second and a small live part that changes with every batch. Sorting the large part's bins
+    for every request was most of a live aggregate's time; kept sorted, a request sorts only the
+    live bins and finds each quantile of the union by binary search on both sides. The answer is
+    the one quantiles_of gives for the merged bins, bin for bin."""
+
+    __slots__ = ("cum", "keys", "orders")
+
+    def __init__(self, bins: Mapping[str, int]) -> None:
+        self.keys = sorted((k for k, n in bins.items() if n > 0), key=_order)
+        self.orders = [_order(k) for k in self.keys]
+        self.cum = list(accumulate(bins[k] for k in self.keys))
+
+    @property
+    def count(self) -> int:
+        return self.cum[-1] if self.cum else 0
+
+    def quantiles_with(self, extra: Mapping[str, int] | None, qs: Iterable[float]) -> list[float | None]:
+        """quantiles_of(these bins + `extra`, qs), without merging them. (Bisection on both
+        sides: a walk over the extra bins instead measured as fast with 30 of them, twice as
+        slow with 130.)"""
+        qs = _checked(qs)
+        other = RankedBins(extra) if extra else None
+        total = self.count + (other.count if other is not None else 0)
+        if total <= 0:
+            return [None] * len(qs)
+        if other is None or not other.cum:
+            keys, cum = self.keys, self.cum
+            return [bin_value(keys[bisect_right(cum, nearest_rank(q, total))]) for q in qs]
+        out: list[float | None] = []
+        for q in qs:
+            rank = nearest_rank(q, total)
+            # The answer is the first bin of the union whose running count passes the rank:
+            # the first such bin of either side, whichever comes first.
+            mine, theirs = self._first_above(rank, other), other._first_above(rank, self)
+            if mine is None or (theirs is not None and other.orders[theirs] < self.orders[mine]):
+                out.append(bin_value(other.keys[theirs]))
+            else:
+                out.append(bin_value(self.keys[mine]))
+        return out
+
+    def _below(self, order: tuple[int, int]) -> int:
+        """How many values lie in bins at or below `order`."""
+        i = bisect_right(self.orders, order)
+        return self.cum[i - 1] if i else 0
+
+    def _first_above(self, rank: int, other: RankedBins) -> int | None:
+        """Index of this side's first bin whose running count over both sides passes `rank`
+        (0-based), or None."""
+        cum, orders, below = self.cum, self.orders, other._below
+        i = bisect_right(range(len(cum)), rank, key=lambda j: cum[j] + below(orders[j]))
+        return i if i < len(cum) else None
 
 
 class Sketch:
@@ -164,4 +228,14 @@ class Sketch:
         return f"Sketch(count={self.count}, bins={len(self.bins)})"
 
 
-__all__ = ["ALPHA", "GAMMA", "ZERO_EPS", "Sketch", "bin_key", "bin_value", "nearest_rank", "parse_key"]
+__all__ = [
+    "ALPHA",
+    "GAMMA",
+    "ZERO_EPS",
+    "RankedBins",
+    "Sketch",
+    "bin_key",
+    "bin_value",
+    "nearest_rank",
+    "parse_key",
+]

@@ -25,7 +25,8 @@ from backend.core.layout import (
     parse_name,
     parse_tag_name,
 )
-from backend.core.state import PERCENTILES, FieldState, MetricState
+from backend.core.sketch import RankedBins, quantiles_of
+from backend.core.state import PERCENTILES, QUANTILES, FieldState, MetricState, clamp
 from backend.core.timefmt import iso_ms
 
 
@@ -319,19 +320,56 @@ def aggregate_json(rows: Mapping[str, dict], *, window_s: int, from_s: int, to_s
 
 
 def field_json(f: FieldState) -> dict:
+    return _field_json(f.count, f.sum, f.min, f.max, quantiles_of(f.bins, QUANTILES))
+
+
+def metric_json_plus(
+    base: MetricState, ranked: Mapping[str, RankedBins], fresh: MetricState, window_s: int
+) -> dict:
+    """metric_json of `base` merged with `fresh`, without the merge: `ranked` holds base's
+    fields' bins already sorted (RankedBins), so only fresh's bins are sorted here. The same
+    row, bit for bit, as merging a copy of base with fresh; a fraction of the cost when base
+    is an hour and fresh a second."""
+    fields = {}
+    for fname in sorted(base.fields.keys() | fresh.fields.keys()):
+        b, f = base.fields.get(fname), fresh.fields.get(fname)
+        if b is None:
+            fields[fname] = field_json(f)
+            continue
+        if f is None:
+            f = _EMPTY_FIELD
+        lo, hi = b.min, b.max
+        if f.min is not None and (lo is None or f.min < lo):
+            lo = f.min
+        if f.max is not None and (hi is None or f.max > hi):
+            hi = f.max
+        estimates = ranked[fname].quantiles_with(f.bins, QUANTILES)
+        fields[fname] = _field_json(b.count + f.count, b.sum + f.sum, lo, hi, estimates)
+    return {**counts_json(base.count + fresh.count, base.errors + fresh.errors, window_s), "fields": fields}
+
+
+def ranked_fields(m: MetricState) -> dict[str, RankedBins]:
+    """Each field's bins of `m` sorted for metric_json_plus."""
+    return {fname: RankedBins(f.bins) for fname, f in m.fields.items()}
+
+
+_EMPTY_FIELD = FieldState()
+
+
+def _field_json(count: int, total: float, lo: float | None, hi: float | None, estimates: list) -> dict:
     # Not finite: a bucket's sum overflowed (its marker made it NaN), or finite bucket sums added
     # up past the float range. JSON has no infinity, and no finite number would be true.
-    overflow = not math.isfinite(f.sum)
+    overflow = not math.isfinite(total)
     stats = {
-        "count": f.count,
-        "sum": None if overflow else f.sum,
+        "count": count,
+        "sum": None if overflow else total,
         "sum_overflow": overflow,
-        "avg": f.sum / f.count if f.count and not overflow else None,
-        "min": f.min,
-        "max": f.max,
+        "avg": total / count if count and not overflow else None,
+        "min": lo,
+        "max": hi,
     }
-    for (label, _), est in zip(PERCENTILES, f.quantiles(), strict=True):
-        stats[label] = est
+    for (label, _), est in zip(PERCENTILES, estimates, strict=True):
+        stats[label] = clamp(est, lo, hi)
     return stats
 
 
@@ -438,7 +476,9 @@ __all__ = [
     "counts_json",
     "field_json",
     "merge_raw_hashes",
+    "metric_json_plus",
     "plan_window",
+    "ranked_fields",
     "series_json",
     "sig6",
     "timeseries",

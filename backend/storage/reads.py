@@ -13,12 +13,15 @@ import redis
 from cachetools import LRUCache
 
 from backend.core.events import numbered
+from backend.core.sketch import RankedBins
 from backend.core.state import MetricState, merge_states
 from backend.core.window import (
     WindowStats,
     aggregate_json,
     merge_in_parts,
     metric_json,
+    metric_json_plus,
+    ranked_fields,
     series_json,
     timeseries,
     timeseries_plan,
@@ -35,6 +38,7 @@ HISTORY_PAGE = 100  # history entries (batches) read per round trip
 CLOSED_MINUTES_TTL_S = 5.0  # seconds a merge of a window's closed minutes is reused
 CLOSED_MINUTES_MAX = 32  # closed merges kept (a window has two: its whole minutes, its first seconds)
 CLOSED_SECONDS_MAX = 240  # parsed second buckets kept (a window's first minute needs up to 59)
+OPEN_GRACE_S = 0.25  # seconds the previous second is still read live, as the current one is
 AGGREGATE_CACHE_MAX = 256  # (window, metric, second) results kept (least recently used go)
 TIMESERIES_CACHE_MAX = 50_000  # closed time-series points kept; cleared wholesale when full
 TIMESERIES_CLOSED_TTL_S = 10.0  # seconds a closed step's point is reused
@@ -95,11 +99,11 @@ def _merge_cooperatively(hashes: list) -> WindowStats:
     return stats
 
 
-class _LiveMinute:
-    """The current minute's hashes parsed into state, with the names resolved once per minute:
-    they repeat from one read to the next (the hash only grows), and resolving ~2,300 names
-    was most of a live aggregate's time. A wide minute (more than MERGE_PART fields) is merged
-    afresh, in parts."""
+class _OpenSeconds:
+    """The open seconds' hashes (the current second, and the one before for OPEN_GRACE_S)
+    parsed into state, with the names resolved once per second: they repeat from one read to
+    the next (the hashes only grow), and resolving them was most of a parse. A wide second
+    (more than MERGE_PART fields) is merged afresh, in parts."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # one read at a time resets and refills the shared state
@@ -117,6 +121,15 @@ class _LiveMinute:
             for h in hashes:
                 self._stats.merge_hash(h)
             return self._stats.copy()
+
+
+class _Prefix:
+    """The merge of the current minute's settled seconds, [minute, upto)."""
+
+    __slots__ = ("at", "minute", "stats", "upto")
+
+    def __init__(self, minute: int, upto: int, at: float, stats: WindowStats) -> None:
+        self.minute, self.upto, self.at, self.stats = minute, upto, at, stats
 
 
 class _Closed:
@@ -140,41 +153,52 @@ class _Closed:
 
 class _Base:
     """The part of a window that changes at most once a second: its closed minutes (a _Closed,
-    shared from second to second) and its ragged first minute (`edge`). Each metric's merge of
-    the two is made once, when a request first needs it, and each untouched metric's row is
-    rendered once; a request then adds only the live minute to the metrics it touches, starting
-    from a copy of their base (a C-level dict copy per field, where merging the closed part
-    again was a Python loop over every bin of the hour)."""
+    shared from second to second), its ragged first minute (`edge`) and the current minute's
+    settled seconds (`prefix`). Each metric's merge of them is made once, when a request first
+    needs it, with its fields' bins sorted (RankedBins) and each untouched metric's row
+    rendered once; a request then adds only the open seconds to the metrics they touch
+    (metric_json_plus), without copying or re-sorting the base."""
 
-    __slots__ = ("closed", "edge", "rows", "states")
+    __slots__ = ("closed", "edge", "prefix", "ranked", "rows", "states")
 
-    def __init__(self, closed: _Closed, edge: WindowStats | None) -> None:
+    def __init__(self, closed: _Closed, edge: WindowStats | None, prefix: WindowStats | None) -> None:
         self.closed = closed
         self.edge = edge
+        self.prefix = prefix
         self.states: dict[str, MetricState | None] = {}
+        self.ranked: dict[str, dict[str, RankedBins]] = {}
         self.rows: dict[tuple[str, int], dict] = {}
 
     def names(self) -> set[str]:
         names = set(self.closed.stats.metrics)
-        if self.edge is not None:
-            names.update(self.edge.metrics)
+        for part in (self.edge, self.prefix):
+            if part is not None:
+                names.update(part.metrics)
         return names
 
     def state(self, name: str) -> MetricState | None:
-        """The metric's base state, shared: copy it before adding to it."""
+        """The metric's base state, shared: never add to it."""
         if name in self.states:
             return self.states[name]
-        closed, edge = self.closed.stats.metrics.get(name), self._edge(name)
-        if closed is None or edge is None:
-            state = closed if edge is None else edge
-        else:
-            state = closed.copy()  # C-level dict copies, then one Python merge of the edge
-            state.merge(edge)
+        state = self.closed.stats.metrics.get(name)
+        parts = self._parts(name)
+        if parts:
+            # C-level dict copies of the closed minutes, then one Python merge per part
+            state = MetricState() if state is None else state.copy()
+            for part in parts:
+                state.merge(part)
         self.states[name] = state
         return state
 
+    def ranked_fields(self, name: str) -> dict[str, RankedBins]:
+        out = self.ranked.get(name)
+        if out is None:
+            state = self.state(name)
+            out = self.ranked[name] = {} if state is None else ranked_fields(state)
+        return out
+
     def row(self, name: str, window_s: int) -> dict:
-        if self._edge(name) is None:
+        if not self._parts(name):
             return self.closed.row(name, window_s)  # rendered once per closed merge, not per second
         key = (name, window_s)
         row = self.rows.get(key)
@@ -182,14 +206,18 @@ class _Base:
             row = self.rows[key] = metric_json(self.state(name), window_s)
         return row
 
-    def _edge(self, name: str) -> MetricState | None:
-        return None if self.edge is None else self.edge.metrics.get(name)
+    def _parts(self, name: str) -> list[MetricState]:
+        return [
+            m
+            for m in (p.metrics.get(name) for p in (self.edge, self.prefix) if p is not None)
+            if m is not None
+        ]
 
 
 def _aggregate_rows(base: _Base, live: WindowStats, window_s: int, metric: str | None) -> dict:
-    """Rows of base + live: a metric the live minute does not touch reuses its rendered base
-    row; a touched one is a copy of its base with the live state added. Over wide data
-    (thousands of metrics) the loop runs between parts of ROWS_PART rows."""
+    """Rows of base + live: a metric the live seconds do not touch reuses its rendered base
+    row; a touched one is rendered from its base state and sorted bins plus the live state.
+    Over wide data (thousands of metrics) the loop runs between parts of ROWS_PART rows."""
     if metric is not None:
         names = [metric] if metric in live.metrics or base.state(metric) is not None else []
     else:
@@ -203,9 +231,10 @@ def _aggregate_rows(base: _Base, live: WindowStats, window_s: int, metric: str |
             rows[name] = base.row(name, window_s)
             continue
         own = base.state(name)
-        m = MetricState() if own is None else own.copy()
-        m.merge(fresh)
-        rows[name] = metric_json(m, window_s)
+        if own is None:
+            rows[name] = metric_json(fresh, window_s)
+        else:
+            rows[name] = metric_json_plus(own, base.ranked_fields(name), fresh, window_s)
     return rows
 
 
@@ -235,7 +264,8 @@ class Reads:
         # another request refreshes it (see _window_parts).
         self._closed_minutes: LRUCache[tuple[int, int, int], _Closed] = LRUCache(CLOSED_MINUTES_MAX)
         self._computing: dict[tuple, threading.Event] = {}  # single flights: key -> done
-        self._live_minute = _LiveMinute()
+        self._open_seconds = _OpenSeconds()
+        self._prefix: _Prefix | None = None  # the current minute's settled seconds, merged
         # Parsed closed seconds (a window's ragged first minute): second -> (parsed at, stats).
         self._closed_seconds: LRUCache[int, tuple[float, WindowStats]] = LRUCache(CLOSED_SECONDS_MAX)
         # A window's base by its first second (_Base: its closed merges, per-metric states, rows).
@@ -408,7 +438,8 @@ class Reads:
         The result is shared by everyone asking for the same window in the same second while no
         batch has been written since (the worker bumps the `received` counter with every batch):
         the tick and any number of REST callers then cost one merge, and nobody reads stale data."""
-        to_s = int(now if now is not None else time.time()) + 1  # include the current second
+        now = time.time() if now is None else now
+        to_s = int(now) + 1  # include the current second
         if len(self.parts) == 1:
             version = self.redis.hget(self.keys.stats, "received")
         else:
@@ -422,7 +453,10 @@ class Reads:
         if cached is not None:
             return cached
         from_s = to_s - window_s
-        base, live = self._window_parts(to_s, window_s)
+        # The second before the current one stays open for OPEN_GRACE_S: a batch read just
+        # before it closed may still be on its way to Redis.
+        open_from = to_s - 1 if now - (to_s - 1) >= OPEN_GRACE_S else to_s - 2
+        base, live = self._window_parts(to_s, window_s, open_from)
         if base is None:
             body = live.to_aggregate(window_s=window_s, from_s=from_s, to_s=to_s, metric=metric)
         else:
@@ -432,7 +466,7 @@ class Reads:
             self._aggregate_cache[key] = body
         return body
 
-    def _window_parts(self, to_s: int, window_s: int) -> tuple[_Base | None, WindowStats]:
+    def _window_parts(self, to_s: int, window_s: int, open_from: int) -> tuple[_Base | None, WindowStats]:
         """The buckets of [to_s - window_s, to_s) as a base that changes at most once a second
         and the live part to add to it, reading as little live data as possible (base None:
         the window lies inside the current minute, and the live part is all of it).
@@ -441,9 +475,11 @@ class Reads:
         Its whole minutes are merged once per minute of the clock and the merge is refreshed
         every CLOSED_MINUTES_TTL_S (so late events show up within that): as the window slides
         second by second, the hour's merge is reused and only its ragged first minute (up to 59
-        second buckets) is merged per second. The current minute is read as its one minute
-        bucket, which the worker updates with every batch. So a query while events arrive
-        costs one small hash read and a merge, whatever the window."""
+        second buckets) is merged per second. The current minute's seconds before `open_from`
+        are settled too: each is parsed once as it settles and added to the minute's running
+        merge (refreshed like the closed minutes). Only the open seconds, from `open_from`, are
+        read per request: a query while events arrive costs one or two small hash reads and
+        rows of them added to the base, whatever the window."""
         from_s = to_s - window_s
         current = (to_s - 1) // 60 * 60  # the minute holding the window's last second
         if from_s >= current:  # a window inside the current minute: its seconds
@@ -457,19 +493,51 @@ class Reads:
         edge = None
         if from_s < first:
             edge = self._closed_part((1, from_s, first), lambda: self._merge_seconds(from_s, first)).stats
+        open_from = max(open_from, current)
+        prefix = self._minute_prefix(current, open_from)
         with self._cache_lock:
             base = self._bases.get(from_s)
-            if base is None or base.closed is not minutes or base.edge is not edge:
-                base = self._bases[from_s] = _Base(minutes, edge)
-        live_keys = tuple(self._bucket_keys(60, current))
-        if len(live_keys) == 1:
-            live = [self.redis.hgetall(live_keys[0])]
+            if (
+                base is None
+                or base.closed is not minutes
+                or base.edge is not edge
+                or base.prefix is not prefix
+            ):
+                base = self._bases[from_s] = _Base(minutes, edge, prefix)
+        open_keys = tuple(k for sec in range(open_from, to_s) for k in self._bucket_keys(1, sec))
+        if len(open_keys) == 1:
+            hashes = [self.redis.hgetall(open_keys[0])]
         else:
             pipe = self.redis.pipeline(transaction=False)
-            for key in live_keys:
+            for key in open_keys:
                 pipe.hgetall(key)
-            live = pipe.execute()
-        return base, self._live_minute.parse(live_keys, live)
+            hashes = pipe.execute()
+        return base, self._open_seconds.parse(open_keys, hashes)
+
+    def _minute_prefix(self, minute: int, upto: int) -> WindowStats | None:
+        """The merge of the settled seconds [minute, upto) of the current minute (None when
+        there are none), kept and extended by each second as it settles: one second's hash
+        parsed and merged a second instead of the whole minute's hash per request. Rebuilt
+        from its seconds after CLOSED_MINUTES_TTL_S, so late events show up within that."""
+        if upto <= minute:
+            return None
+        clock = time.monotonic()
+        with self._cache_lock:
+            hit = self._prefix
+        if hit is not None and hit.minute == minute and clock - hit.at < CLOSED_MINUTES_TTL_S:
+            if hit.upto == upto:
+                return hit.stats
+            if hit.upto < upto:
+                stats = hit.stats.copy()  # the previous second's bases may still read the old one
+                merge_states(stats.metrics, self._merge_seconds(hit.upto, upto).metrics)
+                prefix = _Prefix(minute, upto, hit.at, stats)
+            else:  # a request that started before the last one settled a second
+                return self._merge_seconds(minute, upto)
+        else:
+            prefix = _Prefix(minute, upto, clock, self._merge_seconds(minute, upto))
+        with self._cache_lock:
+            self._prefix = prefix
+        return prefix.stats
 
     def _merge_plan(self, plan: list[tuple[int, int]]) -> WindowStats:
         """The merge of the buckets `plan`, (res, start) pairs."""

@@ -5,7 +5,7 @@ data is hundreds of milliseconds of Python, and cut into parts (backend/web/offl
 takes that core from the deliveries: 8 such readers held deliveries for up to a second
 (docs/benchmarks.md, "Readers over wide data"). So `serve` and `up` start a read process
 (`pulseboard reader`, READ_MODE) beside the web process: the same app, serving on a Unix socket
-that only this user can reach, at a lower CPU priority. The web process forwards GET and HEAD
+that only this user can reach, at the same CPU priority. The web process forwards GET and HEAD
 under /api/metrics/ to it and streams the answer back, which costs it a copy of the bytes, not
 the merge. Nothing else moves: health, ingest, alerts, rules and the sockets stay here.
 

@@ -11,6 +11,8 @@ import pytest
 
 from backend.core.aggregate import BatchAccumulator
 from backend.core.events import validate
+from backend.core.window import WindowStats, plan_window
+from backend.storage import reads
 from backend.storage.keys import Keys
 from backend.storage.store import Store, connect
 
@@ -173,10 +175,28 @@ def test_timeseries_reuses_closed_steps_and_recomputes_the_open_one(store):
     assert [p["t"] for p in second["points"]] == [p["t"] for p in first["points"]]
 
 
+def brute(store: Store, window_s: int, at: float) -> dict:
+    """The window's aggregate merged from its bucket hashes from scratch, with no cache."""
+    plan = plan_window(int(at) + 1, window_s)
+    hashes = [store.redis.hgetall(store.keys.bucket(r, s)) for r, s in plan]
+    return WindowStats.from_hashes(hashes).to_aggregate(
+        window_s=window_s, from_s=int(at) + 1 - window_s, to_s=int(at) + 1
+    )
+
+
+def same(got: dict, want: dict) -> None:
+    got, want = copy.deepcopy(got), copy.deepcopy(want)  # `got` may be the store's shared result
+    # Float sums may differ in the last bits with the order of addition; all else is exact.
+    for m in want["metrics"]:
+        for fname, f in want["metrics"][m]["fields"].items():
+            g = got["metrics"][m]["fields"][fname]
+            assert g.pop("sum") == pytest.approx(f.pop("sum"), rel=1e-12)
+            assert g.pop("avg") == pytest.approx(f.pop("avg"), rel=1e-12)
+    assert got == want
+
+
 def test_long_window_merges_cached_closed_minutes_exactly(store):
     import random
-
-    from backend.core.window import WindowStats, plan_window
 
     rnd = random.Random(5)
     now = float(int(time.time()))
@@ -194,33 +214,59 @@ def test_long_window_merges_cached_closed_minutes_exactly(store):
     for i in range(0, len(events), 500):
         write(store, events[i : i + 500], now)
 
-    def brute(window_s, at):
-        plan = plan_window(int(at) + 1, window_s)
-        hashes = [store.redis.hgetall(store.keys.bucket(r, s)) for r, s in plan]
-        return WindowStats.from_hashes(hashes).to_aggregate(
-            window_s=window_s, from_s=int(at) + 1 - window_s, to_s=int(at) + 1
-        )
-
-    def same(got, want):
-        got, want = copy.deepcopy(got), copy.deepcopy(want)  # `got` may be the store's shared result
-        # Float sums may differ in the last bits with the order of addition; all else is exact.
-        for m in want["metrics"]:
-            for fname, f in want["metrics"][m]["fields"].items():
-                g = got["metrics"][m]["fields"][fname]
-                assert g.pop("sum") == pytest.approx(f.pop("sum"), rel=1e-12)
-                assert g.pop("avg") == pytest.approx(f.pop("avg"), rel=1e-12)
-        assert got == want
-
-    same(store.aggregate(1800, now=now), brute(1800, now))
+    same(store.aggregate(1800, now=now), brute(store, 1800, now))
     assert store._closed_minutes  # the closed minutes were merged once and kept
     write(store, [{"metric": "a", "value": {"ms": 1.0}, "ts": now}], now)  # the current second: always fresh
-    same(store.aggregate(1800, now=now), brute(1800, now))
+    same(store.aggregate(1800, now=now), brute(store, 1800, now))
     assert (
         store.aggregate(1800, now=now)["aggregate"]["a"] == sum(1 for e in events if e["metric"] == "a") + 1
     )
     # A metric only the current minute has, beside ones it does not touch now (their base rows)
     # and one it does (a copy of its base with the live state added); the base is not changed.
     write(store, [{"metric": "new", "value": {"ms": 2.0}, "ts": now}, {"metric": "b", "ts": now}], now)
-    same(store.aggregate(1800, now=now), brute(1800, now))
+    same(store.aggregate(1800, now=now), brute(store, 1800, now))
     write(store, [{"metric": "new", "ts": now}], now)
-    same(store.aggregate(1800, now=now), brute(1800, now))
+    same(store.aggregate(1800, now=now), brute(store, 1800, now))
+
+
+def test_the_current_minutes_settled_seconds_are_merged_as_they_settle(store, monkeypatch):
+    """Per request only the open seconds are read; the current minute's earlier seconds are
+    merged once, the running merge grows by each second as it settles, and a late event in a
+    settled second shows up once the merge is refreshed (CLOSED_MINUTES_TTL_S)."""
+    minute = int(time.time()) // 60 * 60 - 120  # a whole minute of the recent past, as "now"
+    at = minute + 30.5  # half a second into second 30: second 29 has settled
+    history = [{"metric": "a", "value": {"ms": 3.0 + i}, "ts": minute - 200 + i} for i in range(150)]
+    current = [
+        {
+            "metric": "a" if i % 3 else "b",
+            "value": {"ms": 1.0 + i % 40},
+            "ts": minute + i % 31,
+            "status": "ok",
+        }
+        for i in range(310)
+    ]
+    write(store, history + current, at)
+    same(store.aggregate(300, now=at), brute(store, 300, at))
+    first = store._prefix
+    assert (first.minute, first.upto) == (minute, minute + 30)
+
+    # A second later second 30 has settled: the merge grows by it and is not rebuilt.
+    write(store, [{"metric": "b", "value": {"ms": 77.0}, "ts": minute + 31}], at + 1)
+    same(store.aggregate(300, now=at + 1), brute(store, 300, at + 1))
+    assert store._prefix.upto == minute + 31 and store._prefix.at == first.at
+
+    # Within OPEN_GRACE_S of a new second the one before is still read live: an event for it
+    # written just after it closed counts at once.
+    just_after = minute + 32 + reads.OPEN_GRACE_S / 2
+    store.aggregate(300, now=just_after)
+    write(store, [{"metric": "a", "value": {"ms": 500.0}, "ts": minute + 31}], just_after)
+    got = store.aggregate(300, now=just_after)
+    same(got, brute(store, 300, just_after))
+    assert got["metrics"]["a"]["fields"]["ms"]["max"] == 500.0
+
+    # A late event in a settled second: counted once the merge is refreshed.
+    write(store, [{"metric": "b", "value": {"ms": 1e6}, "ts": minute + 5}], just_after)
+    monkeypatch.setattr(reads, "CLOSED_MINUTES_TTL_S", 0.0)
+    got = store.aggregate(300, now=just_after)
+    same(got, brute(store, 300, just_after))
+    assert got["metrics"]["b"]["fields"]["ms"]["max"] == 1e6

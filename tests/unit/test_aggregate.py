@@ -14,7 +14,15 @@ from backend.core.events import Event, validate
 from backend.core.layout import RESOLUTIONS, sum_overflow_key
 from backend.core.sketch import ALPHA, bin_key
 from backend.core.timefmt import iso_ms
-from backend.core.window import WindowStats, plan_window, timeseries, timeseries_plan
+from backend.core.window import (
+    WindowStats,
+    metric_json,
+    metric_json_plus,
+    plan_window,
+    ranked_fields,
+    timeseries,
+    timeseries_plan,
+)
 
 NOW = 1_773_835_531.25
 T0 = 1_773_835_200  # a minute boundary
@@ -350,6 +358,35 @@ def test_percentiles_clamped_to_exact_min_and_max():
         "p95": 1000.0,
         "p99": 1000.0,
     }
+
+
+def test_a_row_of_base_plus_fresh_is_the_row_of_their_merge():
+    """metric_json_plus (an hour's base kept sorted, a second added per request) renders what
+    merging a copy of the base with the fresh state renders, for fields either side has."""
+    rng = random.Random(11)
+
+    def state(n_events: int, fields: list[str], t: int) -> WindowStats:
+        acc = BatchAccumulator()
+        for _ in range(n_events):
+            value = {f: rng.choice([rng.lognormvariate(2, 2), -rng.uniform(0, 50), 0.0]) for f in fields}
+            obj = {"metric": "m", "value": value, "ts": t, "status": rng.choice(["ok", "error"])}
+            acc.add(validate(obj, now=NOW, retention_s=3600, future_tolerance_s=300))
+        h: dict = {}
+        for (res, _), delta in acc.deltas().items():
+            if res == 1:
+                apply_delta(h, delta)
+        return WindowStats.from_hashes([h])
+
+    for trial in range(60):
+        base = state(rng.randrange(1, 300), ["ms", "bytes"], T0).metrics["m"]
+        fresh = state(rng.randrange(1, 20), rng.choice([["ms"], ["ms", "rows"], ["rows"]]), T0 + 1).metrics[
+            "m"
+        ]
+        merged = base.copy()
+        merged.merge(fresh)
+        want = metric_json(merged, 60)
+        assert metric_json_plus(base, ranked_fields(base), fresh, 60) == want, trial
+        assert metric_json(base, 60) != want  # the fresh part counts
 
 
 def test_apply_delta_keeps_min_and_max():

@@ -13,11 +13,13 @@ from backend.core.sketch import (
     GAMMA,
     MAX_INDEX,
     MAX_TRACKED,
+    RankedBins,
     Sketch,
     bin_key,
     bin_value,
     nearest_rank,
     parse_key,
+    quantiles_of,
 )
 
 QS = (0.5, 0.95, 0.99)
@@ -218,3 +220,32 @@ def test_bins_are_bounded_however_widely_values_spread():
     assert bin_key(1e150) == bin_key(1e300) == f"p{MAX_INDEX}"
     assert bin_key(-1e300) == f"n{MAX_INDEX}"
     assert bin_key(1e-150) == "z"
+
+
+def random_bins(rng, n: int) -> dict[str, int]:
+    bins: dict[str, int] = {}
+    for _ in range(n):
+        x = float(rng.choice([rng.lognormal(2, 2), -rng.lognormal(1, 1), 0.0, 5.0]))
+        bins[bin_key(x)] = bins.get(bin_key(x), 0) + int(rng.integers(0, 4))  # zero counts too
+    return bins
+
+
+def test_ranked_bins_give_the_quantiles_of_the_merged_bins_bin_for_bin():
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        base, extra = random_bins(rng, int(rng.integers(0, 60))), random_bins(rng, int(rng.integers(0, 15)))
+        merged = dict(base)
+        for k, n in extra.items():
+            merged[k] = merged.get(k, 0) + n
+        qs = (0.0, 0.5, 0.95, 0.99, 1.0, float(rng.random()))
+        ranked = RankedBins(base)
+        assert ranked.quantiles_with(extra, qs) == quantiles_of(merged, qs)
+        assert ranked.quantiles_with(None, qs) == quantiles_of(base, qs)  # and the base alone
+        assert ranked.count == sum(n for n in base.values() if n > 0)
+
+
+def test_ranked_bins_of_nothing_and_a_bad_q():
+    assert RankedBins({}).quantiles_with({}, QS) == [None, None, None]
+    assert RankedBins({"p3": 0}).quantiles_with({"p2": 1}, (0.5,)) == [bin_value("p2")]
+    with pytest.raises(ValueError):
+        RankedBins({"p1": 1}).quantiles_with(None, (1.5,))
