@@ -49,6 +49,15 @@ RESOLUTIONS = (1, 60)
 COARSE = RESOLUTIONS[-1]
 OTHER = "__other__"  # where tag values past the per-bucket limit are counted
 
+# Readers take a second of the current minute as settled OPEN_GRACE_S after it ends: from then on
+# they add it to a merge kept per minute instead of reading it with every request. A writer that
+# writes into a second more than LATE_WRITE_S after its end counts the batch as late (the stats
+# hash's `late` field), and readers that see that count change read the whole current minute
+# again until it has been still for a while. The gap between the two is the margin for a batch's
+# trip to Redis and for the clocks of writer and reader hosts.
+OPEN_GRACE_S = 0.5
+LATE_WRITE_S = 0.2
+
 COUNT_MATCH = "*|#c"  # HSCAN MATCH pattern of every metric's event counter (K_COUNT)
 
 # What a bucket hash entry is: parse_name's `kind`.

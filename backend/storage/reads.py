@@ -13,6 +13,7 @@ import redis
 from cachetools import LRUCache
 
 from backend.core.events import numbered
+from backend.core.layout import OPEN_GRACE_S
 from backend.core.sketch import RankedBins
 from backend.core.state import MetricState, merge_states
 from backend.core.window import (
@@ -38,7 +39,9 @@ HISTORY_PAGE = 100  # history entries (batches) read per round trip
 CLOSED_MINUTES_TTL_S = 5.0  # seconds a merge of a window's closed minutes is reused
 CLOSED_MINUTES_MAX = 32  # closed merges kept (a window has two: its whole minutes, its first seconds)
 CLOSED_SECONDS_MAX = 240  # parsed second buckets kept (a window's first minute needs up to 59)
-OPEN_GRACE_S = 0.25  # seconds the previous second is still read live, as the current one is
+# Seconds the late counters must stay still before the current minute's settled seconds are
+# trusted again: a backlog or an import writes late batches back to back.
+LATE_CALM_S = 1.0
 AGGREGATE_CACHE_MAX = 256  # (window, metric, second) results kept (least recently used go)
 TIMESERIES_CACHE_MAX = 50_000  # closed time-series points kept; cleared wholesale when full
 TIMESERIES_CLOSED_TTL_S = 10.0  # seconds a closed step's point is reused
@@ -124,12 +127,16 @@ class _OpenSeconds:
 
 
 class _Prefix:
-    """The merge of the current minute's settled seconds, [minute, upto)."""
+    """The merge of the current minute's settled seconds, [minute, upto), made while the
+    writers' `late` counters read `late`."""
 
-    __slots__ = ("at", "minute", "stats", "upto")
+    __slots__ = ("at", "late", "minute", "stats", "upto")
 
-    def __init__(self, minute: int, upto: int, at: float, stats: WindowStats) -> None:
-        self.minute, self.upto, self.at, self.stats = minute, upto, at, stats
+    def __init__(self, minute: int, upto: int, at: float, stats: WindowStats, late: tuple) -> None:
+        self.minute, self.upto, self.at, self.stats, self.late = minute, upto, at, stats, late
+
+
+_UNSETTLED = object()  # _minute_prefix: late writes lately; read the current minute whole
 
 
 class _Closed:
@@ -266,6 +273,7 @@ class Reads:
         self._computing: dict[tuple, threading.Event] = {}  # single flights: key -> done
         self._open_seconds = _OpenSeconds()
         self._prefix: _Prefix | None = None  # the current minute's settled seconds, merged
+        self._late: tuple[tuple, float] = ((), 0.0)  # the writers' late counters, and since when (wall)
         # Parsed closed seconds (a window's ragged first minute): second -> (parsed at, stats).
         self._closed_seconds: LRUCache[int, tuple[float, WindowStats]] = LRUCache(CLOSED_SECONDS_MAX)
         # A window's base by its first second (_Base: its closed merges, per-metric states, rows).
@@ -441,13 +449,15 @@ class Reads:
         now = time.time() if now is None else now
         to_s = int(now) + 1  # include the current second
         if len(self.parts) == 1:
-            version = self.redis.hget(self.keys.stats, "received")
+            counters = [self.redis.hmget(self.keys.stats, "received", "late")]
         else:
             pipe = self.redis.pipeline(transaction=False)
             for keys in self.parts:
-                pipe.hget(keys.stats, "received")
-            version = tuple(pipe.execute())
-        key = (window_s, metric, to_s, version)
+                pipe.hmget(keys.stats, "received", "late")
+            counters = pipe.execute()
+        version = tuple(c[0] for c in counters)
+        late = tuple(c[1] for c in counters)
+        key = (window_s, metric, to_s, version, late)
         with self._cache_lock:
             cached = self._aggregate_cache.get(key)
         if cached is not None:
@@ -456,7 +466,7 @@ class Reads:
         # The second before the current one stays open for OPEN_GRACE_S: a batch read just
         # before it closed may still be on its way to Redis.
         open_from = to_s - 1 if now - (to_s - 1) >= OPEN_GRACE_S else to_s - 2
-        base, live = self._window_parts(to_s, window_s, open_from)
+        base, live = self._window_parts(to_s, window_s, open_from, (late, now))
         if base is None:
             body = live.to_aggregate(window_s=window_s, from_s=from_s, to_s=to_s, metric=metric)
         else:
@@ -466,7 +476,9 @@ class Reads:
             self._aggregate_cache[key] = body
         return body
 
-    def _window_parts(self, to_s: int, window_s: int, open_from: int) -> tuple[_Base | None, WindowStats]:
+    def _window_parts(
+        self, to_s: int, window_s: int, open_from: int, late: tuple[tuple, float]
+    ) -> tuple[_Base | None, WindowStats]:
         """The buckets of [to_s - window_s, to_s) as a base that changes at most once a second
         and the live part to add to it, reading as little live data as possible (base None:
         the window lies inside the current minute, and the live part is all of it).
@@ -476,10 +488,13 @@ class Reads:
         every CLOSED_MINUTES_TTL_S (so late events show up within that): as the window slides
         second by second, the hour's merge is reused and only its ragged first minute (up to 59
         second buckets) is merged per second. The current minute's seconds before `open_from`
-        are settled too: each is parsed once as it settles and added to the minute's running
-        merge (refreshed like the closed minutes). Only the open seconds, from `open_from`, are
-        read per request: a query while events arrive costs one or two small hash reads and
-        rows of them added to the base, whatever the window."""
+        are settled: each is parsed once as it settles and added to the minute's running merge,
+        which stays exact while the writers' `late` counters (read at a time: `late`) do not
+        move (core/layout.py). Only
+        the open seconds are read per request, so a query while events arrive costs one or two
+        small hash reads and rows of them added to the base, whatever the window. While late
+        writes come in, the current minute is read whole per request instead, as its one
+        minute bucket (exact, and what every request read before)."""
         from_s = to_s - window_s
         current = (to_s - 1) // 60 * 60  # the minute holding the window's last second
         if from_s >= current:  # a window inside the current minute: its seconds
@@ -494,7 +509,11 @@ class Reads:
         if from_s < first:
             edge = self._closed_part((1, from_s, first), lambda: self._merge_seconds(from_s, first)).stats
         open_from = max(open_from, current)
-        prefix = self._minute_prefix(current, open_from)
+        prefix = self._minute_prefix(current, open_from, late)
+        if prefix is _UNSETTLED:
+            prefix, open_keys = None, tuple(self._bucket_keys(60, current))
+        else:
+            open_keys = tuple(k for sec in range(open_from, to_s) for k in self._bucket_keys(1, sec))
         with self._cache_lock:
             base = self._bases.get(from_s)
             if (
@@ -504,7 +523,6 @@ class Reads:
                 or base.prefix is not prefix
             ):
                 base = self._bases[from_s] = _Base(minutes, edge, prefix)
-        open_keys = tuple(k for sec in range(open_from, to_s) for k in self._bucket_keys(1, sec))
         if len(open_keys) == 1:
             hashes = [self.redis.hgetall(open_keys[0])]
         else:
@@ -514,27 +532,44 @@ class Reads:
             hashes = pipe.execute()
         return base, self._open_seconds.parse(open_keys, hashes)
 
-    def _minute_prefix(self, minute: int, upto: int) -> WindowStats | None:
+    def _minute_prefix(
+        self, minute: int, upto: int, late_at: tuple[tuple, float]
+    ) -> WindowStats | object | None:
         """The merge of the settled seconds [minute, upto) of the current minute (None when
         there are none), kept and extended by each second as it settles: one second's hash
-        parsed and merged a second instead of the whole minute's hash per request. Rebuilt
-        from its seconds after CLOSED_MINUTES_TTL_S, so late events show up within that."""
+        parsed and merged a second instead of the whole minute's hash per request. _UNSETTLED
+        while the `late` counters have moved in the last LATE_CALM_S: a late write may have
+        added to a settled second, so the caller reads the whole minute. Rebuilt from freshly
+        read seconds once they are still, and after CLOSED_MINUTES_TTL_S."""
         if upto <= minute:
             return None
+        late, now = late_at
         clock = time.monotonic()
         with self._cache_lock:
             hit = self._prefix
-        if hit is not None and hit.minute == minute and clock - hit.at < CLOSED_MINUTES_TTL_S:
+            if late != self._late[0]:
+                self._late = (late, now)
+            still_since = self._late[1]
+        if (
+            hit is not None
+            and hit.minute == minute
+            and hit.late == late
+            and clock - hit.at < CLOSED_MINUTES_TTL_S
+        ):
             if hit.upto == upto:
                 return hit.stats
             if hit.upto < upto:
                 stats = hit.stats.copy()  # the previous second's bases may still read the old one
                 merge_states(stats.metrics, self._merge_seconds(hit.upto, upto).metrics)
-                prefix = _Prefix(minute, upto, hit.at, stats)
+                prefix = _Prefix(minute, upto, hit.at, stats, late)
             else:  # a request that started before the last one settled a second
                 return self._merge_seconds(minute, upto)
+        elif now - still_since < LATE_CALM_S:
+            return _UNSETTLED
         else:
-            prefix = _Prefix(minute, upto, clock, self._merge_seconds(minute, upto))
+            # Seconds parsed before the late writes may lack them: read them again.
+            fresh = hit is None or hit.late != late
+            prefix = _Prefix(minute, upto, clock, self._merge_seconds(minute, upto, fresh=fresh), late)
         with self._cache_lock:
             self._prefix = prefix
         return prefix.stats
@@ -543,7 +578,7 @@ class Reads:
         """The merge of the buckets `plan`, (res, start) pairs."""
         return _merge_cooperatively(self._hgetall_many(k for r, st in plan for k in self._bucket_keys(r, st)))
 
-    def _merge_seconds(self, from_s: int, to_s: int) -> WindowStats:
+    def _merge_seconds(self, from_s: int, to_s: int, fresh: bool = False) -> WindowStats:
         """The merge of the closed seconds [from_s, to_s), each second's hash parsed once and
         kept for CLOSED_MINUTES_TTL_S: a window's ragged first minute loses a second every
         second, and parsing its up to 59 second hashes again each time cost 20-80 ms a second
@@ -551,7 +586,7 @@ class Reads:
         clock = time.monotonic()
         parsed: dict[int, WindowStats] = {}
         with self._cache_lock:
-            for sec in range(from_s, to_s):
+            for sec in range(from_s, to_s) if not fresh else ():
                 hit = self._closed_seconds.get(sec)
                 if hit is not None and clock - hit[0] < CLOSED_MINUTES_TTL_S:
                     parsed[sec] = hit[1]

@@ -27,6 +27,8 @@ from backend.core.aggregate import BucketDelta
 #   [20] seq stride P and [21] partition k (INGEST_PARTITIONS): the counter counts this
 #        partition's events; event n of it has seq n * P + k, unique over all partitions, and the
 #        fan-out header is `<first>,<P>` when P > 1
+#   [22] '1': the batch writes into a second that ended more than LATE_WRITE_S ago (core/layout):
+#        the stats hash's `late` counter goes up, so readers stop trusting settled seconds
 #   pieces: ONE msgpack array of the offsets (in the batch, ascending) of the events the lists
 #     need; piece p is line want[p] of [18], numbered
 #   metric lists: ONE msgpack array of (#pieces of this list, piece index ...) per list, KEYS order
@@ -57,7 +59,7 @@ first = first * stride + tonumber(ARGV[21])
 local npieces, nlists, ndead = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local nreasons, nacks, nbuckets = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local nnew = tonumber(ARGV[15])
-local i = 22
+local i = 23
 local pieces = {}
 if npieces > 0 then
   -- The wanted events (offsets, ascending) are lines of the batch's JSON: an event's JSON never
@@ -117,6 +119,7 @@ end
 if rejected > 0 then redis.call('HINCRBY', KEYS[3], 'rejected', rejected) end
 redis.call('HINCRBY', KEYS[3], 'received', ARGV[6])
 redis.call('HINCRBY', KEYS[3], 'accepted', nevents)
+if ARGV[22] == '1' then redis.call('HINCRBY', KEYS[3], 'late', 1) end
 for c = 0, nacks - 1, 1000 do
   redis.call('XACK', KEYS[6], ARGV[7], unpack(ARGV, i + c, i + math.min(c + 999, nacks - 1)))
 end

@@ -20,6 +20,7 @@ import redis
 
 from backend.core.aggregate import RESOLUTIONS, BucketDelta
 from backend.core.events import numbered
+from backend.core.layout import LATE_WRITE_S
 from backend.storage.client import PoolExhausted, connect, node_client
 from backend.storage.keys import Keys, Partitioning
 from backend.storage.leases import Leases
@@ -59,6 +60,7 @@ class Store(Reads, Leases):
         self.partition = partition  # whose keys `keys` are: events are numbered n * partitions + partition
         self.partitions = partitions
         self.parts = parts or [keys]  # every partition's keys: what readers merge
+        self.clock = time.time  # the writer's wall clock: seqs, TTLs and late batches go by it
         self._write = client.register_script(WRITE_BATCH_LUA)
         self._init_reads()
         self._init_leases()
@@ -234,10 +236,11 @@ class Store(Reads, Leases):
             bucket_keys += tag_keys
             ttls += tag_ttls
             ops += tag_ops
+        now = self.clock()
         header = [
             fence[1] if fence is not None else "",
             n,
-            int(time.time() * 1_000_000) // self.partitions,  # seqs stay near the clock in µs
+            int(now * 1_000_000) // self.partitions,  # seqs stay near the clock in µs
             self.recent_max,
             self.dead_letter_max,
             received,
@@ -256,6 +259,7 @@ class Store(Reads, Leases):
             "1" if self.history_s else "",
             self.partitions,
             self.partition,
+            "1" if _writes_late(deltas, now) else "",
         ]
         keys = [
             self.keys.recent,
@@ -275,6 +279,13 @@ class Store(Reads, Leases):
         """Drop history entries (batches) that start below `min_seq`; the worker calls it once a
         second with the first seq it wrote HISTORY_S ago."""
         self.redis.xtrim(self.keys.history, minid=f"{min_seq}-0", approximate=True)
+
+
+def _writes_late(deltas: Mapping[tuple[int, int], object], now: float) -> bool:
+    """Whether a batch adds to a second that ended more than LATE_WRITE_S ago (readers may
+    have settled it: core/layout.py)."""
+    settled_before = now - 1 - LATE_WRITE_S
+    return any(res == 1 and start < settled_before for res, start in deltas)
 
 
 __all__ = ["RESOLUTIONS", "LeaseLost", "PoolExhausted", "Store", "connect"]

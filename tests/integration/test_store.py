@@ -11,6 +11,7 @@ import pytest
 
 from backend.core.aggregate import BatchAccumulator
 from backend.core.events import validate
+from backend.core.layout import LATE_WRITE_S
 from backend.core.window import WindowStats, plan_window
 from backend.storage import reads
 from backend.storage.keys import Keys
@@ -229,44 +230,57 @@ def test_long_window_merges_cached_closed_minutes_exactly(store):
     same(store.aggregate(1800, now=now), brute(store, 1800, now))
 
 
-def test_the_current_minutes_settled_seconds_are_merged_as_they_settle(store, monkeypatch):
+def test_the_current_minutes_settled_seconds_are_merged_as_they_settle(store):
     """Per request only the open seconds are read; the current minute's earlier seconds are
-    merged once, the running merge grows by each second as it settles, and a late event in a
-    settled second shows up once the merge is refreshed (CLOSED_MINUTES_TTL_S)."""
+    merged once, and the running merge grows by each second as it settles. A late write (into
+    a second that may have settled) sends readers back to the whole minute's hash until the
+    writers are still for LATE_CALM_S, then the merge is rebuilt from freshly read seconds.
+    Writer and reader share a simulated clock (`store.clock`, `now`)."""
     minute = int(time.time()) // 60 * 60 - 120  # a whole minute of the recent past, as "now"
-    at = minute + 30.5  # half a second into second 30: second 29 has settled
+
+    def write_at(events: list[dict], at: float) -> None:
+        store.clock = lambda: at
+        write(store, events, at)
+
+    def read_at(at: float) -> dict:
+        got = store.aggregate(300, now=at)
+        same(got, brute(store, 300, at))
+        return got
+
     history = [{"metric": "a", "value": {"ms": 3.0 + i}, "ts": minute - 200 + i} for i in range(150)]
     current = [
         {
             "metric": "a" if i % 3 else "b",
             "value": {"ms": 1.0 + i % 40},
-            "ts": minute + i % 31,
+            "ts": minute + i % 30,
             "status": "ok",
         }
-        for i in range(310)
+        for i in range(300)
     ]
-    write(store, history + current, at)
-    same(store.aggregate(300, now=at), brute(store, 300, at))
-    first = store._prefix
+    write_at(history + current, minute + 29.5)  # late: most of it is for seconds long gone
+    read_at(minute + 29.6)
+    assert store._prefix is None  # the minute was read whole: the late write is too recent
+    read_at(minute + 29.6 + reads.LATE_CALM_S)
+    first = store._prefix  # still for LATE_CALM_S: the settled seconds are merged now
     assert (first.minute, first.upto) == (minute, minute + 30)
 
     # A second later second 30 has settled: the merge grows by it and is not rebuilt.
-    write(store, [{"metric": "b", "value": {"ms": 77.0}, "ts": minute + 31}], at + 1)
-    same(store.aggregate(300, now=at + 1), brute(store, 300, at + 1))
+    write_at([{"metric": "b", "value": {"ms": 77.0}, "ts": minute + 31}], minute + 31.6)
+    read_at(minute + 31.6)
     assert store._prefix.upto == minute + 31 and store._prefix.at == first.at
 
     # Within OPEN_GRACE_S of a new second the one before is still read live: an event for it
-    # written just after it closed counts at once.
-    just_after = minute + 32 + reads.OPEN_GRACE_S / 2
-    store.aggregate(300, now=just_after)
-    write(store, [{"metric": "a", "value": {"ms": 500.0}, "ts": minute + 31}], just_after)
-    got = store.aggregate(300, now=just_after)
-    same(got, brute(store, 300, just_after))
-    assert got["metrics"]["a"]["fields"]["ms"]["max"] == 500.0
+    # written just after it closed (not late yet) counts at once.
+    just_after = minute + 32 + LATE_WRITE_S / 2
+    read_at(just_after)
+    write_at([{"metric": "a", "value": {"ms": 500.0}, "ts": minute + 31}], just_after)
+    assert read_at(just_after)["metrics"]["a"]["fields"]["ms"]["max"] == 500.0
+    assert store._prefix.upto == minute + 31
 
-    # A late event in a settled second: counted once the merge is refreshed.
-    write(store, [{"metric": "b", "value": {"ms": 1e6}, "ts": minute + 5}], just_after)
-    monkeypatch.setattr(reads, "CLOSED_MINUTES_TTL_S", 0.0)
-    got = store.aggregate(300, now=just_after)
-    same(got, brute(store, 300, just_after))
-    assert got["metrics"]["b"]["fields"]["ms"]["max"] == 1e6
+    # A late event in a settled second counts at once (the minute is read whole again), and
+    # is in the merge rebuilt when the writers have been still for LATE_CALM_S.
+    write_at([{"metric": "b", "value": {"ms": 1e6}, "ts": minute + 5}], just_after)
+    assert read_at(just_after)["metrics"]["b"]["fields"]["ms"]["max"] == 1e6
+    later = just_after + reads.LATE_CALM_S + 0.5
+    assert read_at(later)["metrics"]["b"]["fields"]["ms"]["max"] == 1e6
+    assert store._prefix.upto == int(later) and store._prefix.at > first.at  # rebuilt, not extended
