@@ -4,6 +4,7 @@ time series merged from the bucket hashes with as little live data read as possi
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,8 @@ from backend.core.window import (
 )
 from backend.storage.keys import Keys
 from backend.web.offload import pause
+
+log = logging.getLogger(__name__)
 
 READ_CHUNK = 16  # most bucket hashes per round trip of a window read
 READ_FIELDS = 20_000  # hash fields per round trip a window read aims at (wide hashes: fewer keys)
@@ -143,12 +146,18 @@ class _Closed:
     """The merge of a window's closed minutes, and the aggregate rows rendered from it so far
     (each metric's once, when a request first needs it without live data to add)."""
 
-    __slots__ = ("at", "rows", "stats")
+    __slots__ = ("at", "exact", "rows", "stats")
 
-    def __init__(self, at: float, stats: WindowStats) -> None:
+    def __init__(self, at: float, stats: WindowStats, exact: tuple | None = None) -> None:
         self.at = at
         self.stats = stats
+        # The writers' late counters when it was read, if every second of it had settled by
+        # then: it stays exact while they do not move (None: it is only good for the TTL).
+        self.exact = exact
         self.rows: dict[tuple[str, int], dict] = {}
+
+    def fresh(self, clock: float, late: tuple) -> bool:
+        return (self.exact is not None and self.exact == late) or clock - self.at < CLOSED_MINUTES_TTL_S
 
     def row(self, name: str, window_s: int) -> dict:
         key = (name, window_s)
@@ -466,50 +475,68 @@ class Reads:
         # The second before the current one stays open for OPEN_GRACE_S: a batch read just
         # before it closed may still be on its way to Redis.
         open_from = to_s - 1 if now - (to_s - 1) >= OPEN_GRACE_S else to_s - 2
-        base, live = self._window_parts(to_s, window_s, open_from, (late, now))
+        base, live, current = self._window_parts(to_s, window_s, open_from, (late, now))
         if base is None:
             body = live.to_aggregate(window_s=window_s, from_s=from_s, to_s=to_s, metric=metric)
         else:
             rows = _aggregate_rows(base, live, window_s, metric)
             body = aggregate_json(rows, window_s=window_s, from_s=from_s, to_s=to_s)
-        with self._cache_lock:
-            self._aggregate_cache[key] = body
+        if current:  # not a previous merge served while it is refreshed: shareable until a write
+            with self._cache_lock:
+                self._aggregate_cache[key] = body
         return body
 
     def _window_parts(
-        self, to_s: int, window_s: int, open_from: int, late: tuple[tuple, float]
-    ) -> tuple[_Base | None, WindowStats]:
+        self, to_s: int, window_s: int, open_from: int, late_at: tuple[tuple, float]
+    ) -> tuple[_Base | None, WindowStats, bool]:
         """The buckets of [to_s - window_s, to_s) as a base that changes at most once a second
         and the live part to add to it, reading as little live data as possible (base None:
-        the window lies inside the current minute, and the live part is all of it).
+        the window lies inside the current minute, and the live part is all of it), and
+        whether the closed parts are current (False: one is served while it is refreshed).
 
-        Everything before the current minute is closed (it changes only through late events).
-        Its whole minutes are merged once per minute of the clock and the merge is refreshed
-        every CLOSED_MINUTES_TTL_S (so late events show up within that): as the window slides
-        second by second, the hour's merge is reused and only its ragged first minute (up to 59
-        second buckets) is merged per second. The current minute's seconds before `open_from`
-        are settled: each is parsed once as it settles and added to the minute's running merge,
-        which stays exact while the writers' `late` counters (read at a time: `late`) do not
-        move (core/layout.py). Only
-        the open seconds are read per request, so a query while events arrive costs one or two
-        small hash reads and rows of them added to the base, whatever the window. While late
-        writes come in, the current minute is read whole per request instead, as its one
-        minute bucket (exact, and what every request read before)."""
+        Everything before the current minute is closed (it changes only through late writes,
+        which the writers count: `late_at`, the counters and when they were read; core/layout.py).
+        Its whole minutes are merged once per minute of the clock and the merge is kept while
+        the counters do not move; when they do, it is refreshed aside at most every
+        CLOSED_MINUTES_TTL_S (so late events show up within that) while the previous merge is
+        served. As the window slides second by second, the hour's merge is reused and only its
+        ragged first minute (up to 59 second buckets, each parsed once) is merged per second.
+        The current minute's seconds before `open_from` are settled: each is parsed once as it
+        settles and added to the minute's running merge, which stays exact while the counters
+        do not move. Only the open seconds are read per request, so a query while events
+        arrive costs one or two small hash reads and rows of them added to the base, whatever
+        the window. While late writes come in, the current minute is read whole per request
+        instead, as its one minute bucket (exact, and what every request read before)."""
         from_s = to_s - window_s
         current = (to_s - 1) // 60 * 60  # the minute holding the window's last second
         if from_s >= current:  # a window inside the current minute: its seconds
-            return None, _merge_cooperatively(
-                self._hgetall_many(k for sec in range(from_s, to_s) for k in self._bucket_keys(1, sec))
+            return (
+                None,
+                _merge_cooperatively(
+                    self._hgetall_many(k for sec in range(from_s, to_s) for k in self._bucket_keys(1, sec))
+                ),
+                True,
             )
         first = -(-from_s // 60) * 60  # the first whole minute
         minutes = self._closed_part(
-            (60, first, current), lambda: self._merge_plan([(60, m) for m in range(first, current, 60)])
+            (60, first, current),
+            lambda: self._merge_plan([(60, m) for m in range(first, current, 60)]),
+            late_at,
+            current,
         )
         edge = None
+        parts = [minutes]
         if from_s < first:
-            edge = self._closed_part((1, from_s, first), lambda: self._merge_seconds(from_s, first)).stats
+            parts.append(
+                self._closed_part(
+                    (1, from_s, first), lambda: self._merge_seconds(from_s, first, late_at), late_at, first
+                )
+            )
+            edge = parts[-1].stats
+        clock = time.monotonic()
+        current_parts = all(part.fresh(clock, late_at[0]) for part in parts)  # none served stale
         open_from = max(open_from, current)
-        prefix = self._minute_prefix(current, open_from, late)
+        prefix = self._minute_prefix(current, open_from, late_at)
         if prefix is _UNSETTLED:
             prefix, open_keys = None, tuple(self._bucket_keys(60, current))
         else:
@@ -530,7 +557,7 @@ class Reads:
             for key in open_keys:
                 pipe.hgetall(key)
             hashes = pipe.execute()
-        return base, self._open_seconds.parse(open_keys, hashes)
+        return base, self._open_seconds.parse(open_keys, hashes), current_parts
 
     def _minute_prefix(
         self, minute: int, upto: int, late_at: tuple[tuple, float]
@@ -539,8 +566,12 @@ class Reads:
         there are none), kept and extended by each second as it settles: one second's hash
         parsed and merged a second instead of the whole minute's hash per request. _UNSETTLED
         while the `late` counters have moved in the last LATE_CALM_S: a late write may have
-        added to a settled second, so the caller reads the whole minute. Rebuilt from freshly
-        read seconds once they are still, and after CLOSED_MINUTES_TTL_S."""
+        added to a settled second, so the caller reads the whole minute. Rebuilt from seconds
+        read since the counters last moved once they are still.
+
+        (A writer whose clock is more than the margin between LATE_WRITE_S and OPEN_GRACE_S
+        behind the reader's can add to a settled second unseen: the minute then shows it once
+        it has closed and is read as a whole.)"""
         if upto <= minute:
             return None
         late, now = late_at
@@ -550,26 +581,21 @@ class Reads:
             if late != self._late[0]:
                 self._late = (late, now)
             still_since = self._late[1]
-        if (
-            hit is not None
-            and hit.minute == minute
-            and hit.late == late
-            and clock - hit.at < CLOSED_MINUTES_TTL_S
-        ):
+        if hit is not None and hit.minute == minute and hit.late == late:
             if hit.upto == upto:
                 return hit.stats
             if hit.upto < upto:
                 stats = hit.stats.copy()  # the previous second's bases may still read the old one
-                merge_states(stats.metrics, self._merge_seconds(hit.upto, upto).metrics)
+                merge_states(stats.metrics, self._merge_seconds(hit.upto, upto, late_at, exact=True).metrics)
                 prefix = _Prefix(minute, upto, hit.at, stats, late)
             else:  # a request that started before the last one settled a second
-                return self._merge_seconds(minute, upto)
+                return self._merge_seconds(minute, upto, late_at, exact=True)
         elif now - still_since < LATE_CALM_S:
             return _UNSETTLED
         else:
-            # Seconds parsed before the late writes may lack them: read them again.
-            fresh = hit is None or hit.late != late
-            prefix = _Prefix(minute, upto, clock, self._merge_seconds(minute, upto, fresh=fresh), late)
+            prefix = _Prefix(
+                minute, upto, clock, self._merge_seconds(minute, upto, late_at, exact=True), late
+            )
         with self._cache_lock:
             self._prefix = prefix
         return prefix.stats
@@ -578,17 +604,24 @@ class Reads:
         """The merge of the buckets `plan`, (res, start) pairs."""
         return _merge_cooperatively(self._hgetall_many(k for r, st in plan for k in self._bucket_keys(r, st)))
 
-    def _merge_seconds(self, from_s: int, to_s: int, fresh: bool = False) -> WindowStats:
+    def _merge_seconds(
+        self, from_s: int, to_s: int, late_at: tuple[tuple, float], exact: bool = False
+    ) -> WindowStats:
         """The merge of the closed seconds [from_s, to_s), each second's hash parsed once and
-        kept for CLOSED_MINUTES_TTL_S: a window's ragged first minute loses a second every
-        second, and parsing its up to 59 second hashes again each time cost 20-80 ms a second
-        at 1,000 events/s; adding up parsed states costs a fraction of that."""
+        kept (a window's ragged first minute loses a second every second, and parsing its up to
+        59 second hashes again each time cost 20-80 ms a second at 1,000 events/s; adding up
+        parsed states costs a fraction of that). A parsed second is reused while the writers'
+        late counters (`late_at`: the counters, read at that wall time) have not moved since it
+        settled and was read, and, unless `exact`, for CLOSED_MINUTES_TTL_S in any case."""
+        late, now = late_at
         clock = time.monotonic()
         parsed: dict[int, WindowStats] = {}
         with self._cache_lock:
-            for sec in range(from_s, to_s) if not fresh else ():
+            for sec in range(from_s, to_s):
                 hit = self._closed_seconds.get(sec)
-                if hit is not None and clock - hit[0] < CLOSED_MINUTES_TTL_S:
+                if hit is not None and (
+                    hit[2] == late or (not exact and clock - hit[0] < CLOSED_MINUTES_TTL_S)
+                ):
                     parsed[sec] = hit[1]
         missing = [sec for sec in range(from_s, to_s) if sec not in parsed]
         if missing:
@@ -596,8 +629,9 @@ class Reads:
             read = self._hgetall_many(k for sec in missing for k in self._bucket_keys(1, sec))
             for i, sec in enumerate(missing):
                 stats = parsed[sec] = _merge_cooperatively(read[i * n : (i + 1) * n])
+                settled = now >= sec + 1 + OPEN_GRACE_S
                 with self._cache_lock:
-                    self._closed_seconds[sec] = (clock, stats)
+                    self._closed_seconds[sec] = (clock, stats, late if settled else None)
         out = WindowStats()
         for i, sec in enumerate(range(from_s, to_s)):
             if i:
@@ -605,29 +639,58 @@ class Reads:
             merge_states(out.metrics, parsed[sec].metrics)
         return out
 
-    def _closed_part(self, key: tuple, build: Callable[[], WindowStats]) -> _Closed:
-        """The merge `build` makes, cached under `key` and refreshed after
-        CLOSED_MINUTES_TTL_S. Single flight: while one request merges it, the others wait for
-        that merge (or keep serving the one it refreshes) rather than merge a wide hour each."""
+    def _closed_part(
+        self, key: tuple, build: Callable[[], WindowStats], late_at: tuple[tuple, float], end: int
+    ) -> _Closed:
+        """The merge `build` makes of seconds before `end`, cached under `key`. Kept while the
+        writers' late counters do not move (if every second of it had settled when it was
+        read), and otherwise for CLOSED_MINUTES_TTL_S; then it is refreshed aside, in its own
+        task, while it is still served: a wide hour merged again every few seconds held one
+        request in several hundred for 150-250 ms. Single flight: while one request or task
+        merges it, the others wait for that merge (or keep serving the one it refreshes)."""
+        late, now = late_at
+        exact = late if now >= end + OPEN_GRACE_S else None
         clock = time.monotonic()
         with self._cache_lock:
             hit = self._closed_minutes.get(key)
-        if hit is not None and clock - hit.at < CLOSED_MINUTES_TTL_S:
+        if hit is not None and hit.fresh(clock, late):
             return hit
         busy = self._computing.get(key)
+        if hit is not None:
+            if busy is None:
+                self._refresh_aside(key, build, exact)
+            return hit
         if busy is not None:
-            if hit is None:
-                busy.wait()
-                with self._cache_lock:
-                    hit = self._closed_minutes.get(key)
+            busy.wait()
+            with self._cache_lock:
+                hit = self._closed_minutes.get(key)
         else:
             with self._flight(key):
-                hit = _Closed(clock, build())
+                hit = _Closed(clock, build(), exact)
                 with self._cache_lock:
                     self._closed_minutes[key] = hit
         if hit is None:  # the read we waited for failed; its caller reports why
             raise redis.ConnectionError("a concurrent read of this window failed; retry")
         return hit
+
+    def _refresh_aside(self, key: tuple, build: Callable[[], WindowStats], exact: tuple | None) -> None:
+        """Merge `key` again in a task of its own (a green thread under eventlet and gevent,
+        which patch threading), marked as in flight until it is stored."""
+        done = self._computing[key] = threading.Event()
+
+        def refresh() -> None:
+            try:
+                fresh = _Closed(time.monotonic(), build(), exact)
+                with self._cache_lock:
+                    self._closed_minutes[key] = fresh
+            except redis.RedisError:
+                log.warning("refreshing a closed part of a window failed; its previous merge is served")
+            finally:
+                if self._computing.get(key) is done:
+                    del self._computing[key]
+                done.set()
+
+        threading.Thread(target=refresh, name="pulseboard-refresh", daemon=True).start()
 
     @contextlib.contextmanager
     def _flight(self, key: tuple) -> Iterator[None]:

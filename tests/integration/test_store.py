@@ -284,3 +284,35 @@ def test_the_current_minutes_settled_seconds_are_merged_as_they_settle(store):
     later = just_after + reads.LATE_CALM_S + 0.5
     assert read_at(later)["metrics"]["b"]["fields"]["ms"]["max"] == 1e6
     assert store._prefix.upto == int(later) and store._prefix.at > first.at  # rebuilt, not extended
+
+
+def test_closed_minutes_are_kept_while_nothing_is_late_and_refreshed_aside_when_something_is(
+    store, monkeypatch
+):
+    """A window's closed minutes are merged once and kept, past CLOSED_MINUTES_TTL_S, while
+    the writers write nothing late; a late write makes the next read serve the previous merge
+    while a task merges them again, and the reads after it see the late event."""
+    minute = int(time.time()) // 60 * 60 - 120
+    at = minute + 30.5
+    store.clock = lambda: at
+    write(
+        store, [{"metric": "a", "value": {"ms": 1.0 + i}, "ts": minute - 500 + i * 3} for i in range(150)], at
+    )
+    key = (60, minute - 540, minute)
+    first = store.aggregate(600, now=at)
+    same(first, brute(store, 600, at))
+    merged = store._closed_minutes[key]
+    monkeypatch.setattr(reads, "CLOSED_MINUTES_TTL_S", 0.0)  # any merge is past its TTL now
+    store.aggregate(600, now=at + 0.1)
+    assert store._closed_minutes[key] is merged and not store._computing  # nothing late: kept
+
+    write(store, [{"metric": "a", "value": {"ms": 1e6}, "ts": minute - 120}], at)  # late, in a closed minute
+    stale = store.aggregate(600, now=at + 0.2)
+    assert stale["metrics"]["a"]["fields"]["ms"]["max"] < 1e6  # the previous merge, served at once
+    refreshing = store._computing.get(key)
+    if refreshing is not None:
+        assert refreshing.wait(10)
+    assert store._closed_minutes[key] is not merged
+    got = store.aggregate(600, now=at + 0.3)
+    same(got, brute(store, 600, at + 0.3))
+    assert got["metrics"]["a"]["fields"]["ms"]["max"] == 1e6
