@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -282,9 +283,11 @@ class Reads:
         self._computing: dict[tuple, threading.Event] = {}  # single flights: key -> done
         self._open_seconds = _OpenSeconds()
         self._prefix: _Prefix | None = None  # the current minute's settled seconds, merged
-        self._late: tuple[tuple, float] = ((), 0.0)  # the writers' late counters, and since when (wall)
-        # Parsed closed seconds (a window's ragged first minute): second -> (parsed at, stats).
-        self._closed_seconds: LRUCache[int, tuple[float, WindowStats]] = LRUCache(CLOSED_SECONDS_MAX)
+        # The writers' late counters as last seen (None: not yet), and since when (wall clock).
+        self._late: tuple[tuple | None, float] = (None, -math.inf)
+        # Parsed settled seconds (a window's ragged first minute, the current minute's running
+        # merge): second -> (stats, the late counters when read; None if not settled then).
+        self._closed_seconds: LRUCache[int, tuple[WindowStats, tuple | None]] = LRUCache(CLOSED_SECONDS_MAX)
         # A window's base by its first second (_Base: its closed merges, per-metric states, rows).
         self._bases: LRUCache[int, _Base] = LRUCache(CLOSED_MINUTES_MAX)
 
@@ -529,7 +532,12 @@ class Reads:
         if from_s < first:
             parts.append(
                 self._closed_part(
-                    (1, from_s, first), lambda: self._merge_seconds(from_s, first, late_at), late_at, first
+                    (1, from_s, first),
+                    # exact: a merge kept while the counters are still must not hold a second
+                    # parsed before they last moved
+                    lambda: self._merge_seconds(from_s, first, late_at),
+                    late_at,
+                    first,
                 )
             )
             edge = parts[-1].stats
@@ -579,23 +587,23 @@ class Reads:
         with self._cache_lock:
             hit = self._prefix
             if late != self._late[0]:
-                self._late = (late, now)
+                # Since when they are still; the first ones seen are trusted at once (what
+                # is in Redis now is read now).
+                self._late = (late, now if self._late[0] is not None else -math.inf)
             still_since = self._late[1]
         if hit is not None and hit.minute == minute and hit.late == late:
             if hit.upto == upto:
                 return hit.stats
             if hit.upto < upto:
                 stats = hit.stats.copy()  # the previous second's bases may still read the old one
-                merge_states(stats.metrics, self._merge_seconds(hit.upto, upto, late_at, exact=True).metrics)
+                merge_states(stats.metrics, self._merge_seconds(hit.upto, upto, late_at).metrics)
                 prefix = _Prefix(minute, upto, hit.at, stats, late)
             else:  # a request that started before the last one settled a second
-                return self._merge_seconds(minute, upto, late_at, exact=True)
+                return self._merge_seconds(minute, upto, late_at)
         elif now - still_since < LATE_CALM_S:
             return _UNSETTLED
         else:
-            prefix = _Prefix(
-                minute, upto, clock, self._merge_seconds(minute, upto, late_at, exact=True), late
-            )
+            prefix = _Prefix(minute, upto, clock, self._merge_seconds(minute, upto, late_at), late)
         with self._cache_lock:
             self._prefix = prefix
         return prefix.stats
@@ -604,25 +612,20 @@ class Reads:
         """The merge of the buckets `plan`, (res, start) pairs."""
         return _merge_cooperatively(self._hgetall_many(k for r, st in plan for k in self._bucket_keys(r, st)))
 
-    def _merge_seconds(
-        self, from_s: int, to_s: int, late_at: tuple[tuple, float], exact: bool = False
-    ) -> WindowStats:
-        """The merge of the closed seconds [from_s, to_s), each second's hash parsed once and
+    def _merge_seconds(self, from_s: int, to_s: int, late_at: tuple[tuple, float]) -> WindowStats:
+        """The merge of the settled seconds [from_s, to_s), each second's hash parsed once and
         kept (a window's ragged first minute loses a second every second, and parsing its up to
         59 second hashes again each time cost 20-80 ms a second at 1,000 events/s; adding up
         parsed states costs a fraction of that). A parsed second is reused while the writers'
         late counters (`late_at`: the counters, read at that wall time) have not moved since it
-        settled and was read, and, unless `exact`, for CLOSED_MINUTES_TTL_S in any case."""
+        settled and was read: a merge kept for as long must not hold one parsed before."""
         late, now = late_at
-        clock = time.monotonic()
         parsed: dict[int, WindowStats] = {}
         with self._cache_lock:
             for sec in range(from_s, to_s):
                 hit = self._closed_seconds.get(sec)
-                if hit is not None and (
-                    hit[2] == late or (not exact and clock - hit[0] < CLOSED_MINUTES_TTL_S)
-                ):
-                    parsed[sec] = hit[1]
+                if hit is not None and hit[1] == late:
+                    parsed[sec] = hit[0]
         missing = [sec for sec in range(from_s, to_s) if sec not in parsed]
         if missing:
             n = len(self.parts)
@@ -631,7 +634,7 @@ class Reads:
                 stats = parsed[sec] = _merge_cooperatively(read[i * n : (i + 1) * n])
                 settled = now >= sec + 1 + OPEN_GRACE_S
                 with self._cache_lock:
-                    self._closed_seconds[sec] = (clock, stats, late if settled else None)
+                    self._closed_seconds[sec] = (stats, late if settled else None)
         out = WindowStats()
         for i, sec in enumerate(range(from_s, to_s)):
             if i:

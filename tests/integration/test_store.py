@@ -257,9 +257,14 @@ def test_the_current_minutes_settled_seconds_are_merged_as_they_settle(store):
         }
         for i in range(300)
     ]
+    # The counters as first seen are trusted at once. (A shorter window: the closed minutes of
+    # this one would be kept for CLOSED_MINUTES_TTL_S without what is written next.)
+    store.aggregate(120, now=minute + 29.4)
+    before = store._prefix
+    assert before is not None
     write_at(history + current, minute + 29.5)  # late: most of it is for seconds long gone
     read_at(minute + 29.6)
-    assert store._prefix is None  # the minute was read whole: the late write is too recent
+    assert store._prefix is before  # neither used nor rebuilt: the minute was read whole
     read_at(minute + 29.6 + reads.LATE_CALM_S)
     first = store._prefix  # still for LATE_CALM_S: the settled seconds are merged now
     assert (first.minute, first.upto) == (minute, minute + 30)
@@ -315,4 +320,19 @@ def test_closed_minutes_are_kept_while_nothing_is_late_and_refreshed_aside_when_
     assert store._closed_minutes[key] is not merged
     got = store.aggregate(600, now=at + 0.3)
     same(got, brute(store, 600, at + 0.3))
+    assert got["metrics"]["a"]["fields"]["ms"]["max"] == 1e6
+
+
+def test_a_late_write_into_a_windows_first_seconds_is_read_again_not_taken_from_the_cache(store, monkeypatch):
+    """Parsed seconds are reused only while the late counters are as they were when each was
+    read: the next first-minute merge after a late write reads the seconds again."""
+    minute = int(time.time()) // 60 * 60 - 120
+    at = minute + 30.5
+    store.clock = lambda: at
+    write(store, [{"metric": "a", "value": {"ms": 1.0 + i}, "ts": minute - 100 + i} for i in range(60)], at)
+    store.aggregate(120, now=at)  # the first ragged minute's seconds parsed and kept
+    write(store, [{"metric": "a", "value": {"ms": 1e6}, "ts": minute - 70}], at)  # late, into one of them
+    monkeypatch.setattr(reads, "CLOSED_MINUTES_TTL_S", 0.0)
+    got = store.aggregate(120, now=at + 1)  # the window slid: its first minute is merged again
+    same(got, brute(store, 120, at + 1))
     assert got["metrics"]["a"]["fields"]["ms"]["max"] == 1e6
