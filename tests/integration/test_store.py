@@ -336,3 +336,17 @@ def test_a_late_write_into_a_windows_first_seconds_is_read_again_not_taken_from_
     got = store.aggregate(120, now=at + 1)  # the window slid: its first minute is merged again
     same(got, brute(store, 120, at + 1))
     assert got["metrics"]["a"]["fields"]["ms"]["max"] == 1e6
+
+
+def test_a_batch_counts_as_late_only_when_it_adds_to_a_second_ended_more_than_late_write_s_ago(store):
+    second = int(time.time())
+
+    def write_at(ts: float, at: float) -> int:
+        store.clock = lambda: at
+        write(store, [{"metric": "m", "ts": ts}], at)
+        return store.stats().get("late", 0)
+
+    assert write_at(second + 0.9, second + 0.95) == 0  # its own second
+    assert write_at(second + 0.9, second + 1 + LATE_WRITE_S / 2) == 0  # just after it ended
+    assert write_at(second + 0.9, second + 1 + LATE_WRITE_S * 2) == 1  # late
+    assert write_at(second - 3000, second + 1) == 2  # a backfill
