@@ -134,10 +134,10 @@ class _Prefix:
     """The merge of the current minute's settled seconds, [minute, upto), made while the
     writers' `late` counters read `late`."""
 
-    __slots__ = ("at", "late", "minute", "stats", "upto")
+    __slots__ = ("late", "minute", "stats", "upto")
 
-    def __init__(self, minute: int, upto: int, at: float, stats: WindowStats, late: tuple) -> None:
-        self.minute, self.upto, self.at, self.stats, self.late = minute, upto, at, stats, late
+    def __init__(self, minute: int, upto: int, stats: WindowStats, late: tuple) -> None:
+        self.minute, self.upto, self.stats, self.late = minute, upto, stats, late
 
 
 _UNSETTLED = object()  # _minute_prefix: late writes lately; read the current minute whole
@@ -583,7 +583,6 @@ class Reads:
         if upto <= minute:
             return None
         late, now = late_at
-        clock = time.monotonic()
         with self._cache_lock:
             hit = self._prefix
             if late != self._late[0]:
@@ -597,13 +596,13 @@ class Reads:
             if hit.upto < upto:
                 stats = hit.stats.copy()  # the previous second's bases may still read the old one
                 merge_states(stats.metrics, self._merge_seconds(hit.upto, upto, late_at).metrics)
-                prefix = _Prefix(minute, upto, hit.at, stats, late)
+                prefix = _Prefix(minute, upto, stats, late)
             else:  # a request that started before the last one settled a second
                 return self._merge_seconds(minute, upto, late_at)
         elif now - still_since < LATE_CALM_S:
             return _UNSETTLED
         else:
-            prefix = _Prefix(minute, upto, clock, self._merge_seconds(minute, upto, late_at), late)
+            prefix = _Prefix(minute, upto, self._merge_seconds(minute, upto, late_at), late)
         with self._cache_lock:
             self._prefix = prefix
         return prefix.stats

@@ -4,7 +4,6 @@ or nothing, whatever happens to the worker that sent it."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from itertools import chain
 
@@ -202,13 +201,12 @@ return 0
 """
 
 
-def encode_deltas(deltas: Mapping[tuple[int, int], BucketDelta], key_of, retention_s: int):
-    """Bucket key names, their TTLs and the write script's ops for `deltas` (the layout above);
-    `key_of(resolution, start)` names each hash."""
+def encode_deltas(deltas: Mapping[tuple[int, int], BucketDelta], key_of, retention_s: int, now: float):
+    """Bucket key names, their TTLs (from `now`, unix seconds) and the write script's ops for
+    `deltas` (the layout above); `key_of(resolution, start)` names each hash."""
     key_names: list[str] = []
     ttls: list[int] = []
     ops: list = []
-    now = time.time()
     for (res, start), delta in deltas.items():
         key_names.append(key_of(res, start))
         # A bucket lives for the retention after its interval ends.

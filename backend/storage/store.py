@@ -230,13 +230,15 @@ class Store(Reads, Leases):
         args += ids
         new_metrics = list(new_metrics)
         args += new_metrics
-        bucket_keys, ttls, ops = encode_deltas(deltas, self.keys.bucket, self.retention_s)
+        now = self.clock()
+        bucket_keys, ttls, ops = encode_deltas(deltas, self.keys.bucket, self.retention_s, now)
         if tag_deltas:  # top-N counters: their own hashes, so aggregate reads never see them
-            tag_keys, tag_ttls, tag_ops = encode_deltas(tag_deltas, self.keys.tag_bucket, self.retention_s)
+            tag_keys, tag_ttls, tag_ops = encode_deltas(
+                tag_deltas, self.keys.tag_bucket, self.retention_s, now
+            )
             bucket_keys += tag_keys
             ttls += tag_ttls
             ops += tag_ops
-        now = self.clock()
         header = [
             fence[1] if fence is not None else "",
             n,

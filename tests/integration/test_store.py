@@ -230,7 +230,7 @@ def test_long_window_merges_cached_closed_minutes_exactly(store):
     same(store.aggregate(1800, now=now), brute(store, 1800, now))
 
 
-def test_the_current_minutes_settled_seconds_are_merged_as_they_settle(store):
+def test_the_current_minutes_settled_seconds_are_merged_as_they_settle(store, monkeypatch):
     """Per request only the open seconds are read; the current minute's earlier seconds are
     merged once, and the running merge grows by each second as it settles. A late write (into
     a second that may have settled) sends readers back to the whole minute's hash until the
@@ -246,6 +246,16 @@ def test_the_current_minutes_settled_seconds_are_merged_as_they_settle(store):
         got = store.aggregate(300, now=at)
         same(got, brute(store, 300, at))
         return got
+
+    merged: list[tuple[int, int]] = []  # the stretches of this minute's seconds merged
+    merge_seconds = store._merge_seconds
+
+    def watched(from_s: int, to_s: int, late_at: tuple) -> object:
+        if from_s >= minute:
+            merged.append((from_s - minute, to_s - minute))
+        return merge_seconds(from_s, to_s, late_at)
+
+    monkeypatch.setattr(store, "_merge_seconds", watched)
 
     history = [{"metric": "a", "value": {"ms": 3.0 + i}, "ts": minute - 200 + i} for i in range(150)]
     current = [
@@ -271,8 +281,9 @@ def test_the_current_minutes_settled_seconds_are_merged_as_they_settle(store):
 
     # A second later second 30 has settled: the merge grows by it and is not rebuilt.
     write_at([{"metric": "b", "value": {"ms": 77.0}, "ts": minute + 31}], minute + 31.6)
+    merged.clear()
     read_at(minute + 31.6)
-    assert store._prefix.upto == minute + 31 and store._prefix.at == first.at
+    assert store._prefix.upto == minute + 31 and merged == [(30, 31)]
 
     # Within OPEN_GRACE_S of a new second the one before is still read live: an event for it
     # written just after it closed (not late yet) counts at once.
@@ -287,8 +298,9 @@ def test_the_current_minutes_settled_seconds_are_merged_as_they_settle(store):
     write_at([{"metric": "b", "value": {"ms": 1e6}, "ts": minute + 5}], just_after)
     assert read_at(just_after)["metrics"]["b"]["fields"]["ms"]["max"] == 1e6
     later = just_after + reads.LATE_CALM_S + 0.5
+    merged.clear()
     assert read_at(later)["metrics"]["b"]["fields"]["ms"]["max"] == 1e6
-    assert store._prefix.upto == int(later) and store._prefix.at > first.at  # rebuilt, not extended
+    assert store._prefix.upto == int(later) and merged == [(0, int(later) - minute)]  # rebuilt, not extended
 
 
 def test_closed_minutes_are_kept_while_nothing_is_late_and_refreshed_aside_when_something_is(
