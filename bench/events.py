@@ -9,12 +9,11 @@ scalar keys the contract tolerates and keeps), so latency is measured publish ->
 
 from __future__ import annotations
 
-import random
 import time
 
 import orjson
 
-from generator.traffic import TrafficModel
+from generator.traffic import PROFILES, TrafficModel
 
 STEP_SHIFT = 40
 PUB_SHIFT = 32
@@ -30,24 +29,8 @@ def split_key(key: int) -> tuple[int, int, int]:
     return key >> STEP_SHIFT, (key >> PUB_SHIFT) & PUB_MASK, key & INDEX_MASK
 
 
-SHAPES = ("mixed", "original")
-
-
-def _original_values(rng: random.Random) -> tuple[str, dict]:
-    """One event of the original design's generator (shared/reference/original-design.md)."""
-    metric = rng.choice(("orders", "page_views", "signups", "errors", "latency"))
-    if metric == "orders":
-        return metric, {
-            "amount": round(rng.uniform(5, 500), 2),
-            "status": rng.choice(("completed", "pending")),
-        }
-    if metric == "page_views":
-        return metric, {"count": rng.randint(1, 40)}
-    if metric == "signups":
-        return metric, {"plan": rng.choice(("free", "pro", "enterprise"))}
-    if metric == "errors":
-        return metric, {"code": rng.choice((500, 502, 503)), "msg": "simulated"}
-    return metric, {"ms": rng.randint(5, 900)}
+# The generator's profiles: its mixed traffic, and the original design's producer.
+SHAPES = PROFILES
 
 
 class Templates:
@@ -61,17 +44,11 @@ class Templates:
       pt the clients need)."""
 
     def __init__(self, seed: int, n: int = 4096, shape: str = "mixed"):
+        model = TrafficModel(shape, seed=seed, burst_every_s=0.0, id_prefix="t-")
         bodies = []
-        if shape == "original":
-            rng = random.Random(seed)
-            for _ in range(n):
-                metric, value = _original_values(rng)
-                bodies.append(orjson.dumps({"metric": metric, "value": value})[:-1])
-        else:
-            model = TrafficModel("mixed", seed=seed, burst_every_s=0.0, id_prefix="t-")
-            for event in model.events(n, 1_000_000.0, 1_000_010.0):
-                body = {k: v for k, v in event.items() if k not in ("ts", "id")}
-                bodies.append(orjson.dumps(body)[:-1])  # without the closing brace
+        for event in model.events(n, 1_000_000.0, 1_000_010.0):
+            body = {k: v for k, v in event.items() if k not in ("ts", "id")}
+            bodies.append(orjson.dumps(body)[:-1])  # without the closing brace
         self.bodies = bodies
         self.iso = shape == "original"
         self._second = -1
