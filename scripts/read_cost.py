@@ -22,8 +22,6 @@ two versions of the code: run this from each checkout, one after the other.
 from __future__ import annotations
 
 import argparse
-import http.client
-import socket
 import sys
 import time
 from pathlib import Path
@@ -32,16 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PATHS = ("/api/metrics/aggregate?window=3600", "/api/metrics/aggregate?window=60")
-
-
-class _UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("localhost")
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self.unix_path)
 
 
 def _measure(label: str, call, n: int, cpu) -> None:
@@ -71,6 +59,7 @@ def main() -> int:
     from backend.storage.keys import Keys
     from backend.storage.store import Store
     from backend.web.app import create_app
+    from backend.web.readproxy import _UnixConnection
     from bench import cli
     from bench import queries as bench_queries
     from bench.context import Bench, close_all, prepare_paced
@@ -103,7 +92,7 @@ def main() -> int:
             {"REDIS_URL": embedded.url, **names.env(), "RUN_WORKER": False, "ASYNC_MODE": "threading"}
         )
         client = app.test_client()
-        unix = _UnixHTTP(sock_path)
+        unix = _UnixConnection(sock_path, timeout_s=30.0)  # what the web process forwards on
 
         def over_socket(path: str) -> None:
             unix.request("GET", path)
