@@ -10,7 +10,9 @@ times each:
 - `Store.aggregate` in this process: the merge alone;
 - the app through Flask's test client: plus routing, the rate limiter, the JSON;
 - the read process over its Unix socket (what the web process forwards to): plus eventlet's
-  HTTP server, on the process that serves reads.
+  HTTP server, on the process that serves reads;
+- HTTP to the web process, as a dashboard asks: plus the web process's forwarding (CPU here
+  is the web and read processes' together).
 
 For each it prints CPU per request (this process's, or the read process's) and latency. (In
 this process requests come faster than batches are written, so some are answered from the
@@ -55,6 +57,7 @@ def main() -> int:
 
     import psutil
     import redis
+    import requests
 
     from backend.storage.keys import Keys
     from backend.storage.store import Store
@@ -105,6 +108,18 @@ def main() -> int:
             times = reader.cpu_times()
             return times.user + times.system
 
+        web = psutil.Process(server.pid)
+        http = requests.Session()
+
+        def over_http(path: str) -> None:
+            answer = http.get(server.url + path, timeout=30)
+            if answer.status_code != 200:
+                raise RuntimeError(f"{path}: HTTP {answer.status_code}")
+
+        def web_and_reader_cpu() -> float:
+            times = web.cpu_times()
+            return times.user + times.system + reader_cpu()
+
         print(f"{args.requests} requests each while {args.rate:g} events/s arrive:")
         for path in PATHS:
             window = int(path.rsplit("=", 1)[1])
@@ -122,6 +137,12 @@ def main() -> int:
                 time.process_time,
             )
             _measure("read process over its socket", lambda p=path: over_socket(p), args.requests, reader_cpu)
+            _measure(
+                "HTTP to the web process (web + read CPU)",
+                lambda p=path: over_http(p),
+                args.requests,
+                web_and_reader_cpu,
+            )
     finally:
         for helper in publishers:
             helper.proc.kill()

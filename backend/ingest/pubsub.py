@@ -25,30 +25,11 @@ from collections import deque
 import redis
 
 from backend import telemetry
+from backend.storage.rawsub import RawSubscription
 
 log = logging.getLogger(__name__)
 
 READ_WAIT_S = 0.25  # longest a read waits before the reader checks whether it should stop
-RECV_BYTES = 1 << 20  # bytes per socket read at most
-_MESSAGE_TYPES = (b"message", b"smessage")  # what carries an event: classic and sharded Pub/Sub
-
-try:
-    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
-except ImportError:  # pragma: no cover - another redis-py layout: then hiredis says False
-    _NOT_ENOUGH_DATA = False
-
-
-def _raw_parts(pubsub):
-    """The subscription's socket and hiredis reader, when it has them (hiredis installed); None
-    otherwise, and the reader falls back to redis-py's get_message. (RESP2 replies and RESP3 push
-    notifications both come out of hiredis as a list: [b"message", channel, data].)"""
-    conn = pubsub.connection
-    parser = getattr(conn, "_parser", None)
-    reader = getattr(parser, "_reader", None)
-    sock = getattr(conn, "_sock", None)
-    if reader is None or sock is None or not hasattr(reader, "gets"):
-        return None
-    return sock, reader
 
 
 class PubSubReader:
@@ -79,9 +60,9 @@ class PubSubReader:
 
     def _run(self) -> None:
         try:
-            fast = _raw_parts(self.pubsub)
-            if fast is not None:
-                self._run_raw(*fast)
+            raw = RawSubscription.of(self.pubsub)
+            if raw is not None:
+                self._run_raw(raw)
             else:
                 self._run_messages()
         except BaseException as exc:  # handed to the worker, which reconnects or stops
@@ -102,41 +83,20 @@ class PubSubReader:
                 items.append(more)
             self._put(items)
 
-    def _run_raw(self, sock, reader) -> None:
-        """Straight from the socket through hiredis: one recv of up to RECV_BYTES, every complete
-        message in it, no per-message Python wrapping (redis-py's get_message costs several
-        microseconds a message, the single largest cost of a busy subscriber)."""
-        sock.settimeout(READ_WAIT_S)
-        gets, feed, recv = reader.gets, reader.feed, sock.recv
+    def _run_raw(self, raw: RawSubscription) -> None:
+        """Straight from the socket through hiredis (backend/storage/rawsub.py): every complete
+        message of one recv handed over in one lock round."""
+        raw.settimeout(READ_WAIT_S)
         while not self._stopping:
-            items = []
-            reply = gets()
-            # hiredis answers "no complete reply yet" with False, or with the marker the reader
-            # was created with (redis-py passes its own).
-            while reply is not False and reply is not _NOT_ENOUGH_DATA:
-                # [b"message", channel, data], or b"smessage" from a shard channel (SSUBSCRIBE,
-                # REDIS_CLUSTER); anything else (a PONG, a subscribe confirmation) carries no event.
-                # isinstance, not `type(reply) is list`: under RESP3 hiredis hands pushes over as
-                # hiredis.PushNotification, a list subclass.
-                if isinstance(reply, list) and len(reply) == 3 and reply[0] in _MESSAGE_TYPES:
-                    items.append(reply[2])
-                elif isinstance(reply, list) and reply and reply[0] == b"sunsubscribe":
-                    # The server dropped our shard subscription: its slot moved to another node
-                    # (failover, reshard). Nothing more arrives here; the worker resubscribes
-                    # (on the slot's new owner) once what was read is handed over.
-                    if items:
-                        self._put(items)
-                    raise redis.ConnectionError(f"shard channel {reply[1]!r} moved (SUNSUBSCRIBE)")
-                reply = gets()
+            items: list = []
+            moved = raw.ready(items)
             if items:
                 self._put(items)
-            try:
-                chunk = recv(RECV_BYTES)
-            except TimeoutError:
-                continue
-            if not chunk:
-                raise redis.ConnectionError("Connection closed by server.")
-            feed(chunk)
+            if moved is not None:
+                # The shard channel's slot moved to another node (failover, reshard): the worker
+                # resubscribes on its new owner once what was read is handed over.
+                raise redis.ConnectionError(f"shard channel {moved!r} moved (SUNSUBSCRIBE)")
+            raw.receive()
 
     def _read(self, timeout: float):
         """The next message's data, or None. Waits for readability with the timeout, then reads

@@ -25,6 +25,7 @@ import redis
 from backend.core.events import numbered
 from backend.realtime.fanout import BATCH_ROOM, LEGACY_ROOM, Fanout
 from backend.storage.client import confirm_subscriptions
+from backend.storage.rawsub import RawSubscription
 from backend.storage.store import Store, connect
 from backend.tasks.loop import Backoff, PeriodicTask, Task
 
@@ -107,8 +108,7 @@ class FanoutListener(Task):
                     self.backoff.reset()
                     self.redis_ok()
                     self._catch_up()
-                    while not self.stopping:
-                        self._pump(pubsub)
+                    self._listen(pubsub)
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                     self.redis_failed(exc)
                     self.subscribed = False
@@ -179,7 +179,28 @@ class FanoutListener(Task):
         self._note(first, first + (len(bodies) - 1) * stride)
         return numbered(first, bodies, stride)
 
+    def _listen(self, pubsub) -> None:
+        """Deliver until stopped: every message that has arrived, as one batch. Read straight
+        from the socket through hiredis where it can (one green recv per wake, not a readiness
+        check and a get_message per message: about 0.5 ms of this loop's time per message)."""
+        raw = RawSubscription.of(pubsub)
+        if raw is None:
+            while not self.stopping:
+                self._pump(pubsub)
+            return
+        raw.settimeout(LISTEN_WAIT_S)
+        while not self.stopping:
+            messages: list = []
+            raw.ready(messages)
+            encoded: list[bytes] = []
+            for data in messages:
+                encoded += self._fresh(data)
+            if encoded:
+                self.fanout.deliver(encoded)
+            raw.receive()
+
     def _pump(self, pubsub) -> None:
+        """One wake of the listener without hiredis: what has arrived, through get_message."""
         conn = pubsub.connection
         if conn is None or not conn.can_read(timeout=LISTEN_WAIT_S):
             self.socketio.sleep(0)
