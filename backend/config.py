@@ -184,6 +184,13 @@ class Settings:
     READ_TIMEOUT_S: float = setting(
         60.0, "a read forwarded to the read process and not answered by then gets a 504", unit="s", min=0.1
     )
+    # Under eventlet a read's connection is handed to the read process (backend/web/handoff.py).
+    READ_MAX_CONNECTIONS: int = setting(
+        256,
+        "client connections the read process serves at once; past it, reads go through the web process",
+        unit="connections",
+        min=1,
+    )
 
     section("redis")
     REDIS_URL: str = setting(

@@ -21,9 +21,10 @@ from backend.realtime import status
 from backend.realtime.broadcast import Broadcaster, FanoutListener, Ticker
 from backend.realtime.fanout import Fanout
 from backend.tasks.analytics import start_evaluator, stop_evaluator
-from backend.web import offload
+from backend.web import handoff, offload
 from backend.web.extensions import socketio
-from backend.web.readproxy import PeerFromProxy, ReadProxy
+from backend.web.handoff import Handoff
+from backend.web.readproxy import PROXIED_ENVIRON, PeerFromProxy, ReadProxy
 from backend.web.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ def serve(app: Flask, host: str, port: int) -> None:
         nofile = httpserver.raise_nofile_limit()
         max_size = httpserver.connection_capacity(cfg["HTTP_MAX_CONNECTIONS"], nofile)
         sock = httpserver.listen(host, port, cfg["HTTP_LISTEN_BACKLOG"])
+        handed = get_runtime(app).handoff
+        if handed is not None:  # connections the read process hands back
+            handed.bind(_server_for(sock, app, cfg, handed))
         log.info(
             "Pulseboard serving on http://%s:%d (async mode eventlet, up to %d connections, "
             "open-file limit %d)",
@@ -141,7 +145,9 @@ def serve(app: Flask, host: str, port: int) -> None:
             log_output=False,
             max_size=max_size,
             socket_timeout=cfg["HTTP_IDLE_TIMEOUT_S"] or None,
-            protocol=httpserver.protocol_class(cfg["HTTP_IDLE_TIMEOUT_S"], cfg["HTTP_HEADER_TIMEOUT_S"]),
+            protocol=httpserver.protocol_class(
+                cfg["HTTP_IDLE_TIMEOUT_S"], cfg["HTTP_HEADER_TIMEOUT_S"], handed
+            ),
         )
         return
     log.info("Pulseboard serving on http://%s:%d (async mode %s)", host, port, socketio.async_mode)
@@ -264,7 +270,11 @@ def start_reader_process(app: Flask) -> ChildProcess:
     child = _supervised(app, "read", ["reader", "--socket", path], env)
     proxy = ReadProxy(app.wsgi_app, path, timeout_s=app.config["READ_TIMEOUT_S"])
     app.wsgi_app = proxy
-    get_runtime(app).read_proxy = proxy
+    runtime = get_runtime(app)
+    runtime.read_proxy = proxy
+    if socketio.async_mode == "eventlet":  # the HTTP server that can hand connections over
+        runtime.handoff = Handoff(side="web", max_connections=app.config["HTTP_MAX_CONNECTIONS"])
+        runtime.handoff.connect(os.path.join(directory, handoff.SOCKET_NAME))
     return child
 
 
@@ -276,10 +286,36 @@ def serve_reads(app: Flask, path: str) -> None:
     import eventlet
     import eventlet.wsgi
 
+    cfg = app.config
     app.wsgi_app = PeerFromProxy(app.wsgi_app)
     settle_gc()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a dead predecessor's
-    sock = eventlet.listen(path, socket.AF_UNIX, backlog=app.config["HTTP_LISTEN_BACKLOG"])
+    sock = eventlet.listen(path, socket.AF_UNIX, backlog=cfg["HTTP_LISTEN_BACKLOG"])
+    # Client connections the web process hands over (backend/web/handoff.py), served as the
+    # web process would: the same deadlines and socket timeout.
+    handed = Handoff(side="read", max_connections=cfg["READ_MAX_CONNECTIONS"])
+    handed.bind(_server_for(sock, app, cfg, handed))
+    handed.listen(os.path.join(os.path.dirname(path), handoff.SOCKET_NAME))
     log.info("Pulseboard reads served on %s", path)
-    eventlet.wsgi.server(sock, app, log_output=False, max_size=READER_MAX_CONNECTIONS)
+    eventlet.wsgi.server(
+        sock, app, log_output=False, max_size=READER_MAX_CONNECTIONS, environ={PROXIED_ENVIRON: True}
+    )
+
+
+def _server_for(sock, app: Flask, cfg, handed: Handoff):
+    """An eventlet.wsgi.Server for connections handed to this process (what eventlet.wsgi.server
+    builds for its listening socket, with our protocol)."""
+    import eventlet.wsgi
+
+    from backend.web import httpserver
+
+    return eventlet.wsgi.Server(
+        sock,
+        sock.getsockname(),
+        app,
+        log_output=False,
+        max_http_version=eventlet.wsgi.DEFAULT_MAX_HTTP_VERSION,
+        socket_timeout=cfg["HTTP_IDLE_TIMEOUT_S"] or None,
+        protocol=httpserver.protocol_class(cfg["HTTP_IDLE_TIMEOUT_S"], cfg["HTTP_HEADER_TIMEOUT_S"], handed),
+    )

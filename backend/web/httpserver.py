@@ -109,25 +109,35 @@ def listen(host: str, port: int, backlog: int, *, green: str = "eventlet"):
     return sock
 
 
-def protocol_class(idle_timeout_s: float, header_timeout_s: float):
+def protocol_class(idle_timeout_s: float, header_timeout_s: float, handoff=None):
     """eventlet.wsgi's HttpProtocol with an idle deadline before a request starts and a header
     deadline once it has (eventlet only has a per-read timeout, which a client sending one byte
-    every few seconds never trips)."""
+    every few seconds never trips). With `handoff` (backend/web/handoff.py), a request that the
+    other process serves has its connection handed there before it is parsed."""
     import eventlet
     from eventlet import wsgi
+
+    from backend.web import handoff as _handoff
 
     class DeadlineProtocol(wsgi.HttpProtocol):
         _header_timer = None
 
+        def setup(self):
+            super().setup()
+            _handoff.prefixed_input(self)
+
         def handle_one_request(self):
-            if idle_timeout_s > 0:
+            if idle_timeout_s > 0 or handoff is not None:
                 try:
-                    with eventlet.Timeout(idle_timeout_s):
-                        self.rfile.peek(1)  # an idle keep-alive connection waits here
+                    with eventlet.Timeout(idle_timeout_s or None):
+                        head = self.rfile.peek(1)  # an idle keep-alive connection waits here
                 except eventlet.Timeout:
                     self.close_connection = 1
                     return
                 except (OSError, ValueError):
+                    self.close_connection = 1
+                    return
+                if handoff is not None and head and handoff.route(self, head):
                     self.close_connection = 1
                     return
             if header_timeout_s <= 0:
@@ -155,5 +165,9 @@ def protocol_class(idle_timeout_s: float, header_timeout_s: float):
                 # under the header deadline.
                 if self._header_timer is not None:
                     self._header_timer.cancel()
+
+        def finish(self):
+            if not _handoff.finish_handed(self):
+                super().finish()
 
     return DeadlineProtocol

@@ -9,6 +9,10 @@ that only this user can reach, at the same CPU priority. The web process forward
 under /api/metrics/ to it and streams the answer back, which costs it a copy of the bytes, not
 the merge. Nothing else moves: health, ingest, alerts, rules and the sockets stay here.
 
+Under eventlet most reads skip this copy: the connection itself is handed to the read process
+(backend/web/handoff.py). The proxy serves the rest: gevent and threading, the tick's fetches,
+and reads while the read process is full or does not answer its probe.
+
 While the read process is not there (starting, restarting after a crash), a read is answered
 here as before, so a read never fails for want of it. A read process that does not answer in
 time gets a 504 (no inline retry: that would double the load that made it slow).
@@ -34,6 +38,7 @@ PATH_PREFIXES = ("/api/metrics/",)
 METHODS = ("GET", "HEAD")
 PEER_HEADER = "X-Pulseboard-Peer"
 _PEER_ENVIRON = "HTTP_X_PULSEBOARD_PEER"
+PROXIED_ENVIRON = "pulseboard.proxied"  # set by the read process's server on its Unix socket
 CHUNK_BYTES = 64 * 1024  # per read of the answer and write to the client
 IDLE_CONNECTIONS = 32  # kept open to the read process between requests
 
@@ -239,13 +244,15 @@ def _error(start_response, status: int, message: str):
 
 class PeerFromProxy:
     """WSGI middleware of the read process: the client's address is the one the web node saw.
-    Only the web node can reach the read process (a Unix socket in a directory of mode 0700)."""
+    Only the web node can reach the read process (a Unix socket in a directory of mode 0700).
+    On a client's own connection, handed over (backend/web/handoff.py), the header is the
+    client's and is ignored: the connection's peer is the client."""
 
     def __init__(self, app):
         self.app = app
 
     def __call__(self, environ, start_response):
         peer = environ.pop(_PEER_ENVIRON, None)
-        if peer is not None:
+        if peer is not None and environ.get(PROXIED_ENVIRON):
             environ["REMOTE_ADDR"] = peer
         return self.app(environ, start_response)

@@ -20,6 +20,7 @@ class Runtime:
     worker_process: object | None = None  # backend.cli.serve.ChildProcess: the worker
     reader_process: object | None = None  # backend.cli.serve.ChildProcess: the read process
     read_proxy: object | None = None  # backend.web.readproxy.ReadProxy forwarding to it
+    handoff: object | None = None  # backend.web.handoff.Handoff: connections handed to it
     listener: object | None = None  # backend.realtime.broadcast.FanoutListener with MESSAGE_QUEUE
 
 

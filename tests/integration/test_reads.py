@@ -1,13 +1,17 @@
 """The read process (READ_MODE=process, backend/web/readproxy.py) behind a real `serve`.
 
-GET /api/metrics/* is answered by a child process of the web node; these tests check that the
-answers are the ones the web process would give, that a stuck or dead read process holds back
-neither deliveries nor health, and that it is restarted."""
+GET /api/metrics/* is answered by a child process of the web node, on the client's own
+connection handed to it (backend/web/handoff.py); these tests check that the answers are the
+ones the web process would give, that a connection moves between the two as its requests ask,
+that a stuck or dead read process holds back neither deliveries nor health, and that it is
+restarted."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,14 +29,14 @@ def reads_of(server) -> dict:
 
 
 def read_process(server) -> psutil.Process:
-    """The read process, once it serves (its first forwarded read went through)."""
+    """The read process, once it serves (its first read on a handed connection went through)."""
 
     def up():
         reads = reads_of(server)
-        if reads["process"] is None:
+        if reads["process"] is None or not reads["handoff"]:
             return None
         server.get("/api/metrics/stats")
-        return reads_of(server)["forwarded"] > reads["forwarded"] and reads["process"]
+        return reads_of(server)["handed"] > reads["handed"] and reads["process"]
 
     return psutil.Process(wait_for(up, timeout=20, message="the read process serving"))
 
@@ -79,11 +83,74 @@ def test_reads_are_answered_by_the_read_process_as_the_web_process_would(server_
     assert bad.status_code == 400 and bad.json()["param"] == "window"
     reads = reads_of(server)
     assert reads["inline"] == before["inline"] and reads["timeouts"] == 0
-    assert reads["forwarded"] >= before["forwarded"] + 5
-    # Sequential reads share kept connections: the read process holds few, not one per read.
+    assert reads["handed"] >= before["handed"] + 5
+    # A read's connection, closed by its client, is closed in the read process too: twenty more
+    # leave no more open there than before (what is open belongs to clients that keep theirs).
+    port = int(server.url.rsplit(":", 1)[1])
+
+    def open_there() -> int:
+        gc.collect()  # requests leaves a closed session's connection in a reference cycle
+        return len([c for c in reader.net_connections("tcp") if c.laddr and c.laddr.port == port and c.raddr])
+
+    before_open = open_there()
     for _ in range(20):
-        assert server.get("/api/metrics/stats").status_code == 200
-    assert len(reader.net_connections("unix")) <= 3
+        with requests.Session() as http:
+            assert http.get(server.url + "/api/metrics/stats", timeout=5).status_code == 200
+    wait_for(lambda: open_there() <= before_open, message="the reads' connections closed")
+
+
+def test_a_kept_connection_moves_between_the_processes_as_its_requests_ask(server_factory):
+    server = server_factory(env=READS)
+    reader = read_process(server)
+    ingest(server, [{"metric": "kept", "value": {"ms": 3}} for _ in range(5)])
+    wait_for(
+        lambda: server.get("/api/metrics/aggregate?window=60").json()["total"]["count"] == 5,
+        message="5 aggregated",
+    )
+    before = reads_of(server)
+    with requests.Session() as http:  # one kept connection, read and other requests in turn
+        for _ in range(3):
+            agg = http.get(server.url + "/api/metrics/aggregate?window=60", timeout=5)
+            assert agg.status_code == 200 and agg.json()["total"]["count"] == 5
+            health = http.get(server.url + "/api/health", timeout=5)
+            assert health.status_code == 200 and health.json()["status"] == "ok"
+            assert http.get(server.url + "/api/metrics/stats", timeout=5).status_code == 200
+            assert http.get(server.url + "/", timeout=5).status_code == 200  # the dashboard
+    reads = reads_of(server)
+    assert reads["handed"] - before["handed"] >= 3  # each read after a non-read went over
+    assert reads["received"] - before["received"] >= 3  # and came back for the next one
+    assert reads["forwarded"] == before["forwarded"] and reads["inline"] == before["inline"]
+    # Two requests in one write (pipelined): the second arrives with the first, and goes along
+    # with the connection, in order.
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /api/metrics/stats HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /api/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    answers = raw.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 2 and all(a.startswith(b"200") for a in answers), raw[:300]
+    assert b'"received"' in answers[0] and b'"status":"ok"' in answers[1].replace(b" ", b"")
+    assert reader.is_running()
+
+
+def test_past_its_connection_limit_reads_stay_with_the_web_process_and_are_proxied(server_factory):
+    server = server_factory(env={**READS, "READ_MAX_CONNECTIONS": "1"})
+    read_process(server)
+    with requests.Session() as holder:  # takes the read process's one connection, and keeps it
+        assert holder.get(server.url + "/api/metrics/stats", timeout=5).status_code == 200
+        before = reads_of(server)
+        with requests.Session() as other:
+            for _ in range(3):
+                assert other.get(server.url + "/api/metrics/stats", timeout=5).status_code == 200
+        reads = reads_of(server)
+        assert reads["refused"] == before["refused"] + 1  # offered once, then kept by the web node
+        assert reads["forwarded"] == before["forwarded"] + 3 and reads["handed"] == before["handed"]
+        assert holder.get(server.url + "/api/metrics/stats", timeout=5).status_code == 200
+    assert reads_of(server)["handed"] == before["handed"]  # the holder's stayed where it was
 
 
 def test_a_stuck_read_process_holds_back_neither_deliveries_nor_health(server_factory):
@@ -93,6 +160,9 @@ def test_a_stuck_read_process_holds_back_neither_deliveries_nor_health(server_fa
         wait_for(lambda: rec.sub_acks, message="subscribe ack")
         reader.send_signal(signal.SIGSTOP)  # as if one read held it for a long time
         try:
+            # It stops answering the web node's probe: connections stay with the web node,
+            # and reads go through the proxy, which gives up on them.
+            wait_for(lambda: not reads_of(server)["handoff"], timeout=5, message="no more handing over")
             t0 = time.monotonic()
             slow = server.get("/api/metrics/aggregate?window=3600")
             waited = time.monotonic() - t0

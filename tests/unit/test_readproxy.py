@@ -21,7 +21,7 @@ import orjson
 import pytest
 from werkzeug.test import Client
 
-from backend.web.readproxy import PEER_HEADER, PeerFromProxy, ReadProxy
+from backend.web.readproxy import PEER_HEADER, PROXIED_ENVIRON, PeerFromProxy, ReadProxy
 
 
 class Echo(BaseHTTPRequestHandler):
@@ -230,8 +230,26 @@ def test_the_read_process_takes_the_address_from_the_proxy_header():
         start_response("204 No Content", [])
         return []
 
-    Client(PeerFromProxy(app)).get("/", headers={PEER_HEADER: "198.51.100.7"})
+    Client(PeerFromProxy(app)).get(
+        "/", headers={PEER_HEADER: "198.51.100.7"}, environ_base={PROXIED_ENVIRON: True}
+    )
     assert seen == {"addr": "198.51.100.7", "header": None}
+
+
+def test_on_a_handed_connection_the_header_is_the_clients_and_is_ignored():
+    seen = {}
+
+    def app(environ, start_response):
+        seen["addr"] = environ.get("REMOTE_ADDR")
+        seen["header"] = environ.get("HTTP_X_PULSEBOARD_PEER")
+        start_response("204 No Content", [])
+        return []
+
+    # No proxy marker: a client's connection that the web node handed over (backend/web/handoff.py).
+    Client(PeerFromProxy(app)).get(
+        "/", headers={PEER_HEADER: "198.51.100.7"}, environ_base={"REMOTE_ADDR": "192.0.2.1"}
+    )
+    assert seen == {"addr": "192.0.2.1", "header": None}
 
 
 def test_fetch_gives_a_200s_body_and_none_otherwise(make_proxy, sock_path):

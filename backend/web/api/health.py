@@ -38,6 +38,8 @@ def health():
     if runtime.read_proxy is not None:
         # The read process this node forwards GET /api/metrics/* to (backend/web/readproxy.py).
         body["reads"] = {"process": runtime.reader_process.pid(), **runtime.read_proxy.status()}
+        if runtime.handoff is not None:  # its connections handed over (backend/web/handoff.py)
+            body["reads"].update(runtime.handoff.status())
     return jsonify(body)
 
 

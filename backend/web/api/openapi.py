@@ -217,7 +217,9 @@ PATHS = {
                                 "type": "object",
                                 "description": "with a read process (READ_MODE): its pid "
                                 "(process, null while it restarts) and the reads forwarded, answered "
-                                "inline, timed out, and fetched for the tick",
+                                "inline, timed out, and fetched for the tick; under eventlet, whether "
+                                "connections are handed to it now (handoff) and how many were handed, "
+                                "received back and refused (it was full)",
                             },
                         },
                     }
