@@ -215,7 +215,10 @@ def wide_fill(bench, server, *, metrics: int = 10_000, fields: int = 32, events:
     pipe.execute()
 
 
-def readers(threads: int = 8):
+WIDE_READS = ("/api/metrics/aggregate?window=3600", "/api/metrics/timeseries?window=3600&step=60")
+
+
+def readers(threads: int = 8, paths: tuple[str, ...] = WIDE_READS):
     def factory(server, extra: dict):
         @contextlib.contextmanager
         def ctx():
@@ -225,12 +228,11 @@ def readers(threads: int = 8):
 
             def read(i: int):
                 http = requests.Session()
-                paths = ["/api/metrics/aggregate?window=3600", "/api/metrics/timeseries?window=3600&step=60"]
                 k = i
                 while not stop.is_set():
                     t0 = time.perf_counter()
                     try:
-                        code = http.get(server.url + paths[k % 2], timeout=30).status_code
+                        code = http.get(server.url + paths[k % len(paths)], timeout=30).status_code
                     except requests.RequestException:
                         code = -1
                     times.append(time.perf_counter() - t0)
@@ -294,6 +296,16 @@ def realtime(bench) -> dict:
         during=_with_wide_fill(bench, readers(8)),
     )
     run(opt_in=True, label="batch-50k", mode="batch", rate=50_000, clients=50)  # headroom above 40k
+    # A dashboard's live aggregate while the web process delivers to 50 clients: one reader,
+    # one request after another (the `queries` section measures it with no clients).
+    run(
+        opt_in=True,
+        label="batch-1k-aggregate",
+        mode="batch",
+        rate=1000,
+        clients=50,
+        during=readers(1, ("/api/metrics/aggregate?window=3600",)),
+    )
     run(
         opt_in=True,
         label="batch-20k-readers",
