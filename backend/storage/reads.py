@@ -460,13 +460,21 @@ class Reads:
         the tick and any number of REST callers then cost one merge, and nobody reads stale data."""
         now = time.time() if now is None else now
         to_s = int(now) + 1  # include the current second
-        if len(self.parts) == 1:
-            counters = [self.redis.hmget(self.keys.stats, "received", "late")]
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for keys in self.parts:
-                pipe.hmget(keys.stats, "received", "late")
-            counters = pipe.execute()
+        # The second before the current one stays open for OPEN_GRACE_S: a batch read just
+        # before it closed may still be on its way to Redis.
+        open_from = to_s - 1 if now - (to_s - 1) >= OPEN_GRACE_S else to_s - 2
+        # The open seconds are read with the counters, in one round trip: they are what a
+        # request reads unless late writes make it read the minute whole (_window_parts), and
+        # a cached answer makes them a small read for nothing.
+        open_keys = self._open_keys(to_s, window_s, open_from)
+        pipe = self.redis.pipeline(transaction=False)
+        for keys in self.parts:
+            pipe.hmget(keys.stats, "received", "late")
+        for key in open_keys:
+            pipe.hgetall(key)
+        replies = pipe.execute()
+        counters = replies[: len(self.parts)]
+        read_ahead = dict(zip(open_keys, replies[len(self.parts) :], strict=True))
         version = tuple(c[0] for c in counters)
         late = tuple(c[1] for c in counters)
         key = (window_s, metric, to_s, version, late)
@@ -475,10 +483,7 @@ class Reads:
         if cached is not None:
             return cached
         from_s = to_s - window_s
-        # The second before the current one stays open for OPEN_GRACE_S: a batch read just
-        # before it closed may still be on its way to Redis.
-        open_from = to_s - 1 if now - (to_s - 1) >= OPEN_GRACE_S else to_s - 2
-        base, live, current = self._window_parts(to_s, window_s, open_from, (late, now))
+        base, live, current = self._window_parts(to_s, window_s, open_from, (late, now), read_ahead)
         if base is None:
             body = live.to_aggregate(window_s=window_s, from_s=from_s, to_s=to_s, metric=metric)
         else:
@@ -489,8 +494,21 @@ class Reads:
                 self._aggregate_cache[key] = body
         return body
 
+    def _open_keys(self, to_s: int, window_s: int, open_from: int) -> tuple[str, ...]:
+        """The buckets _window_parts reads per request while the current minute's seconds are
+        settled: the open seconds (none for a window inside the current minute, read whole)."""
+        current = (to_s - 1) // 60 * 60
+        if to_s - window_s >= current:
+            return ()
+        return tuple(k for sec in range(max(open_from, current), to_s) for k in self._bucket_keys(1, sec))
+
     def _window_parts(
-        self, to_s: int, window_s: int, open_from: int, late_at: tuple[tuple, float]
+        self,
+        to_s: int,
+        window_s: int,
+        open_from: int,
+        late_at: tuple[tuple, float],
+        read_ahead: dict[str, dict] | None = None,
     ) -> tuple[_Base | None, WindowStats, bool]:
         """The buckets of [to_s - window_s, to_s) as a base that changes at most once a second
         and the live part to add to it, reading as little live data as possible (base None:
@@ -558,7 +576,9 @@ class Reads:
                 or base.prefix is not prefix
             ):
                 base = self._bases[from_s] = _Base(minutes, edge, prefix)
-        if len(open_keys) == 1:
+        if read_ahead and all(key in read_ahead for key in open_keys):
+            hashes = [read_ahead[key] for key in open_keys]  # read with the counters
+        elif len(open_keys) == 1:
             hashes = [self.redis.hgetall(open_keys[0])]
         else:
             pipe = self.redis.pipeline(transaction=False)

@@ -8,6 +8,7 @@ import time
 
 import orjson
 import pytest
+import redis
 
 from backend.core.aggregate import BatchAccumulator
 from backend.core.events import validate
@@ -301,6 +302,35 @@ def test_the_current_minutes_settled_seconds_are_merged_as_they_settle(store, mo
     merged.clear()
     assert read_at(later)["metrics"]["b"]["fields"]["ms"]["max"] == 1e6
     assert store._prefix.upto == int(later) and merged == [(0, int(later) - minute)]  # rebuilt, not extended
+
+
+def test_a_live_aggregate_reads_redis_in_one_round_trip(store, monkeypatch):
+    """While nothing is late, a request that finds new data (no cached answer) reads the
+    counters and the open seconds together: one round trip, whatever the window."""
+    minute = int(time.time()) // 60 * 60 - 120
+    at = minute + 20.6
+    store.clock = lambda: at
+    write(store, [{"metric": "a", "value": {"ms": 1.0 + i}, "ts": minute - 300 + i} for i in range(300)], at)
+    write(store, [{"metric": "a", "value": {"ms": 2.0}, "ts": minute + s} for s in range(20)], at)
+    for window in (300, 3600):
+        store.aggregate(window, now=at)  # the closed minutes and settled seconds, merged once
+    sent = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self, command, check_health=True):
+        sent.append(command)
+        return send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    for window in (300, 3600):
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", send)
+        write(store, [{"metric": "a", "value": {"ms": 9.0 + window}, "ts": minute + 20}], at)
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+        sent.clear()
+        got = store.aggregate(window, now=at)
+        assert len(sent) == 1, sent
+        assert got["metrics"]["a"]["fields"]["ms"]["max"] == 9.0 + window  # the new write is in
+        same(got, brute(store, window, at))
 
 
 def test_closed_minutes_are_kept_while_nothing_is_late_and_refreshed_aside_when_something_is(
