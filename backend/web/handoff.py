@@ -94,18 +94,32 @@ class _Gone:
         pass
 
 
+class _Channel:
+    """One connection of the channel, and the connections handed over it not answered yet."""
+
+    __slots__ = ("sock", "waiting")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.waiting: dict[int, object] = {}  # number -> eventlet Event
+
+
 class Handoff:
     """One side of the channel: hands connections to the other process and serves the ones
-    it receives with `server` (an eventlet.wsgi.Server) in a pool of `max_connections`."""
+    it receives with `server` (an eventlet.wsgi.Server) in a pool of `max_connections`.
+
+    A connection is served by exactly one side: the receiver serves it only once its `A` went
+    out, the sender gives it up only once that `A` came in. So a channel is never closed with
+    answers unread: a side that cannot send any more stops writing (shutdown SHUT_WR) and reads
+    what is left to the end; the other side then does the same."""
 
     def __init__(self, *, side: str, max_connections: int):
         self.side = side  # "web" or "read"
         self.max_connections = max_connections
         self._server = None
         self._pool = None
-        self._channel = None  # the green SEQPACKET socket, while connected
+        self._channel: _Channel | None = None  # where connections go now
         self._answered = -float("inf")  # monotonic time of the last probe answer (web side)
-        self._waiting: dict[int, object] = {}  # number -> eventlet Event: handed, not answered
         self._next_id = 0
         self.handed = 0  # connections handed to the other process (and taken)
         self.received = 0  # connections received from it (and taken)
@@ -119,7 +133,8 @@ class Handoff:
         self._pool = eventlet.GreenPool(self.max_connections)
 
     def listen(self, path: str) -> None:
-        """Read side: accept the web process's channel on `path` (one at a time) and serve it."""
+        """Read side: accept the web process's channel on `path` and serve it (the newest one
+        takes the connections; an older one is read to its end)."""
         import eventlet
 
         with contextlib.suppress(FileNotFoundError):
@@ -131,10 +146,10 @@ class Handoff:
         def accept_loop():
             while True:
                 conn, _ = listener.accept()
-                if self._channel is not None:  # the web process's previous one
-                    self._drop(self._channel)
-                self._channel = conn
-                eventlet.spawn(self._receive, conn)
+                if self._channel is not None:
+                    self._retire(self._channel)
+                self._channel = _Channel(conn)
+                eventlet.spawn(self._receive, self._channel)
 
         eventlet.spawn(accept_loop)
 
@@ -151,12 +166,10 @@ class Handoff:
                     except OSError:
                         conn.close()
                     else:
-                        self._channel = conn
-                        eventlet.spawn(self._receive, conn)
+                        self._channel = _Channel(conn)
+                        eventlet.spawn(self._receive, self._channel)
                 if self._channel is not None:
-                    # Unanswered while the read process is stuck; never a reason to drop the
-                    # channel (connections queued in it would then be served twice).
-                    self._send(_PROBE)
+                    self._send(self._channel, _PROBE)  # unanswered while the read process is stuck
                 eventlet.sleep(PROBE_S)
 
         eventlet.spawn(probe_loop)
@@ -189,24 +202,27 @@ class Handoff:
     def _hand(self, protocol, head: bytes) -> bool:
         from eventlet.event import Event
 
+        channel = self._channel
         try:
             fd = protocol.connection.fileno()
         except OSError:
             return False
+        if channel is None or fd < 0:
+            return False
         self._next_id += 1
         number = self._next_id
-        answer = self._waiting[number] = Event()
+        answer = channel.waiting[number] = Event()
         try:
-            if fd < 0 or not self._send(_SERVE + _ID.pack(number) + head, fd):
+            if not self._send(channel, _SERVE + _ID.pack(number) + head, fd):
                 return False
             taken = answer.wait()
         finally:
-            self._waiting.pop(number, None)
+            channel.waiting.pop(number, None)
         if taken is None:  # the other process is full: this connection stays here
             self.refused += 1
             protocol.pulseboard_keep = True
             return False
-        if not taken:  # the channel ended first
+        if not taken:  # the channel ended before it was taken
             return False
         self.handed += 1
         protocol.conn_state[1] = _Gone()  # eventlet's clean-up shuts conn_state[1] down
@@ -214,34 +230,30 @@ class Handoff:
         return True
 
     # --- the channel -----------------------------------------------------------------------
-    def _send(self, message: bytes, fd: int | None = None) -> bool:
+    def _send(self, channel: _Channel, message: bytes, fd: int | None = None) -> bool:
         """Without waiting: a channel whose buffer is full belongs to a process that does not
-        read it, and the connection is better served here."""
-        conn = self._channel
-        if conn is None:
-            return False
+        read it, and the connection is better served here. A channel that fails is retired."""
         fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))] if fd is not None else []
         try:
-            conn.fd.sendmsg([message], fds, socket.MSG_DONTWAIT)
+            channel.sock.fd.sendmsg([message], fds, socket.MSG_DONTWAIT)
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                self._drop(conn)
+                self._retire(channel)
             return False
         return True
 
-    def _drop(self, conn) -> None:
-        if self._channel is conn:
+    def _retire(self, channel: _Channel) -> None:
+        """No more connections or answers over `channel`; its reader reads it to the end (the
+        other side sees the end of what we sent and does the same), then it is closed."""
+        if self._channel is channel:
             self._channel = None
-            for answer in list(self._waiting.values()):  # never taken: served where they are
-                if not answer.ready():
-                    answer.send(False)
         with contextlib.suppress(OSError):
-            conn.close()
+            channel.sock.shutdown(socket.SHUT_WR)
 
-    def _receive(self, conn) -> None:
+    def _receive(self, channel: _Channel) -> None:
         from eventlet.hubs import trampoline
 
-        raw = conn.fd
+        raw = channel.sock.fd
         space = socket.CMSG_SPACE(array.array("i").itemsize * 4)
         try:
             while True:
@@ -253,27 +265,32 @@ class Handoff:
                     trampoline(raw, read=True)
                     continue
                 if not message:
-                    return  # the other side closed the channel
+                    return  # the other side stopped writing: everything it sent was read
                 fds = _descriptors(ancdata)
                 kind = message[:1]
                 if kind == _PROBE:
-                    self._send(_ANSWER)
+                    self._send(channel, _ANSWER)
                 elif kind == _ANSWER:
                     self._answered = time.monotonic()
                 elif kind in (_TAKEN, _NOT_TAKEN) and len(message) >= 1 + _ID.size:
-                    answer = self._waiting.get(_ID.unpack_from(message, 1)[0])
+                    answer = channel.waiting.get(_ID.unpack_from(message, 1)[0])
                     if answer is not None and not answer.ready():
                         answer.send(True if kind == _TAKEN else None)
                 elif kind == _SERVE and fds and len(message) >= 1 + _ID.size:
-                    self._serve(fds.pop(0), message[1 : 1 + _ID.size], message[1 + _ID.size :])
+                    self._serve(channel, fds.pop(0), message[1 : 1 + _ID.size], message[1 + _ID.size :])
                 for extra in fds:
                     _close_fd(extra)
         except OSError as exc:
-            log.debug("handoff channel closed: %s", exc)
+            log.debug("handoff channel failed: %s", exc)
         finally:
-            self._drop(conn)
+            self._retire(channel)
+            for answer in list(channel.waiting.values()):  # never taken: served where they are
+                if not answer.ready():
+                    answer.send(False)
+            with contextlib.suppress(OSError):
+                channel.sock.close()
 
-    def _serve(self, fd: int, number: bytes, head: bytes) -> None:
+    def _serve(self, channel: _Channel, fd: int, number: bytes, head: bytes) -> None:
         """A connection the other process hands over: taken (and served from `head` on) or not."""
         from eventlet.greenio import GreenSocket
         from eventlet.patcher import original
@@ -282,7 +299,7 @@ class Handoff:
             sock = GreenSocket(original("socket").socket(fileno=fd))
         except OSError:
             _close_fd(fd)
-            self._send(_NOT_TAKEN + number)
+            self._answer(channel, _NOT_TAKEN, number)
             return
         try:
             addr = sock.getpeername()
@@ -291,18 +308,23 @@ class Handoff:
         if addr is None or self._pool is None or self._pool.free() == 0:
             self.refused += 1
             sock.close()  # (not shut down: the other process still serves it)
-            self._send(_NOT_TAKEN + number)
+            self._answer(channel, _NOT_TAKEN, number)
             return
-        if not self._send(_TAKEN + number):
-            # Unheard, it would wait: end the channel, and it serves the request itself.
-            sock.close()
-            if self._channel is not None:
-                self._drop(self._channel)
+        if not self._answer(channel, _TAKEN, number):
+            sock.close()  # unheard: the other process serves it, once it reads the channel's end
             return
         self.received += 1
         sock.settimeout(self._server.socket_timeout)
         conn_state = [addr, sock, _IDLE, head]
         self._pool.spawn(self._server.process_request, conn_state).link(_clean_up, conn_state)
+
+    def _answer(self, channel: _Channel, kind: bytes, number: bytes) -> bool:
+        """An answer the other side waits for: if it cannot go now, the channel is retired, and
+        the other side reads its end instead (meaning: not taken)."""
+        if self._send(channel, kind + number):
+            return True
+        self._retire(channel)
+        return False
 
 
 _IDLE = "idle"  # eventlet.wsgi's STATE_IDLE
