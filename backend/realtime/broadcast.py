@@ -197,7 +197,12 @@ class FanoutListener(Task):
                 encoded += self._fresh(data)
             if encoded:
                 self.fanout.deliver(encoded)
-            raw.receive()
+            try:
+                raw.receive()
+            except redis.ConnectionError:
+                if self.stopping:  # stopped, and the embedded Redis went first: nothing to report
+                    return
+                raise
 
     def _pump(self, pubsub) -> None:
         """One wake of the listener without hiredis: what has arrived, through get_message."""
