@@ -498,7 +498,7 @@ class Reads:
         """The buckets _window_parts reads per request while the current minute's seconds are
         settled: the open seconds (none for a window inside the current minute, read whole)."""
         current = (to_s - 1) // 60 * 60
-        if to_s - window_s >= current:
+        if to_s - window_s > current:
             return ()
         return tuple(k for sec in range(max(open_from, current), to_s) for k in self._bucket_keys(1, sec))
 
@@ -530,7 +530,7 @@ class Reads:
         instead, as its one minute bucket (exact, and what every request read before)."""
         from_s = to_s - window_s
         current = (to_s - 1) // 60 * 60  # the minute holding the window's last second
-        if from_s >= current:  # a window inside the current minute: its seconds
+        if from_s > current:  # a window inside the current minute, from a later second: its seconds
             return (
                 None,
                 _merge_cooperatively(

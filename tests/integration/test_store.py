@@ -306,14 +306,10 @@ def test_the_current_minutes_settled_seconds_are_merged_as_they_settle(store, mo
 
 def test_a_live_aggregate_reads_redis_in_one_round_trip(store, monkeypatch):
     """While nothing is late, a request that finds new data (no cached answer) reads the
-    counters and the open seconds together: one round trip, whatever the window."""
+    counters and the open seconds together: one round trip, whatever the window (60 s at a
+    minute's last second included: it merges the minute's settled seconds once, not 60 second
+    buckets per request)."""
     minute = int(time.time()) // 60 * 60 - 120
-    at = minute + 20.6
-    store.clock = lambda: at
-    write(store, [{"metric": "a", "value": {"ms": 1.0 + i}, "ts": minute - 300 + i} for i in range(300)], at)
-    write(store, [{"metric": "a", "value": {"ms": 2.0}, "ts": minute + s} for s in range(20)], at)
-    for window in (300, 3600):
-        store.aggregate(window, now=at)  # the closed minutes and settled seconds, merged once
     sent = []
     send = redis.connection.AbstractConnection.send_packed_command
 
@@ -321,15 +317,28 @@ def test_a_live_aggregate_reads_redis_in_one_round_trip(store, monkeypatch):
         sent.append(command)
         return send(self, command, check_health)
 
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
-    for window in (300, 3600):
-        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", send)
-        write(store, [{"metric": "a", "value": {"ms": 9.0 + window}, "ts": minute + 20}], at)
+    def write_at(events: list[dict], at: float) -> None:
+        store.clock = lambda: at
+        write(store, events, at)
+
+    # Late when written, and seen first: trusted at once.
+    write_at([{"metric": "a", "value": {"ms": 1.0 + i}, "ts": minute - 300 + i} for i in range(300)], minute)
+    written = 0
+    # The last second of a minute too: a 60 s window is then the current minute exactly.
+    for k, (window, at) in enumerate(((300, minute + 20.6), (3600, minute + 20.6), (60, minute + 59.6))):
+        newest = 10.0 ** (k + 3)  # larger than anything before: the new write is the max
+        for sec in range(written, int(at) - minute):  # each second's events as it happens: nothing late
+            write_at([{"metric": "a", "value": {"ms": 2.0}, "ts": minute + sec}], minute + sec + 0.1)
+        written = int(at) - minute
+        store.clock = lambda at=at: at
+        store.aggregate(window, now=at)  # the closed minutes and settled seconds, merged once
+        write(store, [{"metric": "a", "value": {"ms": newest}, "ts": int(at)}], at)
         monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
         sent.clear()
         got = store.aggregate(window, now=at)
-        assert len(sent) == 1, sent
-        assert got["metrics"]["a"]["fields"]["ms"]["max"] == 9.0 + window  # the new write is in
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", send)
+        assert len(sent) == 1, (window, sent)
+        assert got["metrics"]["a"]["fields"]["ms"]["max"] == newest  # the new write is in
         same(got, brute(store, window, at))
 
 
