@@ -221,7 +221,9 @@ def test_a_read_process_that_does_not_answer_in_time_gets_a_json_504(make_proxy,
     assert proxy.status()["timeouts"] == 1
 
 
-def test_the_read_process_takes_the_address_from_the_proxy_header():
+def _seen_through_peer_from_proxy(environ_base: dict) -> dict:
+    """REMOTE_ADDR and the peer header as the read process's app sees them, for a request that
+    carries the header, on a connection described by `environ_base`."""
     seen = {}
 
     def app(environ, start_response):
@@ -230,25 +232,18 @@ def test_the_read_process_takes_the_address_from_the_proxy_header():
         start_response("204 No Content", [])
         return []
 
-    Client(PeerFromProxy(app)).get(
-        "/", headers={PEER_HEADER: "198.51.100.7"}, environ_base={PROXIED_ENVIRON: True}
-    )
+    Client(PeerFromProxy(app)).get("/", headers={PEER_HEADER: "198.51.100.7"}, environ_base=environ_base)
+    return seen
+
+
+def test_the_read_process_takes_the_address_from_the_proxy_header():
+    seen = _seen_through_peer_from_proxy({PROXIED_ENVIRON: True, "REMOTE_ADDR": "192.0.2.1"})
     assert seen == {"addr": "198.51.100.7", "header": None}
 
 
 def test_on_a_handed_connection_the_header_is_the_clients_and_is_ignored():
-    seen = {}
-
-    def app(environ, start_response):
-        seen["addr"] = environ.get("REMOTE_ADDR")
-        seen["header"] = environ.get("HTTP_X_PULSEBOARD_PEER")
-        start_response("204 No Content", [])
-        return []
-
     # No proxy marker: a client's connection that the web node handed over (backend/web/handoff.py).
-    Client(PeerFromProxy(app)).get(
-        "/", headers={PEER_HEADER: "198.51.100.7"}, environ_base={"REMOTE_ADDR": "192.0.2.1"}
-    )
+    seen = _seen_through_peer_from_proxy({"REMOTE_ADDR": "192.0.2.1"})
     assert seen == {"addr": "192.0.2.1", "header": None}
 
 
