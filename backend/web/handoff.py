@@ -25,7 +25,10 @@ The web process hands a connection over only while the read process answered its
 within STALL_S. A read process that stops answering (stuck, stopped) gets no more connections;
 reads then go through the proxy again, where one not answered in READ_TIMEOUT_S gets a 504.
 Connections it has taken wait for it, as with any server, and a read process that dies ends
-them (the proxy answered those elsewhere; a client retries on a new connection). Past
+them (the proxy answered those elsewhere; a client retries on a new connection). So it holds a
+connection only while it is in use: one idle for IDLE_HOLD_S goes back to the web process,
+which holds idle keep-alive connections (a dashboard that reads every second or two keeps its
+connection here). Past
 READ_MAX_CONNECTIONS it takes no more, and the web process keeps the connection and proxies its
 reads; connections handed back to the web process count against HTTP_MAX_CONNECTIONS there.
 """
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "handoff.sock"  # beside the read process's HTTP socket
 PROBE_S = 0.5  # how often the web process checks that the read process answers
 STALL_S = 2.0  # no answer for this long: no more connections are handed to it
+IDLE_HOLD_S = 5.0  # a connection idle this long in the read process goes back to the web process
 MESSAGE_MAX_BYTES = 64 * 1024  # one message: a kind byte and what was read of the request
 
 _READ_HEADS = (b"GET /api/metrics/", b"HEAD /api/metrics/")
@@ -198,6 +202,16 @@ class Handoff:
         elif is_read(head):
             return False
         return self._hand(protocol, head)
+
+    @property
+    def idle_hold_s(self) -> float | None:
+        """How long a connection may sit idle here before it goes back to the other process
+        (read side only: the web process holds idle connections)."""
+        return IDLE_HOLD_S if self.side == "read" else None
+
+    def hand_back_idle(self, protocol) -> bool:
+        """Read side: hand an idle connection back (nothing of a next request has been read)."""
+        return self.side == "read" and self._hand(protocol, b"")
 
     def _hand(self, protocol, head: bytes) -> bool:
         from eventlet.event import Event

@@ -129,15 +129,14 @@ def protocol_class(idle_timeout_s: float, header_timeout_s: float, handoff=None)
         def handle_one_request(self):
             if idle_timeout_s > 0 or handoff is not None:
                 try:
-                    with eventlet.Timeout(idle_timeout_s or None):
-                        head = self.rfile.peek(1)  # an idle keep-alive connection waits here
+                    head = self._next_head()  # an idle keep-alive connection waits here
                 except eventlet.Timeout:
                     self.close_connection = 1
                     return
                 except (OSError, ValueError):
                     self.close_connection = 1
                     return
-                if handoff is not None and head and handoff.route(self, head):
+                if head is None or (handoff is not None and head and handoff.route(self, head)):
                     self.close_connection = 1
                     return
             if header_timeout_s <= 0:
@@ -156,6 +155,22 @@ def protocol_class(idle_timeout_s: float, header_timeout_s: float, handoff=None)
             finally:
                 timer.cancel()
                 self._header_timer = None
+
+        def _next_head(self) -> bytes | None:
+            """The start of the next request, once it comes (raises eventlet.Timeout past the
+            idle deadline). None: the connection sat idle and went back to the other process."""
+            deadline = idle_timeout_s or None
+            hold = handoff.idle_hold_s if handoff is not None else None
+            if hold is not None and (deadline is None or hold < deadline):
+                try:
+                    with eventlet.Timeout(hold):
+                        return self.rfile.peek(1)
+                except eventlet.Timeout:
+                    if handoff.hand_back_idle(self):
+                        return None
+                    deadline = deadline - hold if deadline else None
+            with eventlet.Timeout(deadline):
+                return self.rfile.peek(1)
 
         def parse_request(self):
             try:

@@ -9,6 +9,8 @@ restarted."""
 from __future__ import annotations
 
 import gc
+import http.client
+import json
 import os
 import signal
 import socket
@@ -18,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import requests
 
+from backend.web import handoff
 from tests.helpers import wait_for
 from tests.integration.sio import Recorder
 
@@ -142,6 +145,36 @@ def test_a_kept_connection_moves_between_the_processes_as_its_requests_ask(serve
     assert len(answers) == 2 and all(a.startswith(b"200") for a in answers), raw[:300]
     assert b'"received"' in answers[0] and b'"status":"ok"' in answers[1].replace(b" ", b"")
     assert reader.is_running()
+
+
+def test_an_idle_connection_goes_back_to_the_web_process_and_stays_open(server_factory):
+    """The read process holds a connection only while it is in use: idle for IDLE_HOLD_S, it
+    goes back (a read process that dies then ends only connections in use)."""
+    server = server_factory(env=READS)
+    read_process(server)
+    host, port = server.url.split("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", "/api/metrics/stats")
+        first = conn.getresponse()
+        assert first.status == 200 and isinstance(json.loads(first.read()), dict)
+        sock = conn.sock
+        before = reads_of(server)  # (on connections of their own: health stays with the web process)
+        wait_for(
+            lambda: reads_of(server)["received"] > before["received"],
+            timeout=handoff.IDLE_HOLD_S + 5,
+            message="the idle connection back in the web process",
+        )
+        conn.request("GET", "/api/health")  # the same connection, now served by the web process
+        health = conn.getresponse()
+        assert health.status == 200 and b'"status"' in health.read()
+        conn.request("GET", "/api/metrics/stats")  # and a read on it goes over again
+        again = conn.getresponse()
+        assert again.status == 200 and isinstance(json.loads(again.read()), dict)
+        assert conn.sock is sock  # never reopened
+        assert reads_of(server)["handed"] > before["handed"]
+    finally:
+        conn.close()
 
 
 def test_past_its_connection_limit_reads_stay_with_the_web_process_and_are_proxied(server_factory):
