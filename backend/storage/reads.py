@@ -474,7 +474,7 @@ class Reads:
             pipe.hgetall(key)
         replies = pipe.execute()
         counters = replies[: len(self.parts)]
-        read_ahead = dict(zip(open_keys, replies[len(self.parts) :], strict=True))
+        open_hashes = replies[len(self.parts) :]
         version = tuple(c[0] for c in counters)
         late = tuple(c[1] for c in counters)
         key = (window_s, metric, to_s, version, late)
@@ -483,7 +483,9 @@ class Reads:
         if cached is not None:
             return cached
         from_s = to_s - window_s
-        base, live, current = self._window_parts(to_s, window_s, open_from, (late, now), read_ahead)
+        base, live, current = self._window_parts(
+            to_s, window_s, open_from, (late, now), (open_keys, open_hashes)
+        )
         if base is None:
             body = live.to_aggregate(window_s=window_s, from_s=from_s, to_s=to_s, metric=metric)
         else:
@@ -495,8 +497,9 @@ class Reads:
         return body
 
     def _open_keys(self, to_s: int, window_s: int, open_from: int) -> tuple[str, ...]:
-        """The buckets _window_parts reads per request while the current minute's seconds are
-        settled: the open seconds (none for a window inside the current minute, read whole)."""
+        """The buckets _window_parts adds to its base while the current minute's seconds are
+        settled: the open seconds, from `open_from` on (none for a window that starts inside
+        the current minute: it is read whole)."""
         current = (to_s - 1) // 60 * 60
         if to_s - window_s > current:
             return ()
@@ -508,7 +511,7 @@ class Reads:
         window_s: int,
         open_from: int,
         late_at: tuple[tuple, float],
-        read_ahead: dict[str, dict] | None = None,
+        open_seconds: tuple[tuple[str, ...], list[dict]],
     ) -> tuple[_Base | None, WindowStats, bool]:
         """The buckets of [to_s - window_s, to_s) as a base that changes at most once a second
         and the live part to add to it, reading as little live data as possible (base None:
@@ -526,7 +529,8 @@ class Reads:
         settles and added to the minute's running merge, which stays exact while the counters
         do not move. Only the open seconds are read per request, so a query while events
         arrive costs one or two small hash reads and rows of them added to the base, whatever
-        the window. While late writes come in, the current minute is read whole per request
+        the window: `open_seconds`, their keys (Reads._open_keys) and hashes, read with the
+        counters. While late writes come in, the current minute is read whole per request
         instead, as its one minute bucket (exact, and what every request read before)."""
         from_s = to_s - window_s
         current = (to_s - 1) // 60 * 60  # the minute holding the window's last second
@@ -561,12 +565,11 @@ class Reads:
             edge = parts[-1].stats
         clock = time.monotonic()
         current_parts = all(part.fresh(clock, late_at[0]) for part in parts)  # none served stale
-        open_from = max(open_from, current)
-        prefix = self._minute_prefix(current, open_from, late_at)
+        open_keys, hashes = open_seconds  # read with the counters (Reads.aggregate)
+        prefix = self._minute_prefix(current, max(open_from, current), late_at)
         if prefix is _UNSETTLED:
-            prefix, open_keys = None, tuple(self._bucket_keys(60, current))
-        else:
-            open_keys = tuple(k for sec in range(open_from, to_s) for k in self._bucket_keys(1, sec))
+            open_keys = tuple(self._bucket_keys(60, current))
+            prefix, hashes = None, self._hgetall_many(open_keys)
         with self._cache_lock:
             base = self._bases.get(from_s)
             if (
@@ -576,15 +579,6 @@ class Reads:
                 or base.prefix is not prefix
             ):
                 base = self._bases[from_s] = _Base(minutes, edge, prefix)
-        if read_ahead and all(key in read_ahead for key in open_keys):
-            hashes = [read_ahead[key] for key in open_keys]  # read with the counters
-        elif len(open_keys) == 1:
-            hashes = [self.redis.hgetall(open_keys[0])]
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for key in open_keys:
-                pipe.hgetall(key)
-            hashes = pipe.execute()
         return base, self._open_seconds.parse(open_keys, hashes), current_parts
 
     def _minute_prefix(
