@@ -192,11 +192,7 @@ class FanoutListener(Task):
         while not self.stopping:
             messages: list = []
             raw.ready(messages)
-            encoded: list[bytes] = []
-            for data in messages:
-                encoded += self._fresh(data)
-            if encoded:
-                self.fanout.deliver(encoded)
+            self._deliver(messages)
             try:
                 raw.receive()
             except redis.ConnectionError:
@@ -210,13 +206,20 @@ class FanoutListener(Task):
         if conn is None or not conn.can_read(timeout=LISTEN_WAIT_S):
             self.socketio.sleep(0)
             return
-        encoded: list[bytes] = []
+        messages: list = []
         while True:
             message = pubsub.get_message(timeout=None)
             if message is not None and message.get("type") == "message":
-                encoded += self._fresh(message["data"])
+                messages.append(message["data"])
             if not conn.can_read(timeout=0):
                 break
+        self._deliver(messages)
+
+    def _deliver(self, messages: list[bytes]) -> None:
+        """The events of fan-out messages that arrived together, delivered as one batch."""
+        encoded: list[bytes] = []
+        for data in messages:
+            encoded += self._fresh(data)
         if encoded:
             self.fanout.deliver(encoded)
 

@@ -308,6 +308,7 @@ class Handoff:
         """A connection the other process hands over: taken (and served from `head` on) or not."""
         from eventlet.greenio import GreenSocket
         from eventlet.patcher import original
+        from eventlet.wsgi import STATE_IDLE
 
         try:
             sock = GreenSocket(original("socket").socket(fileno=fd))
@@ -329,7 +330,7 @@ class Handoff:
             return
         self.received += 1
         sock.settimeout(self._server.socket_timeout)
-        conn_state = [addr, sock, _IDLE, head]
+        conn_state = [addr, sock, STATE_IDLE, head]
         self._pool.spawn(self._server.process_request, conn_state).link(_clean_up, conn_state)
 
     def _answer(self, channel: _Channel, kind: bytes, number: bytes) -> bool:
@@ -339,9 +340,6 @@ class Handoff:
             return True
         self._retire(channel)
         return False
-
-
-_IDLE = "idle"  # eventlet.wsgi's STATE_IDLE
 
 
 def _clean_up(_thread, conn_state) -> None:
