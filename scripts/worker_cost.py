@@ -1,16 +1,18 @@
 """The worker's own work per event: validate, aggregate, build and pack a batch's write.
 
-    .venv/bin/python scripts/worker_cost.py [--shape mixed|original] [--events N]
-    .venv/bin/python scripts/worker_cost.py --instructions [--shape ...]   # needs valgrind
+    .venv/bin/python scripts/worker_cost.py [--shape mixed|original] [--events N] [--batch N]
+    .venv/bin/python scripts/worker_cost.py --instructions [--shape ...] [--batch N]   # needs valgrind
 
 It runs the real BatchProcessor on the benchmark's events (bench/events.py) in batches of 850
-(what the worker takes at 40k events/s) with a pipe that packs each write and answers at once:
-no Redis, no threads, no sockets, so what it measures is the consumer thread's Python.
+(by default: about what the worker takes at 40k events/s) with a pipe that packs each write and
+answers at once: no Redis, no threads, no sockets, so what it measures is the consumer thread's
+Python.
 
 Without --instructions it prints CPU µs per event, which moves ±15% from run to run on a shared
-machine. With --instructions it runs itself twice under callgrind (1,700 and 18,700 events) and
-prints the difference in instructions per event: start-up and imports cancel out, and the figure
-repeats within 0.1%, which is what a change of a few percent needs.
+machine. With --instructions it runs itself twice under callgrind (2 and 22 batches: 1,700 and
+18,700 events at 850) and prints the difference in instructions per event: start-up and imports
+cancel out, and the figure repeats within 0.1%, which is what a change of a few percent needs.
+scripts/script_cost.py does the same for Redis's side of a batch, the write script.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class _NoFanout:
         pass
 
 
-def measure(shape: str, events: int) -> float:
+def measure(shape: str, events: int, batch: int = BATCH) -> float:
     """CPU seconds per event of BatchProcessor.process over `events` events."""
     import redis
 
@@ -84,8 +86,8 @@ def measure(shape: str, events: int) -> float:
     first = templates.encode(0, now, "w", now)
     tail = first[len(templates.bodies[0]) :]
     bodies = templates.bodies
-    raws = [bodies[i % len(bodies)] + tail for i in range(events + 5 * BATCH)]
-    batches = [raws[i : i + BATCH] for i in range(0, len(raws), BATCH)]
+    raws = [bodies[i % len(bodies)] + tail for i in range(events + 5 * batch)]
+    batches = [raws[i : i + batch] for i in range(0, len(raws), batch)]
     for batch in batches[:5]:  # warm the name caches
         processor.process(batch, time.monotonic())
     cpu = time.process_time()
@@ -95,7 +97,7 @@ def measure(shape: str, events: int) -> float:
     return (time.process_time() - cpu) / events
 
 
-def instructions(shape: str) -> float:
+def instructions(shape: str, batch: int = BATCH) -> float:
     def run(n: int) -> int:
         out = subprocess.run(
             [
@@ -108,6 +110,8 @@ def instructions(shape: str) -> float:
                 shape,
                 "--events",
                 str(n),
+                "--batch",
+                str(batch),
             ],
             capture_output=True,
             text=True,
@@ -115,7 +119,7 @@ def instructions(shape: str) -> float:
         )
         return int(re.search(r"Collected : ([\d,]+)", out.stderr).group(1).replace(",", ""))
 
-    small, large = 1_700, 18_700
+    small, large = 2 * batch, 22 * batch
     return (run(large) - run(small)) / (large - small)
 
 
@@ -123,12 +127,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", choices=("mixed", "original"), default="mixed")
     p.add_argument("--events", type=int, default=85_000)
+    p.add_argument("--batch", type=int, default=BATCH, help=f"events per batch (default {BATCH})")
     p.add_argument("--instructions", action="store_true", help="instructions per event, under callgrind")
     args = p.parse_args()
     if args.instructions:
-        print(f"{args.shape}: {instructions(args.shape):,.0f} instructions per event")
+        print(f"{args.shape}: {instructions(args.shape, args.batch):,.0f} instructions per event")
     else:
-        print(f"{args.shape}: {measure(args.shape, args.events) * 1e6:.2f} µs CPU per event")
+        print(f"{args.shape}: {measure(args.shape, args.events, args.batch) * 1e6:.2f} µs CPU per event")
     return 0
 
 
