@@ -110,6 +110,10 @@ class ProcessTree(psutil.Process):
             total[1] += t.system
         return _Times(*total)
 
+    def waited(self) -> float | None:
+        waits = [w for w in map(_threads_waited, self._tree()) if w is not None]
+        return sum(waits) if waits else None
+
     def memory_info(self):
         rss = 0
         for p in self._tree():
@@ -118,6 +122,29 @@ class ProcessTree(psutil.Process):
             except psutil.Error:
                 continue
         return _Rss(rss)
+
+
+def waited_s(p: psutil.Process) -> float | None:
+    """Seconds `p`'s threads have spent runnable but waiting for a CPU (Linux's schedstat), or
+    None where the kernel does not say. Next to CPU%, it tells a busy machine from slow code:
+    a process that waited long for a core was held up by what else ran, not by its own work."""
+    return p.waited() if isinstance(p, ProcessTree) else _threads_waited(p)
+
+
+def _threads_waited(p: psutil.Process) -> float | None:
+    try:
+        tids = [t.id for t in p.threads()]
+    except psutil.Error:
+        return None
+    total, known = 0, False
+    for tid in tids:
+        try:
+            with open(f"/proc/{p.pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+            known = True
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile, or no schedstat here
+    return total / 1e9 if known else None
 
 
 class _Times:
@@ -220,13 +247,17 @@ class Server:
 
 
 class CpuMeter:
-    """CPU% of some processes between start() and stop() (100% = one core busy)."""
+    """CPU% of some processes between start() and stop() (100% = one core busy), and in
+    `waited` the share of that time each spent runnable with no free core (100% = one thread
+    waiting all along)."""
 
     def __init__(self, procs: dict[str, psutil.Process]):
         self.procs = {**procs, "runner": psutil.Process()}
         self._t0 = 0.0
         self._c0: dict[str, float] = {}
+        self._w0: dict[str, float | None] = {}
         self.result: dict[str, float | None] = {}
+        self.waited: dict[str, float | None] = {}
 
     @staticmethod
     def _cpu(p: psutil.Process) -> float | None:
@@ -244,6 +275,7 @@ class CpuMeter:
     def start(self) -> CpuMeter:
         self._t0 = time.monotonic()
         self._c0 = {k: self._cpu(p) for k, p in self.procs.items()}
+        self._w0 = {k: waited_s(p) for k, p in self.procs.items()}
         self._busy0 = self._busy()
         return self
 
@@ -255,6 +287,8 @@ class CpuMeter:
         for k, p in self.procs.items():
             c1, c0 = self._cpu(p), self._c0.get(k)
             out[k] = round(100.0 * (c1 - c0) / wall, 1) if c1 is not None and c0 is not None else None
+            w1, w0 = waited_s(p), self._w0.get(k)
+            self.waited[k] = round(100.0 * (w1 - w0) / wall, 1) if w1 is not None and w0 is not None else None
         machine = 100.0 * (self._busy() - self._busy0) / wall
         ours = sum(v for v in out.values() if v is not None)
         out["machine"] = round(max(0.0, machine), 1)

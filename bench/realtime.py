@@ -73,7 +73,7 @@ def scenario(
         prepare_paced(pubs, rate=rate, duration=duration, step=step)
         for h in helpers:
             h.request({"cmd": "mark", "step": step}, timeout=10)
-        procs = _server_ps(server)
+        procs = {**_server_ps(server), "redis": bench.redis.proc}
         procs.update({h.name: psutil.Process(h.pid) for h in helpers})
         procs["publisher"] = psutil.Process(pubs[0].pid)
         extra: dict = {}
@@ -82,6 +82,11 @@ def scenario(
         with ctx:
             pub = pubs[0].request({"cmd": "go"}, timeout=duration * 3 + 60)
         cpu = meter.stop()
+        extra["redis_cpu_pct"] = cpu.get("redis")
+        # Time runnable with no free core, as a share of the step: a busy machine, not slow code.
+        extra["waited_pct"] = {
+            k: meter.waited.get(k) for k in ("server", "redis", *(h.name for h in helpers), "publisher")
+        }
         reports = [
             h.request({"cmd": "report", "expected": pub["published"], "timeout": 10}, timeout=70)
             for h in helpers
@@ -345,5 +350,17 @@ def line(r: dict) -> str:
         f"  {r['label']:<22} {r.get('shape', ''):<8} {r['published']:>7} published @ {r['publish_rate']:>8.0f}/s  lost {r['lost']}"
         f"  dup {r['duplicates']}  dropped {r['dropped_by_server']}  "
         f"p50 {r['p50_ms']} p95 {r['p95_ms']} p99 {r['p99_ms']} max {r['max_ms']} ms  "
-        f"server CPU {r['server_cpu_pct']}%  clients {r['client_cpu_pct']}%{extra}"
+        f"server CPU {r['server_cpu_pct']}%  clients {r['client_cpu_pct']}%{_waits(r)}{extra}"
+    )
+
+
+def _waits(r: dict) -> str:
+    """Redis's CPU and the time the server and Redis waited for a core (runs before these
+    figures existed have neither)."""
+    waited = r.get("waited_pct") or {}
+    if r.get("redis_cpu_pct") is None and not waited:
+        return ""
+    return (
+        f"  redis CPU {r.get('redis_cpu_pct')}%"
+        f"  waited for a core: server {waited.get('server')}% redis {waited.get('redis')}%"
     )
