@@ -83,6 +83,7 @@ def scenario(
             pub = pubs[0].request({"cmd": "go"}, timeout=duration * 3 + 60)
         cpu = meter.stop()
         extra["redis_cpu_pct"] = cpu.get("redis")
+        extra["others_cpu_pct"] = cpu.get("others")  # processes not in this benchmark, meanwhile
         # Time runnable with no free core, as a share of the step: a busy machine, not slow code.
         extra["waited_pct"] = {
             k: meter.waited.get(k) for k in ("server", "redis", *(h.name for h in helpers), "publisher")
