@@ -292,6 +292,14 @@ class Settings:
         choices=("batch", "per_event"),
     )
     MAX_BATCH: int = setting(5000, "per pipelined write", unit="events", min=1)
+    # Large batches absorb a burst (Redis's script merges a batch's updates); while clients watch
+    # live, a backlog written as one large batch holds Redis and each client's frame for long.
+    MAX_BATCH_LIVE: int = setting(
+        1500,
+        "per pipelined write while a web node has clients getting every event (0: MAX_BATCH always)",
+        unit="events",
+        min=0,
+    )
     # Redis disconnects a subscriber behind by its output limit.
     MAX_BATCH_BYTES: int = setting(
         4 * MiB,

@@ -35,7 +35,7 @@ from backend.ingest.shares import Shares
 from backend.ingest.sources import PubSubSource, StreamSource, next_message
 from backend.ingest.stream import StreamReader, check_transport
 from backend.storage.client import confirm_subscriptions, node_client
-from backend.storage.keys import Partitioning
+from backend.storage.keys import Keys, Partitioning
 from backend.storage.store import LeaseLost, Store, connect
 from backend.tasks.loop import Backoff, Task, start_thread
 
@@ -92,6 +92,8 @@ class Consumer(Task):
             self.channels.append(config["REDIS_CHANNEL"])
         self.sharded = parts.cluster
         self.max_batch = config["MAX_BATCH"]
+        self.max_batch_live = config["MAX_BATCH_LIVE"]
+        self.watched_key = Keys.from_config(config).watched  # a base key: web nodes set it
         self.max_batch_bytes = config["MAX_BATCH_BYTES"]
         self.pubsub_buffer_bytes = config["PUBSUB_BUFFER_BYTES"]
         self.transport = check_transport(config["INGEST_TRANSPORT"])
@@ -239,7 +241,7 @@ class Consumer(Task):
         reader = PubSubReader(
             pubsub, max_bytes=self.pubsub_buffer_bytes, start_task=self.start_task, sleep=self.sleep
         ).start()
-        return PubSubSource(reader, self.max_batch, self.max_batch_bytes)
+        return PubSubSource(reader, self.batch.max_batch, self.max_batch_bytes)
 
     def _lost_redis(self, exc: BaseException) -> None:
         self.subscribed = False  # before the backoff sleep: readiness must see it now
@@ -362,9 +364,22 @@ class Consumer(Task):
             self.shares.gave_up(self.partition)  # so the next turn stands by instead of retaking it
             return False
         self._trim_history(now)
+        self._follow_watchers()
         if self.stream is not None:
             self._stream_housekeeping()
         return True
+
+    def _follow_watchers(self) -> None:
+        """Batches of at most MAX_BATCH_LIVE while a web node has clients getting every event
+        (Keys.watched), MAX_BATCH otherwise. A backlog written as one batch of thousands holds
+        Redis for tens of milliseconds and sends each client a megabyte at once; written in
+        smaller batches it flows through Redis and the web process while the next is validated,
+        at the cost of some throughput in a burst (Redis merges fewer updates per script)."""
+        live = self.max_batch_live > 0 and self.store.redis.exists(self.watched_key)
+        limit = min(self.max_batch, self.max_batch_live) if live else self.max_batch
+        self.batch.max_batch = limit
+        if isinstance(self.source, PubSubSource):
+            self.source.max_batch = limit
 
     def _trim_history(self, now: float) -> None:
         """Keep HISTORY_S of the history stream: once a second, note the seq we have reached and

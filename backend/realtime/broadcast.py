@@ -240,6 +240,10 @@ def decode_fanout_message(data: bytes) -> list[bytes]:
     return numbered(first, bodies, stride) if bodies else []
 
 
+# Keys.watched outlives a tick or two that come late, not a web node that went away.
+WATCHED_TTL_MS = 3000
+
+
 class Ticker(PeriodicTask):
     """Once a second: aggregates per window room, generator state, slow clients."""
 
@@ -267,8 +271,16 @@ class Ticker(PeriodicTask):
     def step(self) -> None:
         if self.fanout is not None:
             self.fanout.drop_slow_clients()
+        self._note_watched()
         self._push_aggregates()
         self._push_generator_state()
+
+    def _note_watched(self) -> None:
+        """Tell the worker that someone watches live (Keys.watched): it then writes smaller
+        batches, trading some of a burst's throughput for latency (MAX_BATCH_LIVE)."""
+        rooms = local_rooms(self.socketio)
+        if rooms.get(BATCH_ROOM) or rooms.get(LEGACY_ROOM):
+            self.store.redis.set(self.store.keys.watched, "1", px=WATCHED_TTL_MS)
 
     tick = PeriodicTask.guarded_step  # one tick, as the loop runs it
 

@@ -123,6 +123,12 @@ class Keys:
         return f"{self.prefix}worker:heartbeat"
 
     @property
+    def watched(self) -> str:
+        """Set about once a second, with a 3 s expiry, by each web node that has clients getting
+        every event: while it exists the worker writes batches of at most MAX_BATCH_LIVE."""
+        return f"{self.prefix}watched"
+
+    @property
     def fanout(self) -> str:
         """Pub/Sub channel the worker's write script publishes each stored batch on, for every web
         node to deliver to its own clients (MESSAGE_QUEUE): `<first seq>\\n<event>\\n<event>...`."""

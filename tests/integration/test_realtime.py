@@ -295,3 +295,15 @@ def test_after_seq_resyncs_any_gap_within_the_history(live_server, r):
     # A gap older than the history is reported as such, not answered as if nothing was missed.
     old = live_server.get("/api/metrics/recent?after=1&order=asc&limit=10").json()
     assert old["complete"] is False and old["oldest_seq"] > 2
+
+
+def test_a_web_node_tells_the_worker_while_clients_get_every_event(live_server, r, names):
+    """Keys.watched exists while the node has a client getting every event (the worker then
+    writes batches of MAX_BATCH_LIVE) and expires once it has none."""
+    key = f"{names['KEY_PREFIX']}watched"
+    assert not r.exists(key)  # no client yet: the server's ticks have not set it
+    with Recorder(live_server.url, batch_window=60) as batch:
+        wait_for(lambda: batch.sub_acks, message="the batch client subscribed")
+        wait_for(lambda: r.exists(key), message="the ticker noted a live client")
+        assert 0 < r.pttl(key) <= 3000
+    wait_for(lambda: not r.exists(key), timeout=10, message="the key expired once nobody watched")
