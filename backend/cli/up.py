@@ -104,6 +104,9 @@ def up(args) -> int:
         if app is not None:
             stop_background(app)  # before Redis goes, so the worker doesn't log a false outage
         if embedded is not None:
+            # python-socketio's Redis manager (MESSAGE_QUEUE) has no stop: its listener would log
+            # the embedded Redis going away below as an error on every clean stop.
+            logging.getLogger("socketio.server").setLevel(logging.CRITICAL)
             embedded.close()
         log.info("stopped")
     if gave_up:

@@ -14,6 +14,7 @@ from backend.cli.embedded_redis import free_port
 from backend.cli.procs import pulseboard_command
 from tests.conftest import ROOT
 from tests.helpers import wait_for
+from tests.integration.sio import Recorder
 
 
 def _ready(url: str) -> bool:
@@ -65,3 +66,32 @@ def test_up_restarts_a_dead_embedded_redis_and_stops_cleanly(tmp_path):
     assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     # Stopped in order: the worker before Redis, so no false outage is logged on the way out.
     assert "worker stopped (clean)" in log_path.read_text()
+
+
+def test_a_clean_stop_logs_no_error(tmp_path):
+    """SIGTERM (how `make run` and service managers stop it) after a dashboard client came and
+    went stops every part in order and quietly: the Socket.IO message queue's listener, which has
+    no stop of its own, must not report the embedded Redis going away as an error."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update({"PULSEBOARD_ENV_FILE": "/nonexistent", "LOG_LEVEL": "INFO"})
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            pulseboard_command("up", "--port", str(port), "--no-generator"),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ready(url), timeout=30, message="up is ready")
+        with Recorder(url, batch_window=60) as client:
+            wait_for(lambda: client.sub_acks, message="a dashboard client subscribed")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    text = log_path.read_text()
+    assert code == 0 and "stopped" in text, text
+    assert " ERROR " not in text and " WARNING " not in text, text
