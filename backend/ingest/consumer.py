@@ -375,8 +375,9 @@ class Consumer(Task):
         Redis for tens of milliseconds and sends each client a megabyte at once; written in
         smaller batches it flows through Redis and the web process while the next is validated,
         at the cost of some throughput in a burst (Redis merges fewer updates per script)."""
-        live = self.max_batch_live > 0 and self.store.redis.exists(self.watched_key)
-        limit = min(self.max_batch, self.max_batch_live) if live else self.max_batch
+        # (No round trip when the live cap could not make a batch smaller.)
+        live = 0 < self.max_batch_live < self.max_batch and self.store.redis.exists(self.watched_key)
+        limit = self.max_batch_live if live else self.max_batch
         self.batch.max_batch = limit
         if isinstance(self.source, PubSubSource):
             self.source.max_batch = limit
