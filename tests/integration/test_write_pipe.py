@@ -195,11 +195,15 @@ def test_a_pump_with_a_write_in_flight_only_takes_what_is_waiting_and_reads_the_
         worker.sub_client.close()
 
 
-@pytest.mark.parametrize("watched", [True, False])
-def test_a_backlog_goes_in_smaller_batches_while_a_web_node_watches_live(cfg, fanout, r, names, watched):
+@pytest.mark.parametrize(("watched", "live_cap"), [(True, 100), (False, 100), (True, 0)])
+def test_a_backlog_goes_in_smaller_batches_while_a_web_node_watches_live(
+    cfg, fanout, r, names, watched, live_cap
+):
     """MAX_BATCH_LIVE while Keys.watched exists (a web node has clients getting every event),
-    MAX_BATCH otherwise: the same backlog of 250 is written in batches of at most 100, or as one."""
-    cfg = {**cfg, "MAX_BATCH": 300, "MAX_BATCH_LIVE": 100}
+    MAX_BATCH otherwise (and always with MAX_BATCH_LIVE=0): the same backlog of 250 is written
+    in batches of at most 100, or as one."""
+    cfg = {**cfg, "MAX_BATCH": 300, "MAX_BATCH_LIVE": live_cap}
+    capped = watched and live_cap > 0
     worker = Consumer(cfg, Broadcaster(None, channel=fanout[0]))
     pubsub = worker.sub_client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(names["REDIS_CHANNEL"])
@@ -210,7 +214,7 @@ def test_a_backlog_goes_in_smaller_batches_while_a_web_node_watches_live(cfg, fa
         if watched:
             r.set(f"{names['KEY_PREFIX']}watched", "1", px=3000)  # what a web node's ticker sets
         worker._follow_watchers()
-        assert worker.batch.max_batch == worker.source.max_batch == (100 if watched else 300)
+        assert worker.batch.max_batch == worker.source.max_batch == (100 if capped else 300)
         pipe = r.pipeline(transaction=False)
         for message in _batch("w", 250):
             pipe.publish(names["REDIS_CHANNEL"], message)
@@ -221,7 +225,7 @@ def test_a_backlog_goes_in_smaller_batches_while_a_web_node_watches_live(cfg, fa
         wait_for(lambda: len(_ids(fanout[1]())) == 250, message="every event published")
         sizes = [len(bodies) for _, _, bodies in fanout[1]()]
         assert _ids(fanout[1]()) == [f"w{i}" for i in range(250)]
-        if watched:
+        if capped:
             assert len(sizes) >= 3 and max(sizes) <= 100, sizes
         else:
             assert sizes == [250]
