@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+from pathlib import Path
 
 import psutil
 import requests
@@ -24,7 +25,9 @@ def _ready(url: str) -> bool:
         return False
 
 
-def test_up_restarts_a_dead_embedded_redis_and_stops_cleanly(tmp_path):
+def _start_up(tmp_path) -> tuple[subprocess.Popen, str, Path]:
+    """`pulseboard up` without a generator on a free port, on embedded Redis, logging at INFO to
+    tmp_path/up.log: the process, its URL and the log's path."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update({"PULSEBOARD_ENV_FILE": "/nonexistent", "LOG_LEVEL": "INFO"})
@@ -37,7 +40,11 @@ def test_up_restarts_a_dead_embedded_redis_and_stops_cleanly(tmp_path):
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}", log_path
+
+
+def test_up_restarts_a_dead_embedded_redis_and_stops_cleanly(tmp_path):
+    proc, url, log_path = _start_up(tmp_path)
     try:
         wait_for(lambda: _ready(url), timeout=30, message="up is ready")
         tree = psutil.Process(proc.pid).children(recursive=True)
@@ -72,19 +79,7 @@ def test_a_clean_stop_logs_no_error(tmp_path):
     """SIGTERM (how `make run` and service managers stop it) after a dashboard client came and
     went stops every part in order and quietly: the Socket.IO message queue's listener, which has
     no stop of its own, must not report the embedded Redis going away as an error."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update({"PULSEBOARD_ENV_FILE": "/nonexistent", "LOG_LEVEL": "INFO"})
-    log_path = tmp_path / "up.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            pulseboard_command("up", "--port", str(port), "--no-generator"),
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    proc, url, log_path = _start_up(tmp_path)
     try:
         wait_for(lambda: _ready(url), timeout=30, message="up is ready")
         with Recorder(url, batch_window=60) as client:
