@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 
+import greenlet
 from flask import Flask
 
 from backend.cli.procs import die_with_parent, pulseboard_command, reads_in_own_process, settle_gc, stop
@@ -103,14 +104,28 @@ def stop_background(app: Flask, wait_s: float = 5.0) -> None:
 
 
 def interrupt_on_sigterm() -> None:
-    """SIGTERM (docker stop, systemd, Kubernetes) takes the same clean path as Ctrl-C."""
+    """SIGTERM (docker stop, systemd, Kubernetes) takes the same clean path as Ctrl-C: a
+    KeyboardInterrupt in the main green thread, the one that runs the server loop."""
+    main = greenlet.getcurrent()
 
     def handler(signum, frame):
         # Once. The stop that follows finishes the batch in hand and stops the children in
         # order; a second SIGTERM must not break into it (systemd signals the whole control
         # group, and `make run` passes its own SIGTERM on to us).
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        if greenlet.getcurrent() is main:
+            raise KeyboardInterrupt
+        # Under eventlet or gevent the signal lands in whichever green thread is running.
+        # Raised there, it ended that one (a websocket's closing, which swallowed it about one
+        # stop in five) and the server went on: thrown into the main one at the hub's next turn.
+        if socketio.async_mode == "gevent":
+            import gevent
+
+            gevent.get_hub().loop.run_callback(main.throw, KeyboardInterrupt)
+        else:
+            import eventlet.hubs
+
+            eventlet.hubs.get_hub().schedule_call_global(0, main.throw, KeyboardInterrupt)
 
     signal.signal(signal.SIGTERM, handler)
 
