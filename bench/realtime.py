@@ -27,17 +27,11 @@ import threading
 import time
 
 import orjson
-import psutil
 import requests
 
 from bench.context import prepare_paced
-from bench.harness import CpuMeter, Names
+from bench.harness import Names
 from bench.proto import Helper
-
-
-def _server_ps(server) -> dict:
-    """The web process with its worker child (a ProcessTree: CPU counted together)."""
-    return {"server": server.ps}
 
 
 def _clients(bench, server, n: int, mode: str, procs: int = 2) -> list[Helper]:
@@ -73,12 +67,9 @@ def scenario(
         prepare_paced(pubs, rate=rate, duration=duration, step=step)
         for h in helpers:
             h.request({"cmd": "mark", "step": step}, timeout=10)
-        procs = {**_server_ps(server), "redis": bench.redis.proc}
-        procs.update({h.name: psutil.Process(h.pid) for h in helpers})
-        procs["publisher"] = psutil.Process(pubs[0].pid)
         extra: dict = {}
         ctx = during(server, extra) if during else contextlib.nullcontext()
-        meter = CpuMeter(procs).start()
+        meter = bench.cpu_meter(server, [*helpers, *pubs])
         with ctx:
             pub = pubs[0].request({"cmd": "go"}, timeout=duration * 3 + 60)
         cpu = meter.stop()
@@ -86,7 +77,7 @@ def scenario(
         extra["others_cpu_pct"] = cpu.get("others")  # processes not in this benchmark, meanwhile
         # Time runnable with no free core, as a share of the step: a busy machine, not slow code.
         extra["waited_pct"] = {
-            k: meter.waited.get(k) for k in ("server", "redis", *(h.name for h in helpers), "publisher")
+            k: meter.waited.get(k) for k in ("server", "redis", *(h.name for h in [*helpers, *pubs]))
         }
         reports = [
             h.request({"cmd": "report", "expected": pub["published"], "timeout": 10}, timeout=70)
@@ -141,7 +132,7 @@ def summarize(label, mode, rate, clients, strategy, pub, reports, cpu, dropped, 
         ],
         "server_cpu_pct": round(server_cpu, 1),
         "client_cpu_pct": [c for c in client_cpu if c is not None],
-        "publisher_cpu_pct": cpu.get("publisher"),
+        "publisher_cpu_pct": next((v for k, v in cpu.items() if k.startswith("publisher")), None),
         **extra,
     }
 
