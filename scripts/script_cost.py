@@ -104,9 +104,9 @@ def instructions(calls: list[tuple[list, list]], script: str, counted: int) -> i
     """Instructions a valkey-server runs for WARM_CALLS + `counted` calls, start to shutdown."""
     import redis
 
-    from backend.cli.embedded_redis import find_redis_server
+    from backend.cli.embedded_redis import find_redis_server, free_port
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             "valgrind",
@@ -145,14 +145,6 @@ def instructions(calls: list[tuple[list, list]], script: str, counted: int) -> i
         if server.poll() is None:
             server.kill()
     return int(re.search(r"Collected : ([\d,]+)", err).group(1).replace(",", ""))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def per_call(calls, script: str) -> float:
