@@ -300,6 +300,14 @@ class Settings:
         unit="events",
         min=0,
     )
+    # Under load each batch would add to the same minute-hash fields as the one before; held
+    # back and merged, they cost Redis one update per field in this long (ingest/batch.py).
+    MINUTE_HOLD_MS: int = setting(
+        250,
+        "longest the current minute's bucket may trail its seconds while events queue (0: never held)",
+        unit="ms",
+        min=0,
+    )
     # Redis disconnects a subscriber behind by its output limit.
     MAX_BATCH_BYTES: int = setting(
         4 * MiB,

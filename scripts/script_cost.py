@@ -1,6 +1,6 @@
 """Redis's own work per batch: the write script, in instructions, whole and part by part.
 
-    .venv/bin/python scripts/script_cost.py [--shape mixed|original] [--batch N] [--parts]
+    .venv/bin/python scripts/script_cost.py [--shape mixed|original] [--batch N] [--parts] [--held]
 
 It builds the write script's real calls (KEYS and ARGV) for batches of N of the benchmark's
 events (bench/events.py), the way the worker does at 40k events/s (BatchProcessor with a pipe that
@@ -34,8 +34,10 @@ sys.path.insert(0, str(ROOT))
 WARM_CALLS = 10  # calls run before counting: the buckets and lists exist, as in a running system
 
 
-def batch_calls(shape: str, batch: int, count: int) -> list[tuple[list, list]]:
-    """`count` write-script calls (keys, args) for batches of `batch` events, 40k events/s apart."""
+def batch_calls(shape: str, batch: int, count: int, held: bool = False) -> list[tuple[list, list]]:
+    """`count` write-script calls (keys, args) for batches of `batch` events, 40k events/s apart;
+    `held`: as while events queue, each batch holding back its minute's updates (the batch that
+    releases them, once per MINUTE_HOLD_MS, is not among the calls)."""
     import redis
 
     from backend import config as cfgmod
@@ -65,7 +67,11 @@ def batch_calls(shape: str, batch: int, count: int) -> list[tuple[list, list]]:
 
     conf = cfgmod.load().as_dict()
     store = Store.from_config(conf, redis.Redis.from_url("redis://127.0.0.1:1/0"), partition=0)
+    if held:
+        conf["MINUTE_HOLD_MS"] = 10**9
     processor = BatchProcessor(conf, store, _NoFanout(), fence=("x", "y"), pipe=Keeping(None, ""))
+    if held:
+        processor.backlog = lambda: 1
     templates = Templates(1, shape=shape)
     now = time.time()
     for b in range(count):
@@ -157,12 +163,13 @@ def main() -> int:
     p.add_argument("--shape", choices=("mixed", "original"), default="mixed")
     p.add_argument("--batch", type=int, default=400, help="events per batch (default 400)")
     p.add_argument("--parts", action="store_true", help="also the script with parts taken out")
+    p.add_argument("--held", action="store_true", help="batches holding their minute's updates back")
     args = p.parse_args()
     from backend.storage.scripts import WRITE_BATCH_LUA
 
-    calls = batch_calls(args.shape, args.batch, WARM_CALLS + 20)
+    calls = batch_calls(args.shape, args.batch, WARM_CALLS + 20, args.held)
     runs = variants(WRITE_BATCH_LUA) if args.parts else {"whole script": WRITE_BATCH_LUA}
-    print(f"{args.shape} events, batches of {args.batch}:")
+    print(f"{args.shape} events, batches of {args.batch}{', minute held' if args.held else ''}:")
     for name, script in runs.items():
         n = per_call(calls, script)
         print(

@@ -28,7 +28,7 @@ import redis
 from redis.exceptions import AskError, MovedError
 
 from backend import telemetry
-from backend.ingest.batch import LOST, BatchProcessor
+from backend.ingest.batch import LOST, BatchProcessor, none_waiting
 from backend.ingest.lease import HEARTBEAT_EVERY_S, Lease, new_token
 from backend.ingest.pubsub import PubSubReader
 from backend.ingest.shares import Shares
@@ -241,6 +241,7 @@ class Consumer(Task):
         reader = PubSubReader(
             pubsub, max_bytes=self.pubsub_buffer_bytes, start_task=self.start_task, sleep=self.sleep
         ).start()
+        self.batch.backlog = reader.pending  # the minute's updates are held while more waits
         return PubSubSource(reader, self.batch.max_batch, self.max_batch_bytes)
 
     def _lost_redis(self, exc: BaseException) -> None:
@@ -272,6 +273,7 @@ class Consumer(Task):
             source.close()
             if isinstance(source, PubSubSource):
                 self.pubsub_dropped += source.reader.dropped
+                self.batch.backlog = none_waiting
         if pubsub is not None:
             try:
                 pubsub.close()

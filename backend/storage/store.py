@@ -284,10 +284,11 @@ class Store(Reads, Leases):
 
 
 def _writes_late(deltas: Mapping[tuple[int, int], object], now: float) -> bool:
-    """Whether a batch adds to a second that ended more than LATE_WRITE_S ago (readers may
-    have settled it: core/layout.py)."""
-    settled_before = now - 1 - LATE_WRITE_S
-    return any(res == 1 and start < settled_before for res, start in deltas)
+    """Whether a batch adds to a bucket that ended more than LATE_WRITE_S ago (readers may
+    have settled it: core/layout.py). A minute's own updates can come later than its seconds'
+    when the worker held them back (ingest/batch.py)."""
+    settled_before = now - LATE_WRITE_S
+    return any(start + res < settled_before for res, start in deltas)
 
 
 __all__ = ["RESOLUTIONS", "LeaseLost", "PoolExhausted", "Store", "connect"]

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis
 
-from backend.core.aggregate import BatchAccumulator
+from backend.core.aggregate import BatchAccumulator, BucketDelta
 from backend.core.events import validate
 from backend.core.layout import LATE_WRITE_S
 from backend.core.window import WindowStats, plan_window
@@ -401,3 +401,20 @@ def test_a_batch_counts_as_late_only_when_it_adds_to_a_second_ended_more_than_la
     assert write_at(second + 0.9, second + 1 + LATE_WRITE_S / 2) == 0  # just after it ended
     assert write_at(second + 0.9, second + 1 + LATE_WRITE_S * 2) == 1  # late
     assert write_at(second - 3000, second + 1) == 2  # a backfill
+
+
+def test_held_minute_updates_written_after_the_minute_ended_count_as_late(store):
+    """The worker may write a minute's updates after its seconds' (held back under load,
+    ingest/batch.py): written more than LATE_WRITE_S after the minute ended, readers may have
+    merged that minute already, so the batch counts as late."""
+    minute = int(time.time()) // 60 * 60 - 60
+    delta = BucketDelta(incr={"m|#c": 1})
+
+    def write_at(at: float) -> int:
+        store.clock = lambda: at
+        store.write_batch([], {(60, minute): delta}, [], received=0)
+        return store.stats().get("late", 0)
+
+    assert write_at(minute + 59.9) == 0
+    assert write_at(minute + 60 + LATE_WRITE_S / 2) == 0
+    assert write_at(minute + 60 + LATE_WRITE_S * 2) == 1

@@ -4,6 +4,8 @@ that gathered into one batch."""
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 import redis
@@ -235,3 +237,99 @@ def test_a_backlog_goes_in_smaller_batches_while_a_web_node_watches_live(
         worker.batch.pipe.close()
         worker.store.redis.close()
         worker.sub_client.close()
+
+
+# --- the current minute's updates, held back while events queue --------------------------------
+def _counts(r, cfg, minute: int) -> tuple[int, int]:
+    """Events of metric `pipe` in the minute's bucket, and in its 60 second buckets."""
+    prefix = cfg["KEY_PREFIX"]
+    pipe = r.pipeline(transaction=False)
+    pipe.hget(f"{prefix}agg:60:{minute}", "pipe|#c")
+    for sec in range(minute, minute + 60):
+        pipe.hget(f"{prefix}agg:1:{sec}", "pipe|#c")
+    counts = [int(c or 0) for c in pipe.execute()]
+    return counts[0], sum(counts[1:])
+
+
+def _a_minute_with_room() -> int:
+    """The current minute, once at least 5 s of it are left: a test's batches all fall in it."""
+    wait_for(lambda: time.time() % 60 < 55, timeout=10, message="a minute with 5 s left")
+    return int(time.time()) // 60 * 60
+
+
+def test_while_events_queue_the_minute_waits_and_the_last_batch_writes_it_merged(processor, r, cfg):
+    minute = _a_minute_with_room()
+    waiting = [1]
+    processor.backlog = lambda: waiting[0]
+    processor.process(_batch("a", 3))
+    processor.process(_batch("b", 2))
+    wait_for(lambda: _accepted(r, cfg) == 5, message="both batches stored")
+    assert _counts(r, cfg, minute) == (0, 5)  # the seconds at once, the minute held
+
+    waiting[0] = 0  # nothing behind the next batch: it writes the minute
+    processor.process(_batch("c", 1))
+    wait_for(lambda: _accepted(r, cfg) == 6, message="the last batch stored")
+    assert _counts(r, cfg, minute) == (6, 6)
+    processor.flush()
+    assert _counts(r, cfg, minute) == (6, 6)  # nothing held was written twice
+
+
+@pytest.mark.parametrize("hold_ms", [0, 30])
+def test_held_minute_updates_go_out_after_minute_hold_ms_and_never_with_it_0(cfg, fanout, r, hold_ms):
+    minute = _a_minute_with_room()
+    store = Store.from_config(cfg, partition=0)
+    processor = BatchProcessor(
+        {**cfg, "MINUTE_HOLD_MS": hold_ms},
+        store,
+        Broadcaster(None, channel=fanout[0]),
+        fence=("", ""),
+        pipe=store.pipe(),
+    )
+    processor.backlog = lambda: 1  # events always queue
+    try:
+        processor.process(_batch("a", 3))
+        sent = time.monotonic()
+        wait_for(lambda: _accepted(r, cfg) == 3, message="the first batch stored")
+        assert _counts(r, cfg, minute) == ((3 if hold_ms == 0 else 0), 3)
+        wait_for(lambda: time.monotonic() - sent > hold_ms / 1000, message="MINUTE_HOLD_MS gone by")
+        processor.process(_batch("b", 2))  # carries the first batch's minute, and writes its own
+        wait_for(lambda: _accepted(r, cfg) == 5, message="the second batch stored")
+        assert _counts(r, cfg, minute) == (5, 5)
+    finally:
+        processor.pipe.close()
+        store.redis.close()
+
+
+@pytest.mark.parametrize("releasing", [True, False])
+def test_held_updates_of_stored_batches_survive_a_lost_write_and_retried_ones_count_once(
+    processor, r, cfg, releasing
+):
+    """A write lost with the connection carried the held updates of batches already stored
+    (held again, written by the next batch) and maybe of batches retried with it (counted again
+    by the retry); or it held its own, and is retried. Either way, afterwards the minute holds
+    exactly what its seconds hold."""
+    minute = _a_minute_with_room()
+    waiting = [1]
+    processor.backlog = lambda: waiting[0]
+    sent = 0
+    for tag, n in (("a", 3), ("b", 2), ("c", 1)):
+        processor.process(_batch(tag, n))
+        sent += n
+        wait_for(lambda sent=sent: _accepted(r, cfg) == sent, message=f"batch {tag} stored")
+    assert _counts(r, cfg, minute) == (0, 6)
+    (writer,) = [c for c in r.client_list() if c["name"] == WRITER_NAME]
+    r.client_kill_filter(_id=writer["id"])
+
+    waiting[0] = 0 if releasing else 1
+    last = _batch("d", 4)
+    with pytest.raises(redis.ConnectionError):
+        processor.process(last)  # releases what is held (or holds its own), on a dead connection
+        processor.flush()
+    unstored = processor.take_unstored()
+    assert unstored[-4:] == last
+    waiting[0] = 0
+    processor.process(unstored)
+    processor.flush()
+    stored = _accepted(r, cfg)
+    assert stored == 6 + len(unstored)
+    assert _counts(r, cfg, minute) == (stored, stored)

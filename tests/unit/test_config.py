@@ -64,7 +64,7 @@ def test_existing_names_and_defaults_are_kept():
     }
     config = DEFAULTS.as_dict()
     assert {k: config[k] for k in expected} == expected
-    assert len(config) == len(specs()) == 87
+    assert len(config) == len(specs()) == 88
 
 
 @pytest.mark.parametrize(
