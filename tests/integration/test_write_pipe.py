@@ -257,21 +257,35 @@ def _a_minute_with_room() -> int:
     return int(time.time()) // 60 * 60
 
 
-def test_while_events_queue_the_minute_waits_and_the_last_batch_writes_it_merged(processor, r, cfg):
+def test_while_events_queue_the_minute_waits_and_flush_writes_it_merged(processor, r, cfg):
     minute = _a_minute_with_room()
     waiting = [1]
     processor.backlog = lambda: waiting[0]
     processor.process(_batch("a", 3))
+    wait_for(lambda: _accepted(r, cfg) == 3, message="the first batch stored")
     processor.process(_batch("b", 2))
     wait_for(lambda: _accepted(r, cfg) == 5, message="both batches stored")
     assert _counts(r, cfg, minute) == (0, 5)  # the seconds at once, the minute held
+    processor.flush()  # before the worker idles
+    assert _counts(r, cfg, minute) == (5, 5)
 
-    waiting[0] = 0  # nothing behind the next batch: it writes the minute
+    waiting[0] = 0  # nothing waiting, nothing in flight: a batch writes its own minute
     processor.process(_batch("c", 1))
     wait_for(lambda: _accepted(r, cfg) == 6, message="the last batch stored")
     assert _counts(r, cfg, minute) == (6, 6)
     processor.flush()
     assert _counts(r, cfg, minute) == (6, 6)  # nothing held was written twice
+
+
+def test_a_batch_sent_behind_an_unanswered_write_holds_its_minute(processor, r, cfg):
+    minute = _a_minute_with_room()
+    processor.process(_batch("a", 3))  # nothing in flight: written whole
+    processor.process(_batch("b", 2))  # the first reply is unread yet
+    assert processor.in_flight == 2
+    wait_for(lambda: _accepted(r, cfg) == 5, message="both batches stored")
+    assert _counts(r, cfg, minute) == (3, 5)
+    processor.flush()
+    assert _counts(r, cfg, minute) == (5, 5)
 
 
 @pytest.mark.parametrize("hold_ms", [0, 30])
