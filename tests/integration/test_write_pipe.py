@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from backend.config import current
-from backend.ingest.batch import BatchProcessor
+from backend.ingest.batch import HOLD_BATCH, BatchProcessor
 from backend.ingest.consumer import IDLE_WAIT_S, Consumer
 from backend.ingest.pubsub import PubSubReader
 from backend.ingest.sources import PubSubSource
@@ -275,6 +275,15 @@ def test_while_events_queue_the_minute_waits_and_flush_writes_it_merged(processo
     assert _counts(r, cfg, minute) == (6, 6)
     processor.flush()
     assert _counts(r, cfg, minute) == (6, 6)  # nothing held was written twice
+
+
+def test_a_large_batch_holds_its_minute_even_alone(processor, r, cfg):
+    minute = _a_minute_with_room()
+    processor.process(_batch("a", HOLD_BATCH))
+    wait_for(lambda: _accepted(r, cfg) == HOLD_BATCH, message="the batch stored")
+    assert _counts(r, cfg, minute) == (0, HOLD_BATCH)
+    processor.flush()
+    assert _counts(r, cfg, minute) == (HOLD_BATCH, HOLD_BATCH)
 
 
 def test_a_batch_sent_behind_an_unanswered_write_holds_its_minute(processor, r, cfg):
