@@ -29,6 +29,12 @@ Tag values are free text, so ``%`` and ``|`` in them are percent-encoded (and a 
 ``__other__`` too): at most ``tag_values_max`` distinct values per (metric, tag) and minute are
 kept, per worker process; the rest are counted under ``__other__``.
 
+Under load the worker holds a batch's updates of the current minute's hash back and writes
+several batches' merged a little later (aggregate.MinuteHold, ingest/batch.py): the current
+minute's hash may trail its seconds by up to MINUTE_HOLD_MS, and a closed minute's is complete
+once the worker has written past the minute's end (later than LATE_WRITE_S, the write counts
+as late).
+
 Every operation is an increment or a keep-min/keep-max, so applying deltas is commutative:
 several workers (or a retried batch split differently) land on the same totals, and any set of
 buckets merges into one window by the same rules. Metric and field names cannot contain "|" or
