@@ -304,7 +304,7 @@ class Settings:
     # back and merged, they cost Redis one update per field in this long (ingest/batch.py).
     MINUTE_HOLD_MS: int = setting(
         250,
-        "longest the current minute's bucket may trail its seconds while events queue (0: never held)",
+        "longest the current minute's bucket may trail its seconds under load (0: never held)",
         unit="ms",
         min=0,
     )

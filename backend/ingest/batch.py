@@ -128,14 +128,13 @@ class BatchProcessor:
     write is still unanswered, or while more events already wait (`backlog`), or of at least
     HOLD_BATCH events, writes its seconds, and a later batch writes the minute updates of all
     the batches held since, merged (aggregate.MinuteHold). At 40,000 events/s that takes 30-40%
-    of Redis's work off a held batch. A small batch sent with nothing in flight and nothing
-    waiting releases what is held, as does the first batch after the minute ended, the first
-    once the oldest held update is
-    MINUTE_HOLD_MS old (how far the current minute's hash may trail its seconds under load;
-    readers of the current minute read its seconds), and flush(), before the worker idles.
-    Seconds, lists and the fan-out are never held. If the connection goes with writes in
-    flight, the held updates of batches that are retried are dropped with them (the retry
-    counts them again), and those of stored batches are held again."""
+    of Redis's work off a held batch. What is held goes with the next small batch sent with
+    nothing in flight and nothing waiting, the first batch after the minute ended, the first
+    once the oldest held update is MINUTE_HOLD_MS old (how far the current minute's hash may
+    trail its seconds under load; aggregates read the current minute's seconds), or flush(),
+    before the worker idles. Seconds, lists and the fan-out are never held. If the connection
+    goes with writes in flight, the held updates of batches that are retried are dropped with
+    them (the retry counts them again), and those of stored batches are held again."""
 
     def __init__(
         self,
