@@ -15,6 +15,7 @@ from backend.ingest.batch import HOLD_BATCH, BatchProcessor
 from backend.ingest.consumer import IDLE_WAIT_S, Consumer
 from backend.ingest.pubsub import PubSubReader
 from backend.ingest.sources import PubSubSource
+from backend.ingest.stream import FIELD, GROUP, Entry
 from backend.realtime.broadcast import Broadcaster, parse_fanout_message
 from backend.storage.store import WRITER_NAME, Store
 from tests.helpers import wait_for
@@ -356,3 +357,19 @@ def test_held_updates_of_stored_batches_survive_a_lost_write_and_retried_ones_co
     stored = _accepted(r, cfg)
     assert stored == 6 + len(unstored)
     assert _counts(r, cfg, minute) == (stored, stored)
+
+
+def test_a_batch_of_stream_entries_writes_what_is_held_before_itself(processor, r, cfg):
+    minute = _a_minute_with_room()
+    processor.backlog = lambda: 1
+    processor.process(_batch("a", 3))
+    wait_for(lambda: _accepted(r, cfg) == 3, message="the Pub/Sub batch stored")
+    assert _counts(r, cfg, minute) == (0, 3)
+
+    stream = f"{cfg['KEY_PREFIX']}entries"
+    r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    r.xadd(stream, {FIELD: orjson.dumps({"metric": "pipe", "value": 1, "id": "s0"})})
+    [(_, read)] = r.xreadgroup(GROUP, "test", {stream: ">"})
+    processor.process([], entries=[Entry(entry_id, fields) for entry_id, fields in read], ack_key=stream)
+    assert _counts(r, cfg, minute) == (4, 4)  # written at once, the held part before it
+    assert r.xpending(stream, GROUP)["pending"] == 0
