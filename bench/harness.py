@@ -114,6 +114,27 @@ class ProcessTree(psutil.Process):
         waits = [w for w in map(_threads_waited, self._tree()) if w is not None]
         return sum(waits) if waits else None
 
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds per process of the tree, by role: the subcommand of a `-m backend.cli`
+        child (`worker`, `reader`), `main` for this process itself, else the program's name.
+        (Which of the web node, the worker and the read process is busy, not only their sum.)"""
+        out: dict[str, float] = {}
+        for p in self._tree():
+            try:
+                t = psutil.Process.cpu_times(p)
+                role = "main" if p.pid == self.pid else _role(p.cmdline())
+            except psutil.Error:
+                continue
+            out[role] = out.get(role, 0.0) + t.user + t.system
+        return out
+
+
+def _role(cmdline: list[str]) -> str:
+    for i, arg in enumerate(cmdline[:-2]):
+        if arg == "-m" and cmdline[i + 1] == "backend.cli":
+            return cmdline[i + 2]
+    return os.path.basename(cmdline[0]) if cmdline else "?"
+
     def memory_info(self):
         rss = 0
         for p in self._tree():
@@ -256,8 +277,10 @@ class CpuMeter:
         self._t0 = 0.0
         self._c0: dict[str, float] = {}
         self._w0: dict[str, float | None] = {}
+        self._r0: dict[str, dict[str, float]] = {}
         self.result: dict[str, float | None] = {}
         self.waited: dict[str, float | None] = {}
+        self.by_role: dict[str, dict[str, float]] = {}  # of each ProcessTree: CPU% per role
 
     @staticmethod
     def _cpu(p: psutil.Process) -> float | None:
@@ -276,6 +299,7 @@ class CpuMeter:
         self._t0 = time.monotonic()
         self._c0 = {k: self._cpu(p) for k, p in self.procs.items()}
         self._w0 = {k: waited_s(p) for k, p in self.procs.items()}
+        self._r0 = {k: p.cpu_by_role() for k, p in self.procs.items() if isinstance(p, ProcessTree)}
         self._busy0 = self._busy()
         return self
 
@@ -289,6 +313,12 @@ class CpuMeter:
             out[k] = round(100.0 * (c1 - c0) / wall, 1) if c1 is not None and c0 is not None else None
             w1, w0 = waited_s(p), self._w0.get(k)
             self.waited[k] = round(100.0 * (w1 - w0) / wall, 1) if w1 is not None and w0 is not None else None
+            if k in self._r0:
+                r0 = self._r0[k]
+                self.by_role[k] = {
+                    role: round(100.0 * (c - r0.get(role, 0.0)) / wall, 1)
+                    for role, c in p.cpu_by_role().items()
+                }
         machine = 100.0 * (self._busy() - self._busy0) / wall
         ours = sum(v for v in out.values() if v is not None)
         out["machine"] = round(max(0.0, machine), 1)

@@ -75,6 +75,7 @@ def scenario(
         cpu = meter.stop()
         extra["redis_cpu_pct"] = cpu.get("redis")
         extra["others_cpu_pct"] = cpu.get("others")  # processes not in this benchmark, meanwhile
+        extra["server_cpu_by_process"] = meter.by_role.get("server")  # web (main), worker, reader
         # Time runnable with no free core, as a share of the step: a busy machine, not slow code.
         extra["waited_pct"] = {
             k: meter.waited.get(k) for k in ("server", "redis", *(h.name for h in [*helpers, *pubs]))
@@ -352,7 +353,9 @@ def _waits(r: dict) -> str:
     waited = r.get("waited_pct") or {}
     if r.get("redis_cpu_pct") is None and not waited:
         return ""
+    parts = r.get("server_cpu_by_process") or {}
+    split = f" ({', '.join(f'{k} {v}%' for k, v in parts.items())})" if parts else ""
     return (
-        f"  redis CPU {r.get('redis_cpu_pct')}%"
+        f"  redis CPU {r.get('redis_cpu_pct')}%{split}"
         f"  waited for a core: server {waited.get('server')}% redis {waited.get('redis')}%"
     )

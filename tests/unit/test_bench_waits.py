@@ -77,3 +77,40 @@ def test_a_tree_sums_its_processes_and_a_gone_process_has_no_figure():
         gone = psutil.Process(procs[0].pid)
         _stop(procs)
     assert waited_s(gone) is None
+
+
+# A parent that only waits for its child, which spins.
+BUSY_CHILD = (
+    "import subprocess, sys\n"
+    "spin = 'print(\"up\", flush=True)\\nwhile True: pass'\n"
+    "subprocess.Popen([sys.executable, '-c', spin], stdout=sys.stdout).wait()\n"
+)
+
+
+def test_a_process_tree_splits_its_cpu_by_role():
+    """The busy child of an idle parent shows under its own role, the parent's (idle) share under
+    `main`: a sum read as the parent's would show the parent busy."""
+    parent = subprocess.Popen([sys.executable, "-c", BUSY_CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().strip() == "up"
+        tree = ProcessTree(parent.pid)
+        meter = CpuMeter({"tree": tree}).start()
+        (child,) = tree.children()
+        _used([child], 0.5)
+        meter.stop()
+        split = meter.by_role["tree"]
+        assert set(split) == {"main", os.path.basename(sys.executable)}
+        assert split["main"] < 20 < split[os.path.basename(sys.executable)]
+    finally:
+        for p in psutil.Process(parent.pid).children(recursive=True):
+            p.kill()
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+
+
+def test_a_backend_cli_child_is_named_by_its_subcommand():
+    from bench.harness import _role
+
+    assert _role(["/x/python", "-m", "backend.cli", "worker", "--partitions", "2"]) == "worker"
+    assert _role(["/usr/bin/valkey-server", "*:6379"]) == "valkey-server"
