@@ -343,8 +343,14 @@ def line(r: dict) -> str:
         f"  {r['label']:<22} {r.get('shape', ''):<8} {r['published']:>7} published @ {r['publish_rate']:>8.0f}/s  lost {r['lost']}"
         f"  dup {r['duplicates']}  dropped {r['dropped_by_server']}  "
         f"p50 {r['p50_ms']} p95 {r['p95_ms']} p99 {r['p99_ms']} max {r['max_ms']} ms  "
-        f"server CPU {r['server_cpu_pct']}%  clients {r['client_cpu_pct']}%{_waits(r)}{extra}"
+        f"server CPU {r['server_cpu_pct']}%{_split(r)}  clients {r['client_cpu_pct']}%{_waits(r)}{extra}"
     )
+
+
+def _split(r: dict) -> str:
+    """The server's CPU by process: web (`main`), worker, read process."""
+    parts = r.get("server_cpu_by_process") or {}
+    return f" ({', '.join(f'{k} {v}%' for k, v in parts.items())})" if parts else ""
 
 
 def _waits(r: dict) -> str:
@@ -353,9 +359,7 @@ def _waits(r: dict) -> str:
     waited = r.get("waited_pct") or {}
     if r.get("redis_cpu_pct") is None and not waited:
         return ""
-    parts = r.get("server_cpu_by_process") or {}
-    split = f" ({', '.join(f'{k} {v}%' for k, v in parts.items())})" if parts else ""
     return (
-        f"  redis CPU {r.get('redis_cpu_pct')}%{split}"
+        f"  redis CPU {r.get('redis_cpu_pct')}%"
         f"  waited for a core: server {waited.get('server')}% redis {waited.get('redis')}%"
     )
