@@ -283,7 +283,8 @@ class BatchAccumulator:
         With a `hold`, its minute's part goes there instead.
 
         Counts each group's (tag, value) pairs, sends values the admission table refuses to
-        ``__other__``, and adds every count to its second's and its minute's delta at once.
+        ``__other__``, and adds every count to its second's delta; a minute's delta is the sum of
+        its seconds'.
 
         Written for both shapes of batch: live events put hundreds of events in a group, counted
         with Counter.update over chains (C speed); late events (a backlog spread over the hour)
@@ -294,7 +295,6 @@ class BatchAccumulator:
             return {}
         admit = self._admission.admit
         out: dict[tuple[int, int], BucketDelta] = {}
-        minutes: dict[int, dict[str, int]] = {}
         # (minute, metric) -> {(tag, value): "metric|@tag=admitted value|"}
         prefixes_by: dict[tuple[int, str], dict[tuple[str, str], str]] = {}
         for (sec, metric), group in self._groups.items():
@@ -309,9 +309,6 @@ class BatchAccumulator:
             if delta is None:
                 delta = out[(1, sec)] = BucketDelta()
             s_incr = delta.incr
-            m_incr = minutes.get(minute)
-            if m_incr is None:
-                m_incr = minutes[minute] = hold.tags if hold is not None and minute == hold.minute else {}
             uncounted, error_tags, latency, count_field = tagged
 
             for fname, by_bin in latency.items():
@@ -324,10 +321,8 @@ class BatchAccumulator:
                         if counting:
                             k = prefix + "c"
                             s_incr[k] = s_incr.get(k, 0) + n
-                            m_incr[k] = m_incr.get(k, 0) + n
                         k = prefix + tail
                         s_incr[k] = s_incr.get(k, 0) + n
-                        m_incr[k] = m_incr.get(k, 0) + n
             for source, suffix in ((uncounted, "c"), (error_tags, "e")):
                 if not source:
                     continue
@@ -335,9 +330,21 @@ class BatchAccumulator:
                     prefix = prefixes.get(pair) or _tag_prefix(pair, prefixes, admit, minute, metric)
                     k = prefix + suffix
                     s_incr[k] = s_incr.get(k, 0) + n
+        # A minute's counters are its seconds' summed (the same names): a batch of live events
+        # mostly falls in one second, whose counters are copied in C.
+        minutes: dict[int, dict[str, int]] = {}
+        for (_, sec), delta in out.items():
+            minute = sec - sec % COARSE
+            m_incr = minutes.get(minute)
+            if m_incr is None:
+                minutes[minute] = dict(delta.incr)
+            else:
+                for k, n in delta.incr.items():
                     m_incr[k] = m_incr.get(k, 0) + n
         for minute, incr in minutes.items():
-            if hold is None or minute != hold.minute:
+            if hold is not None and minute == hold.minute:
+                hold.tags = incr
+            else:
                 out[(COARSE, minute)] = BucketDelta(incr=incr)
         return out
 
