@@ -331,7 +331,16 @@ def _deferred_writes(server) -> float:
 def test_a_client_whose_socket_backs_up_gets_every_event_in_order(server_factory, r):
     """Most batches are written to a client's socket at once; one its kernel buffer cannot take
     whole is finished by its writer, and every later one queued behind it, in order."""
-    server = server_factory(env={"SLOW_CLIENT_SOFT_S": "60", "SLOW_CLIENT_SOFT_BYTES": str(64 << 20)})
+    # A long heartbeat, as in the test above: the client answers PINGs only while it reads, and
+    # on a busy machine the phase in which it does not can outlast the default 3 s + 5 s.
+    server = server_factory(
+        env={
+            "SLOW_CLIENT_SOFT_S": "60",
+            "SLOW_CLIENT_SOFT_BYTES": str(64 << 20),
+            "PING_INTERVAL_S": "25",
+            "PING_TIMEOUT_S": "60",
+        }
+    )
     client = RawBatchClient(server.url)
     try:
         total = 0
