@@ -128,13 +128,6 @@ class ProcessTree(psutil.Process):
             out[role] = out.get(role, 0.0) + t.user + t.system
         return out
 
-
-def _role(cmdline: list[str]) -> str:
-    for i, arg in enumerate(cmdline[:-2]):
-        if arg == "-m" and cmdline[i + 1] == "backend.cli":
-            return cmdline[i + 2]
-    return os.path.basename(cmdline[0]) if cmdline else "?"
-
     def memory_info(self):
         rss = 0
         for p in self._tree():
@@ -143,6 +136,13 @@ def _role(cmdline: list[str]) -> str:
             except psutil.Error:
                 continue
         return _Rss(rss)
+
+
+def _role(cmdline: list[str]) -> str:
+    for i, arg in enumerate(cmdline[:-2]):
+        if arg == "-m" and cmdline[i + 1] == "backend.cli":
+            return cmdline[i + 2]
+    return os.path.basename(cmdline[0]) if cmdline else "?"
 
 
 def waited_s(p: psutil.Process) -> float | None:

@@ -101,6 +101,8 @@ def test_a_process_tree_splits_its_cpu_by_role():
         split = meter.by_role["tree"]
         assert set(split) == {"main", os.path.basename(sys.executable)}
         assert split["main"] < 20 < split[os.path.basename(sys.executable)]
+        # ...and its memory is the tree's too: the parent's own RSS plus the child's
+        assert tree.memory_info().rss > psutil.Process.memory_info(tree).rss + child.memory_info().rss // 2
     finally:
         for p in psutil.Process(parent.pid).children(recursive=True):
             p.kill()
