@@ -1,6 +1,6 @@
 """The worker's own work per event: validate, aggregate, build and pack a batch's write.
 
-    .venv/bin/python scripts/worker_cost.py [--shape mixed|original] [--events N] [--batch N] [--held]
+    .venv/bin/python scripts/worker_cost.py [--shape mixed|original] [--events N] [--batch N] [--held] [--pure]
     .venv/bin/python scripts/worker_cost.py --instructions [--shape ...] [--batch N]   # needs valgrind
 
 It runs the real BatchProcessor on the benchmark's events (bench/events.py) in batches of 850
@@ -13,6 +13,9 @@ machine. With --instructions it runs itself twice under callgrind (2 and 22 batc
 18,700 events at 850) and prints the difference in instructions per event: start-up and imports
 cancel out, and the figure repeats within 0.1%, which is what a change of a few percent needs.
 scripts/script_cost.py does the same for Redis's side of a batch, the write script.
+
+It runs the core as `make native` left it (compiled when the build is current); --pure runs a
+copy of backend/ with no build beside it, so the core is plain Python (backend/core/native.py).
 """
 
 from __future__ import annotations
@@ -21,13 +24,22 @@ import argparse
 import gc
 import itertools
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+PURE = "--pure" in sys.argv
+if PURE:  # backend/ copied where no build stands beside it: the core imports as Python
+    _copy = Path(tempfile.mkdtemp(prefix="pulseboard-pure-"))
+    shutil.copytree(ROOT / "backend", _copy / "backend", ignore=shutil.ignore_patterns("__pycache__"))
+    sys.path.insert(0, str(ROOT))  # bench/
+    sys.path.insert(0, str(_copy))
+else:
+    sys.path.insert(0, str(ROOT))
 
 BATCH = 850
 
@@ -122,6 +134,7 @@ def instructions(shape: str, batch: int = BATCH, held: bool = False) -> float:
                 "--batch",
                 str(batch),
                 *(["--held"] if held else []),
+                *(["--pure"] if PURE else []),
             ],
             capture_output=True,
             text=True,
@@ -140,13 +153,19 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=BATCH, help=f"events per batch (default {BATCH})")
     p.add_argument("--instructions", action="store_true", help="instructions per event, under callgrind")
     p.add_argument("--held", action="store_true", help="as while events queue: the minute's updates held")
+    p.add_argument("--pure", action="store_true", help="the core as Python, whatever `make native` built")
     args = p.parse_args()
+    from backend.core import native
+
+    core = "compiled core" if native.compiled() else "Python core"
     if args.instructions:
         n = instructions(args.shape, args.batch, args.held)
-        print(f"{args.shape}: {n:,.0f} instructions per event")
+        print(f"{args.shape}, {core}: {n:,.0f} instructions per event")
     else:
         cpu = measure(args.shape, args.events, args.batch, args.held)
-        print(f"{args.shape}: {cpu * 1e6:.2f} µs CPU per event")
+        print(f"{args.shape}, {core}: {cpu * 1e6:.2f} µs CPU per event")
+    if PURE:
+        shutil.rmtree(_copy, ignore_errors=True)
     return 0
 
 

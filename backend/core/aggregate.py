@@ -228,9 +228,9 @@ class BatchAccumulator:
             else:
                 acc.count += 1
                 acc.sum += x
-                if x < acc.min:
+                if x < acc.min:  # type: ignore[operator]  # set with the field's first value
                     acc.min = x
-                elif x > acc.max:
+                elif x > acc.max:  # type: ignore[operator]
                     acc.max = x
                 bins = acc.bins
                 bins[bk] = bins.get(bk, 0) + 1
@@ -270,7 +270,8 @@ class BatchAccumulator:
                 groups = _roll_up(self._groups, res)
             for (start, metric), group in groups.items():
                 if start == held and res == COARSE:
-                    hold.groups[metric] = group  # a fresh state of _roll_up's, unique per metric
+                    # A fresh state of _roll_up's, unique per metric (`held` is None without a hold).
+                    hold.groups[metric] = group  # type: ignore[union-attr]
                     continue
                 delta = out.get((res, start))
                 if delta is None:
@@ -293,7 +294,7 @@ class BatchAccumulator:
         (minute, metric) of the batch rather than once per second."""
         if not self._tags_on:
             return {}
-        admit = self._admission.admit
+        admit = self._admission.admit  # type: ignore[union-attr]  # set when tags are on
         out: dict[tuple[int, int], BucketDelta] = {}
         # (minute, metric) -> {(tag, value): "metric|@tag=admitted value|"}
         prefixes_by: dict[tuple[int, str], dict[tuple[str, str], str]] = {}
@@ -443,8 +444,8 @@ def _emit(delta: BucketDelta, metric: str, group: MetricState) -> None:
         prefix = f"{metric}|{name}|"
         incr[prefix + "c"] = f.count
         delta.incr_float[prefix + "s"] = f.sum
-        delta.mins[prefix + "mn"] = f.min
-        delta.maxs[prefix + "mx"] = f.max
+        delta.mins[prefix + "mn"] = f.min  # type: ignore[assignment]  # a field has a value
+        delta.maxs[prefix + "mx"] = f.max  # type: ignore[assignment]
         bin_prefix = prefix + "b:"
         for bk, n in f.bins.items():
             incr[bin_prefix + bk] = n

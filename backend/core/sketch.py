@@ -164,7 +164,7 @@ class RankedBins:
             # the first such bin of either side, whichever comes first.
             mine, theirs = self._first_above(rank, other), other._first_above(rank, self)
             if mine is None or (theirs is not None and other.orders[theirs] < self.orders[mine]):
-                out.append(bin_value(other.keys[theirs]))
+                out.append(bin_value(other.keys[theirs]))  # type: ignore[index]  # mine is None: theirs is not
             else:
                 out.append(bin_value(self.keys[mine]))
         return out
@@ -185,7 +185,7 @@ class RankedBins:
 class Sketch:
     __slots__ = ("bins", "count")
 
-    def __init__(self, bins: Mapping[str, int] | None = None):
+    def __init__(self, bins: Mapping[str, int | str | bytes] | None = None):
         self.bins: dict[str, int] = {}
         self.count = 0
         if bins:
@@ -196,13 +196,14 @@ class Sketch:
         self.bins[key] = self.bins.get(key, 0) + n
         self.count += n
 
-    def merge_bins(self, bins: Mapping[str, int]) -> None:
+    def merge_bins(self, bins: Mapping[str, int | str | bytes]) -> None:
+        # (Counts read from a Redis hash arrive as text.)
         own = self.bins
         total = 0
         for key, n in bins.items():
-            n = int(n)
-            own[key] = own.get(key, 0) + n
-            total += n
+            c = int(n)
+            own[key] = own.get(key, 0) + c
+            total += c
         self.count += total
 
     def merge(self, other: Sketch) -> None:
@@ -222,7 +223,7 @@ class Sketch:
             k: n for k, n in other.bins.items() if n
         }
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
         return f"Sketch(count={self.count}, bins={len(self.bins)})"

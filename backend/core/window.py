@@ -113,7 +113,7 @@ class _HashMerger:
                 if raw in skip:
                     continue
                 slot = self._new_slot(raw, value)
-                if slot is _IGNORE:
+                if slot == _IGNORE:  # (compiled, a returned tuple is a copy: not `is`)
                     skip.add(raw)
                     continue
                 if slot is None:
@@ -334,7 +334,7 @@ def metric_json_plus(
     for fname in sorted(base.fields.keys() | fresh.fields.keys()):
         b, f = base.fields.get(fname), fresh.fields.get(fname)
         if b is None:
-            fields[fname] = field_json(f)
+            fields[fname] = field_json(f)  # type: ignore[arg-type]  # in fresh if not in base
             continue
         if f is None:
             f = _EMPTY_FIELD

@@ -28,6 +28,7 @@ import redis
 from redis.exceptions import AskError, MovedError
 
 from backend import telemetry
+from backend.core import native
 from backend.ingest.batch import LOST, BatchProcessor, none_waiting
 from backend.ingest.lease import HEARTBEAT_EVERY_S, Lease, new_token
 from backend.ingest.pubsub import PubSubReader
@@ -182,11 +183,12 @@ class Consumer(Task):
         else:
             stream = f" and reading stream {self.stream.key!r}" if self.stream else ""
             log.info(
-                "worker %s active, subscribed to %s%s (%s)",
+                "worker %s active, subscribed to %s%s (%s; core %s)",
                 self.token,
                 ", ".join(map(repr, self.channels)),
                 stream,
                 self.name,
+                native.state,
             )
         self.backoff.reset()
         if self._carry:

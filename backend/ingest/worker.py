@@ -15,6 +15,7 @@ import time
 import redis
 
 from backend import telemetry
+from backend.core import native
 from backend.ingest.consumer import Consumer
 from backend.ingest.lease import HEARTBEAT_EVERY_S, new_token
 from backend.ingest.shares import Shares
@@ -130,6 +131,7 @@ class Worker(Task):
             "rejected": self.rejected,
             "batches": self.batches,
             "transport": first["transport"],
+            "core": native.state,  # compiled (mypyc), or pure Python and why
             "pubsub": {
                 key: sum(c["pubsub"][key] for c in consumers)
                 for key in ("buffered", "dropped", "disconnects")
