@@ -3,7 +3,6 @@ wherever it can be built, and giving what the Python sources give."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -53,8 +52,9 @@ def test_a_build_stands_in_only_for_the_sources_it_was_built_from(tmp_path):
 
 
 def test_the_core_runs_compiled_wherever_it_can_be_built():
-    if not (shutil.which("cc") or shutil.which("gcc")) or importlib.util.find_spec("mypyc") is None:
-        pytest.skip("no C compiler or no mypyc here: the core runs as Python")
+    # (make native installs mypyc itself, into build/native-env)
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here: the core runs as Python")
     assert native.state == "compiled (mypyc)", f"the core runs as {native.state}"
     assert native.compiled()
 
