@@ -6,7 +6,7 @@ backend.core is imported, the build goes ahead of the sources on the package's p
 manifest matches every source and this interpreter's extension suffix: an edited source is never
 shadowed by an older build, it runs as Python until the next `make native`. Where no build exists
 (no C compiler, an install without the Makefile) the same modules run as plain Python; the worker's
-per-event work then costs about 1.3x the CPU (docs/benchmarks.md, session 13). A copy of the
+per-event work then costs 1.2x the instructions (docs/benchmarks.md, session 13). A copy of the
 sources without build/ beside it, as `scripts/worker_cost.py --pure` makes, runs as Python too.
 """
 
