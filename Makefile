@@ -26,7 +26,7 @@ test:
 # processes the suite starts would then compile the project and its tests again (a worker's
 # collection: 6.0 s of CPU against 2.4 s from __pycache__, which git ignores).
 PYTEST_WORKERS ?= 4
-test-py: venv
+test-py: venv native
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -n $(PYTEST_WORKERS) --maxschedchunk 1
 
 test-frontend: $(NPM_STAMP)
