@@ -9,7 +9,9 @@ FRONTEND_SRC := $(shell find frontend/src frontend/public frontend/index.html fr
 
 .PHONY: run test test-py test-frontend lint format bench screenshots frontend venv native chromium clean
 
-run: venv frontend native
+# The venv, the dashboard's build and the compiled core side by side, then the system.
+run:
+	@$(MAKE) --no-print-directory -j2 --output-sync=target venv frontend native
 	$(BIN)/pulseboard up
 
 # Two jobs side by side first: the Python env installs while the dashboard's packages install and
