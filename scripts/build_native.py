@@ -54,8 +54,8 @@ setup(
 """
 
 
-def _run(args: list, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, **kw)
+def _run(args: list) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
 
 
 def _env_python() -> tuple[Path | None, str]:
